@@ -1,0 +1,1 @@
+//! Benchmarks and scenario reports for Grapevine (filled in by the benchmarks issue).

@@ -1,0 +1,232 @@
+//! Protocol parameters, with documented defaults and validation.
+//!
+//! Defaults follow HashiCorp memberlist's LAN profile for failure detection and
+//! Cassandra for the ring; each field says where its default comes from.
+
+use alloc::string::String;
+use core::fmt;
+use core::time::Duration;
+
+/// Everything a [`Node`](crate::Node) can be tuned with. Plain data: clone it to
+/// stamp out many nodes, and call [`Config::validate`] (the node does) before use.
+///
+/// ```
+/// let mut config = grapevine::Config::lan("orders");
+/// config.gossip_fanout = 4;
+/// assert!(config.validate().is_err(), "never more than three peers per round");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Name of the cluster. Its hash is carried in every packet header, and packets
+    /// from another cluster are dropped (as Cassandra does with the cluster name).
+    pub cluster_name: String,
+    /// Time between two failure-detector probes (memberlist LAN: 1 s). Scaled by the
+    /// local health multiplier.
+    pub probe_interval: Duration,
+    /// Time to wait for a direct ack before asking others to probe
+    /// (memberlist LAN: 500 ms). Scaled by the local health multiplier.
+    pub probe_timeout: Duration,
+    /// Members asked to probe a silent target on our behalf (SWIM k; memberlist: 3, at most 3).
+    pub indirect_probes: usize,
+    /// Time between two gossip rounds and two anti-entropy exchanges (the seed: 1 s).
+    pub gossip_interval: Duration,
+    /// Live members a gossip round pushes rumours to (the seed: 3, and never more than 3).
+    pub gossip_fanout: usize,
+    /// Retransmit budget multiplier λ: a rumour is sent λ·⌈log10(n + 1)⌉ times (memberlist: 4).
+    pub retransmit_mult: u32,
+    /// Lifeguard's minimum suspicion timeout is `suspicion_mult · log10(n) · probe_interval`
+    /// (memberlist: 4).
+    pub suspicion_mult: u32,
+    /// The maximum suspicion timeout is `suspicion_max_mult` times the minimum (memberlist: 6).
+    pub suspicion_max_mult: u32,
+    /// Ceiling of the local health multiplier (Lifeguard; memberlist: 8).
+    pub awareness_max: u32,
+    /// Largest datagram the node ever emits, in bytes, sealed overhead included
+    /// (memberlist's UDPBufferSize: 1,400, inside a 1,500-byte MTU).
+    pub max_datagram_size: usize,
+    /// How long dead and left members are kept as tombstones, so stale rumours cannot
+    /// resurrect them (memberlist keeps them 30 s; we keep them longer because the
+    /// tombstone is what lets a healed partition find the other side again).
+    pub dead_retention: Duration,
+    /// How long a deleted key's tombstone is kept before it is collected
+    /// (chitchat's grace period; Cassandra's gc_grace). A peer away for longer gets a reset.
+    pub tombstone_grace: Duration,
+    /// Tokens each node announces on the ring (Cassandra 4.0 num_tokens: 16).
+    pub vnodes: usize,
+    /// Distinct nodes in a replica set (Cassandra's usual RF: 3).
+    pub replication_factor: usize,
+    /// How long a forwarded request may wait for its response before failing over.
+    pub request_timeout: Duration,
+    /// Forwarding hops a request may take before it is refused (guards against loops
+    /// while two nodes disagree on the ring).
+    pub request_max_hops: u8,
+    /// Most members (alive, suspect and tombstones) a node keeps. Claims about new
+    /// members beyond it are dropped and counted.
+    pub max_members: usize,
+    /// Most rumours queued for piggybacking; the oldest, most-sent ones are evicted first.
+    pub max_rumours: usize,
+    /// Most requests this node tracks at once (originated plus forwarded).
+    pub max_requests_in_flight: usize,
+    /// Largest value accepted by [`Node::set`](crate::Node::set), in bytes.
+    pub max_value_size: usize,
+    /// Largest total of key and value bytes kept for one node's state.
+    pub max_state_bytes: usize,
+}
+
+impl Config {
+    /// The LAN profile: memberlist's LAN timings, Cassandra's ring defaults.
+    pub fn lan(cluster_name: impl Into<String>) -> Self {
+        Config {
+            cluster_name: cluster_name.into(),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_probes: 3,
+            gossip_interval: Duration::from_secs(1),
+            gossip_fanout: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            awareness_max: 8,
+            max_datagram_size: 1400,
+            dead_retention: Duration::from_secs(3600),
+            tombstone_grace: Duration::from_secs(3600),
+            vnodes: 16,
+            replication_factor: 3,
+            request_timeout: Duration::from_secs(1),
+            request_max_hops: 3,
+            max_members: 65_536,
+            max_rumours: 4096,
+            max_requests_in_flight: 4096,
+            max_value_size: 1024,
+            max_state_bytes: 64 * 1024,
+        }
+    }
+
+    /// The WAN profile: slower probes and longer timeouts (memberlist's WAN timings).
+    pub fn wan(cluster_name: impl Into<String>) -> Self {
+        Config {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            gossip_interval: Duration::from_millis(1500),
+            suspicion_mult: 6,
+            request_timeout: Duration::from_secs(5),
+            ..Config::lan(cluster_name)
+        }
+    }
+
+    /// Checks every field against its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        if self.probe_interval.is_zero() {
+            return Err(ZeroInterval("probe_interval"));
+        }
+        if self.gossip_interval.is_zero() {
+            return Err(ZeroInterval("gossip_interval"));
+        }
+        if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_interval {
+            return Err(ProbeTimeout);
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ZeroInterval("request_timeout"));
+        }
+        if self.gossip_fanout == 0 || self.gossip_fanout > 3 {
+            return Err(OutOfRange { field: "gossip_fanout", min: 1, max: 3 });
+        }
+        if self.indirect_probes > 3 {
+            return Err(OutOfRange { field: "indirect_probes", min: 0, max: 3 });
+        }
+        let ranges: [(&'static str, u64, u64, u64); 9] = [
+            ("retransmit_mult", self.retransmit_mult as u64, 1, 64),
+            ("suspicion_mult", self.suspicion_mult as u64, 1, 64),
+            ("suspicion_max_mult", self.suspicion_max_mult as u64, 1, 64),
+            ("awareness_max", self.awareness_max as u64, 0, 64),
+            ("max_datagram_size", self.max_datagram_size as u64, 512, 65_000),
+            ("vnodes", self.vnodes as u64, 1, 256),
+            ("replication_factor", self.replication_factor as u64, 1, 16),
+            ("request_max_hops", self.request_max_hops as u64, 1, 16),
+            ("max_members", self.max_members as u64, 2, 1 << 24),
+        ];
+        for (field, value, min, max) in ranges {
+            if value < min || value > max {
+                return Err(OutOfRange { field, min, max });
+            }
+        }
+        if self.max_rumours == 0 || self.max_requests_in_flight == 0 {
+            return Err(OutOfRange { field: "max_rumours/max_requests_in_flight", min: 1, max: u64::MAX });
+        }
+        // A value must fit in one datagram next to its headers.
+        let max_value = self.max_datagram_size.saturating_sub(256);
+        if self.max_value_size == 0 || self.max_value_size > max_value {
+            return Err(OutOfRange { field: "max_value_size", min: 1, max: max_value as u64 });
+        }
+        if self.max_state_bytes < self.max_value_size {
+            return Err(OutOfRange {
+                field: "max_state_bytes",
+                min: self.max_value_size as u64,
+                max: u64::MAX,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`Config`] was refused. Nothing is built from a refused config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An interval that must be positive is zero.
+    ZeroInterval(&'static str),
+    /// `probe_timeout` must be positive and shorter than `probe_interval`.
+    ProbeTimeout,
+    /// A field is outside its allowed range (inclusive).
+    OutOfRange {
+        /// The field's name.
+        field: &'static str,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroInterval(field) => write!(f, "{field} must be greater than zero"),
+            ConfigError::ProbeTimeout => {
+                write!(f, "probe_timeout must be greater than zero and less than probe_interval")
+            }
+            ConfigError::OutOfRange { field, min, max } => {
+                write!(f, "{field} must be between {min} and {max}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::lan("x").validate(), Ok(()));
+        assert_eq!(Config::wan("x").validate(), Ok(()));
+    }
+
+    #[test]
+    fn refuses_fanout_above_three() {
+        let mut c = Config::lan("x");
+        c.gossip_fanout = 4;
+        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "gossip_fanout", .. })));
+    }
+
+    #[test]
+    fn refuses_timeout_longer_than_interval() {
+        let mut c = Config::lan("x");
+        c.probe_timeout = c.probe_interval;
+        assert_eq!(c.validate(), Err(ConfigError::ProbeTimeout));
+    }
+}

@@ -1,0 +1,182 @@
+//! The rumour queue: every change is piggybacked on outgoing packets until it has
+//! been sent `retransmit_mult · ⌈log10(n + 1)⌉` times (memberlist's rule).
+//!
+//! Rumours are encoded once when queued, so packing a datagram only copies bytes.
+//! The least-sent rumours go first, and among equals the newest, so fresh news is
+//! never starved by old news (memberlist's TransmitLimitedQueue order).
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::hash::{Map, SeededState};
+use crate::wire::BodyBuilder;
+
+/// What a rumour is about: a newer rumour about the same subject replaces the older one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Subject<A> {
+    Member(A),
+    State(A, String),
+}
+
+#[derive(Debug)]
+struct Rumour<A> {
+    subject: Subject<A>,
+    bytes: Vec<u8>,
+    transmits: u32,
+}
+
+/// A bounded queue of encoded rumours ordered by (transmits, newest first).
+#[derive(Debug)]
+pub(crate) struct Rumours<A> {
+    rumours: Map<u64, Rumour<A>>,
+    by_subject: Map<Subject<A>, u64>,
+    // (transmits, u64::MAX - id): iterating ascending yields least-sent, newest first.
+    order: BTreeSet<(u32, u64)>,
+    next_id: u64,
+    capacity: usize,
+}
+
+impl<A: crate::Address> Rumours<A> {
+    pub fn new(capacity: usize, hasher: SeededState) -> Self {
+        Rumours {
+            rumours: Map::with_hasher(hasher),
+            by_subject: Map::with_hasher(hasher),
+            order: BTreeSet::new(),
+            next_id: 0,
+            capacity,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.rumours.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rumours.is_empty()
+    }
+
+    /// Queues an encoded rumour, replacing any older rumour about the same subject.
+    /// Returns whether a rumour had to be evicted to make room.
+    pub fn push(&mut self, subject: Subject<A>, bytes: Vec<u8>) -> bool {
+        if let Some(old) = self.by_subject.remove(&subject) {
+            self.remove(old);
+        }
+        let mut evicted = false;
+        if self.rumours.len() >= self.capacity {
+            // Evict the most-sent, oldest rumour: it has done most of its work.
+            if let Some(&(t, k)) = self.order.iter().next_back() {
+                let id = u64::MAX - k;
+                self.order.remove(&(t, k));
+                if let Some(r) = self.rumours.remove(&id) {
+                    self.by_subject.remove(&r.subject);
+                }
+                evicted = true;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.order.insert((0, u64::MAX - id));
+        self.by_subject.insert(subject.clone(), id);
+        self.rumours.insert(id, Rumour { subject, bytes, transmits: 0 });
+        evicted
+    }
+
+    fn remove(&mut self, id: u64) {
+        if let Some(r) = self.rumours.remove(&id) {
+            self.order.remove(&(r.transmits, u64::MAX - id));
+        }
+    }
+
+    /// Fills `body` with as many rumours as fit, least-sent first, counting one
+    /// transmission for each; rumours that reach `limit` are retired.
+    pub fn fill(&mut self, body: &mut BodyBuilder, limit: u32) -> usize {
+        let mut sent: Vec<(u32, u64)> = Vec::new();
+        for &(t, k) in self.order.iter() {
+            if body.remaining() < 4 {
+                break;
+            }
+            let id = u64::MAX - k;
+            if let Some(r) = self.rumours.get(&id) {
+                if body.push_encoded(&r.bytes) {
+                    sent.push((t, k));
+                }
+            }
+        }
+        for &(t, k) in &sent {
+            self.order.remove(&(t, k));
+            let id = u64::MAX - k;
+            let retire = match self.rumours.get_mut(&id) {
+                Some(r) => {
+                    r.transmits = t + 1;
+                    r.transmits >= limit
+                }
+                None => false,
+            };
+            if retire {
+                if let Some(r) = self.rumours.remove(&id) {
+                    self.by_subject.remove(&r.subject);
+                }
+            } else {
+                self.order.insert((t + 1, k));
+            }
+        }
+        sent.len()
+    }
+}
+
+/// memberlist's retransmit limit: `mult · ⌈log10(n + 1)⌉`, at least `mult`.
+pub(crate) fn retransmit_limit(mult: u32, n: usize) -> u32 {
+    let x = (n as u64).saturating_add(1);
+    let (mut ceil_log, mut pow) = (0u32, 1u64);
+    while pow < x {
+        pow = pow.saturating_mul(10);
+        ceil_log += 1;
+    }
+    mult.saturating_mul(ceil_log.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::NodeId;
+
+    #[test]
+    fn retransmit_limit_matches_memberlist() {
+        assert_eq!(retransmit_limit(4, 100), 12);
+        assert_eq!(retransmit_limit(4, 1000), 16);
+        assert_eq!(retransmit_limit(4, 10_000), 20);
+        assert_eq!(retransmit_limit(4, 1), 4);
+    }
+
+    #[test]
+    fn least_sent_first_and_retired_at_limit() {
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0));
+        q.push(Subject::Member(1), alloc::vec![1; 10]);
+        q.push(Subject::Member(2), alloc::vec![2; 10]);
+        let me = NodeId::new(0u32, 0);
+        // Room for one rumour only: the newest goes first.
+        let mut b = BodyBuilder::new(&me, 4 + 12);
+        assert_eq!(q.fill(&mut b, 2), 1);
+        assert!(b.finish().ends_with(&[2; 10]));
+        // Now rumour 1 is the least sent.
+        let mut b = BodyBuilder::new(&me, 4 + 12);
+        q.fill(&mut b, 2);
+        assert!(b.finish().ends_with(&[1; 10]));
+        let mut b = BodyBuilder::new(&me, 1000);
+        assert_eq!(q.fill(&mut b, 2), 2);
+        assert!(q.is_empty(), "both reached the limit of 2");
+    }
+
+    #[test]
+    fn newer_rumour_replaces_older_and_capacity_is_bounded() {
+        let mut q: Rumours<u32> = Rumours::new(2, SeededState(0));
+        q.push(Subject::Member(1), alloc::vec![1]);
+        q.push(Subject::Member(1), alloc::vec![9]);
+        assert_eq!(q.len(), 1);
+        q.push(Subject::Member(2), alloc::vec![2]);
+        assert!(q.push(Subject::Member(3), alloc::vec![3]));
+        assert_eq!(q.len(), 2);
+    }
+}
