@@ -52,7 +52,8 @@ pub struct Config {
     /// How long a deleted key's tombstone is kept before it is collected
     /// (chitchat's grace period; Cassandra's gc_grace). A peer away for longer gets a reset.
     pub tombstone_grace: Duration,
-    /// Tokens each node announces on the ring (Cassandra 4.0 num_tokens: 16).
+    /// Tokens each node announces on the ring (Cassandra 4.0 num_tokens: 16). Zero makes
+    /// a member that owns no ranges (membership only: a client, or a pure SWIM cluster).
     pub vnodes: usize,
     /// Distinct nodes in a replica set (Cassandra's usual RF: 3).
     pub replication_factor: usize,
@@ -131,18 +132,31 @@ impl Config {
             return Err(ZeroInterval("request_timeout"));
         }
         if self.gossip_fanout == 0 || self.gossip_fanout > 3 {
-            return Err(OutOfRange { field: "gossip_fanout", min: 1, max: 3 });
+            return Err(OutOfRange {
+                field: "gossip_fanout",
+                min: 1,
+                max: 3,
+            });
         }
         if self.indirect_probes > 3 {
-            return Err(OutOfRange { field: "indirect_probes", min: 0, max: 3 });
+            return Err(OutOfRange {
+                field: "indirect_probes",
+                min: 0,
+                max: 3,
+            });
         }
         let ranges: [(&'static str, u64, u64, u64); 9] = [
             ("retransmit_mult", self.retransmit_mult as u64, 1, 64),
             ("suspicion_mult", self.suspicion_mult as u64, 1, 64),
             ("suspicion_max_mult", self.suspicion_max_mult as u64, 1, 64),
             ("awareness_max", self.awareness_max as u64, 0, 64),
-            ("max_datagram_size", self.max_datagram_size as u64, 512, 65_000),
-            ("vnodes", self.vnodes as u64, 1, 256),
+            (
+                "max_datagram_size",
+                self.max_datagram_size as u64,
+                512,
+                65_000,
+            ),
+            ("vnodes", self.vnodes as u64, 0, 256),
             ("replication_factor", self.replication_factor as u64, 1, 16),
             ("request_max_hops", self.request_max_hops as u64, 1, 16),
             ("max_members", self.max_members as u64, 2, 1 << 24),
@@ -153,12 +167,20 @@ impl Config {
             }
         }
         if self.max_rumours == 0 || self.max_requests_in_flight == 0 {
-            return Err(OutOfRange { field: "max_rumours/max_requests_in_flight", min: 1, max: u64::MAX });
+            return Err(OutOfRange {
+                field: "max_rumours/max_requests_in_flight",
+                min: 1,
+                max: u64::MAX,
+            });
         }
         // A value must fit in one datagram next to its headers.
         let max_value = self.max_datagram_size.saturating_sub(256);
         if self.max_value_size == 0 || self.max_value_size > max_value {
-            return Err(OutOfRange { field: "max_value_size", min: 1, max: max_value as u64 });
+            return Err(OutOfRange {
+                field: "max_value_size",
+                min: 1,
+                max: max_value as u64,
+            });
         }
         if self.max_state_bytes < self.max_value_size {
             return Err(OutOfRange {
@@ -195,7 +217,10 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::ZeroInterval(field) => write!(f, "{field} must be greater than zero"),
             ConfigError::ProbeTimeout => {
-                write!(f, "probe_timeout must be greater than zero and less than probe_interval")
+                write!(
+                    f,
+                    "probe_timeout must be greater than zero and less than probe_interval"
+                )
             }
             ConfigError::OutOfRange { field, min, max } => {
                 write!(f, "{field} must be between {min} and {max}")
@@ -220,7 +245,13 @@ mod tests {
     fn refuses_fanout_above_three() {
         let mut c = Config::lan("x");
         c.gossip_fanout = 4;
-        assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { field: "gossip_fanout", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::OutOfRange {
+                field: "gossip_fanout",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -79,7 +79,14 @@ impl<A: crate::Address> Rumours<A> {
         self.next_id += 1;
         self.order.insert((0, u64::MAX - id));
         self.by_subject.insert(subject.clone(), id);
-        self.rumours.insert(id, Rumour { subject, bytes, transmits: 0 });
+        self.rumours.insert(
+            id,
+            Rumour {
+                subject,
+                bytes,
+                transmits: 0,
+            },
+        );
         evicted
     }
 
@@ -93,14 +100,20 @@ impl<A: crate::Address> Rumours<A> {
     /// transmission for each; rumours that reach `limit` are retired.
     pub fn fill(&mut self, body: &mut BodyBuilder, limit: u32) -> usize {
         let mut sent: Vec<(u32, u64)> = Vec::new();
+        // A nearly full body would otherwise scan the whole queue for a rumour small
+        // enough; a few misses in a row mean it is as full as it usefully gets.
+        let mut misses = 0;
         for &(t, k) in self.order.iter() {
-            if body.remaining() < 4 {
+            if body.remaining() < 4 || misses >= 8 {
                 break;
             }
             let id = u64::MAX - k;
             if let Some(r) = self.rumours.get(&id) {
                 if body.push_encoded(&r.bytes) {
                     sent.push((t, k));
+                    misses = 0;
+                } else {
+                    misses += 1;
                 }
             }
         }

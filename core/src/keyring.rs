@@ -30,7 +30,9 @@ pub struct Keyring {
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print key material.
-        f.debug_struct("Keyring").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Keyring")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -58,7 +60,9 @@ impl core::error::Error for KeyringError {}
 impl Keyring {
     /// A keyring holding one key, which is primary.
     pub fn new(primary: Key) -> Self {
-        Keyring { keys: alloc::vec![(primary, XChaCha20Poly1305::new(&primary.into()))] }
+        Keyring {
+            keys: alloc::vec![(primary, XChaCha20Poly1305::new(&primary.into()))],
+        }
     }
 
     /// Installs a key for opening (does nothing if it is installed already).
@@ -70,14 +74,22 @@ impl Keyring {
 
     /// Makes an installed key the primary.
     pub fn use_key(&mut self, key: &Key) -> Result<(), KeyringError> {
-        let pos = self.keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey)?;
+        let pos = self
+            .keys
+            .iter()
+            .position(|(k, _)| k == key)
+            .ok_or(KeyringError::UnknownKey)?;
         self.keys.swap(0, pos);
         Ok(())
     }
 
     /// Removes a key that is not the primary.
     pub fn remove(&mut self, key: &Key) -> Result<(), KeyringError> {
-        let pos = self.keys.iter().position(|(k, _)| k == key).ok_or(KeyringError::UnknownKey)?;
+        let pos = self
+            .keys
+            .iter()
+            .position(|(k, _)| k == key)
+            .ok_or(KeyringError::UnknownKey)?;
         if pos == 0 {
             return Err(KeyringError::RemovePrimary);
         }
@@ -122,7 +134,10 @@ impl Keyring {
         let tag = Tag::from_slice(tag);
         for (_, cipher) in &self.keys {
             let mut buf = ct.to_vec();
-            if cipher.decrypt_in_place_detached(nonce, aad, &mut buf, tag).is_ok() {
+            if cipher
+                .decrypt_in_place_detached(nonce, aad, &mut buf, tag)
+                .is_ok()
+            {
                 return Some(buf);
             }
         }
@@ -145,7 +160,11 @@ mod tests {
         assert_eq!(b.open(b"HDR", &out[3..]), None);
         b.install(k1);
         assert_eq!(b.open(b"HDR", &out[3..]).as_deref(), Some(&b"hello"[..]));
-        assert_eq!(b.open(b"HDX", &out[3..]), None, "the header is authenticated");
+        assert_eq!(
+            b.open(b"HDX", &out[3..]),
+            None,
+            "the header is authenticated"
+        );
         let mut tampered = out.clone();
         tampered[5] ^= 1;
         assert_eq!(b.open(b"HDR", &tampered[3..]), None);

@@ -12,7 +12,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 extern crate alloc;
 
@@ -31,6 +34,11 @@ pub mod stats;
 mod sync;
 pub mod time;
 pub mod wire;
+// The `arbitrary` derives name `::std`; the fuzzing helpers need it too.
+#[cfg(feature = "arbitrary")]
+extern crate std;
+#[cfg(feature = "arbitrary")]
+pub mod fuzzing;
 
 pub use config::{Config, ConfigError};
 pub use core::time::Duration;

@@ -17,7 +17,15 @@ pub trait Address:
 {
 }
 impl<T> Address for T where
-    T: Clone + Eq + Ord + Hash + fmt::Debug + Serialize + serde::de::DeserializeOwned + Send + 'static
+    T: Clone
+        + Eq
+        + Ord
+        + Hash
+        + fmt::Debug
+        + Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static
 {
 }
 
@@ -105,7 +113,11 @@ impl<A: Clone> Member<A> {
     }
 
     pub fn claim(&self) -> MemberClaim<A> {
-        MemberClaim { id: self.id.clone(), incarnation: self.incarnation, status: self.status }
+        MemberClaim {
+            id: self.id.clone(),
+            incarnation: self.incarnation,
+            status: self.status,
+        }
     }
 }
 
@@ -161,7 +173,9 @@ pub(crate) struct Members<A> {
 
 impl<A: crate::Address> Members<A> {
     pub fn new(hasher: crate::hash::SeededState) -> Self {
-        Members { map: Map::with_hasher(hasher) }
+        Members {
+            map: Map::with_hasher(hasher),
+        }
     }
 
     /// Applies a claim about someone else. Returns what changed; the caller turns it
@@ -177,7 +191,12 @@ impl<A: crate::Address> Members<A> {
                 }
                 self.map.insert(
                     claim.id.addr.clone(),
-                    Member { id: claim.id.clone(), incarnation: claim.incarnation, status: Status::Alive, since: now },
+                    Member {
+                        id: claim.id.clone(),
+                        incarnation: claim.incarnation,
+                        status: Status::Alive,
+                        since: now,
+                    },
                 );
                 Change::Joined
             }
@@ -195,8 +214,12 @@ impl<A: crate::Address> Members<A> {
                 }
                 match (was, claim.status) {
                     _ if new_life && claim.status.is_live() => Change::Joined,
-                    (Status::Alive, Status::Alive) | (Status::Suspect, Status::Suspect) => Change::Refreshed,
-                    (Status::Dead, Status::Dead) | (Status::Left, Status::Left) => Change::Refreshed,
+                    (Status::Alive, Status::Alive) | (Status::Suspect, Status::Suspect) => {
+                        Change::Refreshed
+                    }
+                    (Status::Dead, Status::Dead) | (Status::Left, Status::Left) => {
+                        Change::Refreshed
+                    }
                     (Status::Suspect, Status::Alive) => Change::Recovered,
                     (Status::Dead | Status::Left, Status::Alive) => Change::Recovered,
                     (Status::Dead | Status::Left, Status::Suspect) => Change::Recovered,
@@ -218,10 +241,19 @@ mod tests {
     use super::*;
 
     fn member(generation: u64, incarnation: u64, status: Status) -> Member<u32> {
-        Member { id: NodeId::new(1, generation), incarnation, status, since: Instant::ZERO }
+        Member {
+            id: NodeId::new(1, generation),
+            incarnation,
+            status,
+            since: Instant::ZERO,
+        }
     }
     fn claim(generation: u64, incarnation: u64, status: Status) -> MemberClaim<u32> {
-        MemberClaim { id: NodeId::new(1, generation), incarnation, status }
+        MemberClaim {
+            id: NodeId::new(1, generation),
+            incarnation,
+            status,
+        }
     }
 
     fn supersedes_t(c: &MemberClaim<u32>, m: &Member<u32>) -> bool {
@@ -237,20 +269,47 @@ mod tests {
         assert!(supersedes_t(&claim(1, 1, Alive), &member(1, 0, Dead)));
         assert!(supersedes_t(&claim(1, 0, Dead), &member(1, 0, Suspect)));
         assert!(supersedes_t(&claim(1, 0, Left), &member(1, 0, Dead)));
-        assert!(!supersedes_t(&claim(1, 5, Alive), &member(2, 0, Dead)), "an old life never wins");
-        assert!(supersedes_t(&claim(2, 0, Alive), &member(1, 9, Alive)), "a new life always wins");
+        assert!(
+            !supersedes_t(&claim(1, 5, Alive), &member(2, 0, Dead)),
+            "an old life never wins"
+        );
+        assert!(
+            supersedes_t(&claim(2, 0, Alive), &member(1, 9, Alive)),
+            "a new life always wins"
+        );
     }
 
     #[test]
     fn unknown_members_enter_only_alive() {
         use Status::*;
         let mut m = Members::new(crate::hash::SeededState(1));
-        assert_eq!(m.apply(&claim(1, 0, Dead), Instant::ZERO, true), Change::None);
-        assert_eq!(m.apply(&claim(1, 0, Suspect), Instant::ZERO, true), Change::None);
-        assert_eq!(m.apply(&claim(1, 0, Alive), Instant::ZERO, false), Change::None);
-        assert_eq!(m.apply(&claim(1, 0, Alive), Instant::ZERO, true), Change::Joined);
-        assert_eq!(m.apply(&claim(1, 0, Suspect), Instant::ZERO, true), Change::Suspected);
-        assert_eq!(m.apply(&claim(1, 1, Alive), Instant::ZERO, true), Change::Recovered);
-        assert_eq!(m.apply(&claim(2, 0, Alive), Instant::ZERO, true), Change::Joined);
+        assert_eq!(
+            m.apply(&claim(1, 0, Dead), Instant::ZERO, true),
+            Change::None
+        );
+        assert_eq!(
+            m.apply(&claim(1, 0, Suspect), Instant::ZERO, true),
+            Change::None
+        );
+        assert_eq!(
+            m.apply(&claim(1, 0, Alive), Instant::ZERO, false),
+            Change::None
+        );
+        assert_eq!(
+            m.apply(&claim(1, 0, Alive), Instant::ZERO, true),
+            Change::Joined
+        );
+        assert_eq!(
+            m.apply(&claim(1, 0, Suspect), Instant::ZERO, true),
+            Change::Suspected
+        );
+        assert_eq!(
+            m.apply(&claim(1, 1, Alive), Instant::ZERO, true),
+            Change::Recovered
+        );
+        assert_eq!(
+            m.apply(&claim(2, 0, Alive), Instant::ZERO, true),
+            Change::Joined
+        );
     }
 }

@@ -34,6 +34,7 @@
 use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::cell::{Cell, Ref, RefCell};
 use core::time::Duration;
 
 use rand_core::RngCore;
@@ -42,20 +43,22 @@ use crate::config::{Config, ConfigError};
 use crate::dissemination::{Rumours, Subject, retransmit_limit};
 use crate::event::Event;
 use crate::failure_detector::{Detector, Probe, Relay, Suspicion, node_scale};
-use crate::hash::{Map, SeededState, cluster_id};
+use crate::hash::{Map, SeededState, cluster_id, stable_hash};
 use crate::keyring::{Keyring, SEAL_OVERHEAD};
 use crate::membership::{Address, Change, MemberInfo, Members, NodeId, Status, supersedes};
 use crate::ring::{Ring, Token, allocate_tokens, random_tokens, token_for};
 use crate::routing::{
-    Incoming, Outgoing, Replica, ReplicaSet, RequestError, RequestFailure, RequestId, Requests, RespondError,
+    Incoming, Outgoing, Replica, ReplicaSet, RequestError, RequestFailure, RequestId, Requests,
+    RespondError,
 };
 use crate::state::{MAX_KEY_LEN, Merge, RESERVED_PREFIX, StateError, Store};
 use crate::stats::Stats;
 use crate::sync::{BUCKETS, SyncTree, bucket_of, entry_hash};
 use crate::time::Instant;
 use crate::wire::{
-    BodyBuilder, DigestEntry, FLAG_SEALED, ForwardedRequest, ForwardedResponse, HEADER_LEN, Header, MemberClaim,
-    Message, PacketError, SYNC_FANOUT, StateDelta, StatePage, decode_body, encode_message,
+    BodyBuilder, DigestEntry, FLAG_SEALED, ForwardedRequest, ForwardedResponse, HEADER_LEN, Header,
+    MemberClaim, Message, PacketError, SYNC_FANOUT, StateDelta, StatePage, decode_body,
+    encode_message,
 };
 
 /// The state key carrying a node's ring tokens.
@@ -96,7 +99,10 @@ struct Roster<A> {
 
 impl<A: Address> Roster<A> {
     fn new(h: SeededState) -> Self {
-        Roster { list: Vec::new(), pos: Map::with_hasher(h) }
+        Roster {
+            list: Vec::new(),
+            pos: Map::with_hasher(h),
+        }
     }
     fn insert(&mut self, a: &A) -> bool {
         if self.pos.contains_key(a) {
@@ -120,7 +126,11 @@ impl<A: Address> Roster<A> {
 }
 
 fn below(rng: &mut impl RngCore, n: usize) -> usize {
-    if n == 0 { 0 } else { (rng.next_u64() % n as u64) as usize }
+    if n == 0 {
+        0
+    } else {
+        (rng.next_u64() % n as u64) as usize
+    }
 }
 
 fn jitter(rng: &mut impl RngCore, d: Duration) -> Duration {
@@ -148,9 +158,17 @@ pub struct Node<A: Address, R: RngCore> {
     rumours: Rumours<A>,
     store: Store<A>,
     tree: SyncTree<A>,
-    ring: Ring<A>,
-    ring_dirty: bool,
-    ring_built_at: Instant,
+    /// The ring, rebuilt lazily from `tokens` when `ring_dirty` says it is stale: a join
+    /// storm changes the inputs many times a second, and only routing needs the result.
+    ring: RefCell<Ring<A>>,
+    ring_dirty: Cell<bool>,
+    /// Parsed `gv.tokens` of every member that announced some.
+    tokens: Map<A, Vec<Token>>,
+    /// Each ring participant's contribution to `ring_hash`.
+    ring_inputs: Map<A, u64>,
+    /// XOR of `h(address, tokens)` over the ring's participants: the ring digest, kept
+    /// up to date in O(1) per change, since the ring is a function of exactly these.
+    ring_hash: u64,
     ring_seen: (u64, u32),
     agreement_dirty: bool,
     agreed: Option<u64>,
@@ -193,9 +211,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             rumours: Rumours::new(config.max_rumours, hasher),
             store: Store::new(hasher),
             tree: SyncTree::new(hasher),
-            ring: Ring::default(),
-            ring_dirty: false,
-            ring_built_at: Instant::ZERO,
+            ring: RefCell::new(Ring::default()),
+            ring_dirty: Cell::new(false),
+            tokens: Map::with_hasher(hasher),
+            ring_inputs: Map::with_hasher(hasher),
+            ring_hash: 0,
             ring_seen: (0, 0),
             agreement_dirty: false,
             agreed: None,
@@ -294,12 +314,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
         let me = self.me.addr.clone();
         self.refresh_tree(&me);
+        self.ring_changed(&me);
         self.queue_member_rumour(self.own_claim());
         let probe_in = jitter(&mut self.rng, self.config.probe_interval);
         self.detector.next_probe = Some(now + probe_in);
         let gossip_in = jitter(&mut self.rng, self.config.gossip_interval);
         self.next_gossip = Some(now + gossip_in);
-        if self.config.vnodes > 0 && self.store.get(&me).is_none_or(|s| !s.entries.contains_key(TOKENS_KEY)) {
+        if self.config.vnodes > 0
+            && self
+                .store
+                .get(&me)
+                .is_none_or(|s| !s.entries.contains_key(TOKENS_KEY))
+        {
             if self.seeds.is_empty() {
                 self.choose_tokens(now);
             } else {
@@ -317,6 +343,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             return;
         }
         self.phase = Phase::Left;
+        let me = self.me.addr.clone();
+        self.refresh_tree(&me);
+        self.ring_changed(&me);
         self.detector.next_probe = None;
         self.detector.probe = None;
         let claim = self.own_claim();
@@ -327,7 +356,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             self.send(addr, core::slice::from_ref(&encoded), 1);
         }
         for (id, _) in self.requests.outgoing.drain() {
-            self.events.push_back(Event::RequestFailed { id: RequestId(id), reason: RequestFailure::NoReplica });
+            self.events.push_back(Event::RequestFailed {
+                id: RequestId(id),
+                reason: RequestFailure::NoReplica,
+            });
         }
         self.after_input(now);
     }
@@ -374,7 +406,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.relay_timeouts(now);
         for (addr, generation, incarnation) in self.detector.expired(now) {
             let id = NodeId::new(addr, generation);
-            self.apply_claim(now, MemberClaim { id, incarnation, status: Status::Dead }, None);
+            self.apply_claim(
+                now,
+                MemberClaim {
+                    id,
+                    incarnation,
+                    status: Status::Dead,
+                },
+                None,
+            );
         }
         if self.next_gossip.is_some_and(|t| t <= now) {
             self.gossip_tick(now);
@@ -412,7 +452,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
     pub fn set(&mut self, now: Instant, key: &str, value: &[u8]) -> Result<(), StateError> {
         self.check_key(key)?;
         if value.len() > self.config.max_value_size {
-            return Err(StateError::ValueTooLarge { len: value.len(), max: self.config.max_value_size });
+            return Err(StateError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_size,
+            });
         }
         self.write(now, key, Some(value.to_vec()))
     }
@@ -477,11 +520,19 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 version,
             ));
         }
-        let delta = StateDelta { owner: me.clone(), key: key.to_string(), version, value };
-        self.rumours.push(Subject::State(me.addr.clone(), key.to_string()), encode_message(&Message::State(delta)));
+        let delta = StateDelta {
+            owner: me.clone(),
+            key: key.to_string(),
+            version,
+            value,
+        };
+        self.rumours.push(
+            Subject::State(me.addr.clone(), key.to_string()),
+            encode_message(&Message::State(delta)),
+        );
         self.refresh_tree(&me.addr);
         if key == TOKENS_KEY {
-            self.ring_dirty = true;
+            self.tokens_changed(&me.addr);
         }
         if key == RING_KEY {
             self.agreement_dirty = true;
@@ -502,33 +553,85 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn replica_set(&self, token: Token) -> ReplicaSet<A> {
         let replicas = self
-            .ring
+            .ring()
             .replicas(token, self.config.replication_factor)
             .into_iter()
             .filter_map(|addr| {
                 if *addr == self.me.addr {
-                    return Some(Replica { id: self.me.clone(), state: Status::Alive });
+                    return Some(Replica {
+                        id: self.me.clone(),
+                        state: Status::Alive,
+                    });
                 }
                 let m = self.members.get(addr)?;
-                Some(Replica { id: m.id.clone(), state: m.status })
+                Some(Replica {
+                    id: m.id.clone(),
+                    state: m.status,
+                })
             })
             .collect();
         ReplicaSet { token, replicas }
     }
 
-    /// The ring as this node sees it.
-    pub fn ring(&self) -> &Ring<A> {
-        &self.ring
+    /// The ring as this node sees it (rebuilt here if its inputs changed since).
+    pub fn ring(&self) -> Ref<'_, Ring<A>> {
+        if self.ring_dirty.get() {
+            if let Ok(mut ring) = self.ring.try_borrow_mut() {
+                *ring = Ring::new(
+                    self.ring_inputs
+                        .keys()
+                        .map(|a| (a.clone(), self.tokens_of(a))),
+                );
+                self.ring_dirty.set(false);
+            }
+        }
+        self.ring.borrow()
     }
 
-    /// A hash of the ring as this node sees it: equal on nodes that agree.
+    /// A digest of the ring as this node sees it: the XOR of `h(address, tokens)` over
+    /// the members on the ring. Two nodes with the same digest build the same ring.
     pub fn ring_digest(&self) -> u64 {
-        self.ring.digest()
+        self.ring_hash
     }
 
     /// The tokens `node` announced, as this node holds them.
     pub fn tokens_of(&self, node: &A) -> Vec<Token> {
-        self.get(node, TOKENS_KEY).and_then(|b| postcard::from_bytes::<Vec<Token>>(b).ok()).unwrap_or_default()
+        self.tokens.get(node).cloned().unwrap_or_default()
+    }
+
+    /// Re-reads `addr`'s `gv.tokens` after it changed.
+    fn tokens_changed(&mut self, addr: &A) {
+        let parsed = self
+            .get(addr, TOKENS_KEY)
+            .and_then(|b| postcard::from_bytes::<Vec<Token>>(b).ok());
+        match parsed {
+            Some(t) if !t.is_empty() => self.tokens.insert(addr.clone(), t),
+            _ => self.tokens.remove(addr),
+        };
+        self.ring_changed(addr);
+    }
+
+    /// Recomputes whether and how `addr` is on the ring.
+    fn ring_changed(&mut self, addr: &A) {
+        let on_ring = if *addr == self.me.addr {
+            self.phase == Phase::Active
+        } else {
+            self.members.get(addr).is_some_and(|m| m.status.is_live())
+        };
+        let contribution = self
+            .tokens
+            .get(addr)
+            .filter(|_| on_ring)
+            .map(|t| stable_hash(&(addr, t)));
+        let old = match contribution {
+            Some(c) => self.ring_inputs.insert(addr.clone(), c),
+            None => self.ring_inputs.remove(addr),
+        };
+        if old != contribution {
+            self.ring_hash ^= old.unwrap_or(0) ^ contribution.unwrap_or(0);
+            self.ring_dirty.set(true);
+            self.agreement_dirty = true;
+        }
     }
 
     fn max_request_bytes(&self) -> usize {
@@ -540,7 +643,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// delivered here as [`Event::Request`]; otherwise it is forwarded to the first
     /// live replica. Either way the answer arrives as [`Event::Response`] (or
     /// [`Event::RequestFailed`]) with the returned id.
-    pub fn handle_request(&mut self, now: Instant, key: &[u8], payload: Vec<u8>) -> Result<RequestId, RequestError> {
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<RequestId, RequestError> {
         if self.phase != Phase::Active {
             return Err(RequestError::Left);
         }
@@ -565,23 +673,51 @@ impl<A: Address, R: RngCore> Node<A, R> {
             };
             let deadline = now + self.config.request_timeout;
             self.forward(target.clone(), id, key.to_vec(), payload.clone());
-            self.requests.outgoing.insert(id, Outgoing { key: key.to_vec(), payload, target, tried: 1, deadline });
+            self.requests.outgoing.insert(
+                id,
+                Outgoing {
+                    key: key.to_vec(),
+                    payload,
+                    target,
+                    tried: 1,
+                    deadline,
+                },
+            );
         }
         self.after_input(now);
         Ok(RequestId(id))
     }
 
     /// Answers a request delivered as [`Event::Request`].
-    pub fn respond(&mut self, now: Instant, id: RequestId, payload: Vec<u8>) -> Result<(), RespondError> {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        payload: Vec<u8>,
+    ) -> Result<(), RespondError> {
         let max = self.max_request_bytes();
         if payload.len() > max {
-            return Err(RespondError::TooLarge { len: payload.len(), max });
+            return Err(RespondError::TooLarge {
+                len: payload.len(),
+                max,
+            });
         }
-        let incoming = self.requests.incoming.remove(&id.0).ok_or(RespondError::UnknownRequest)?;
+        let incoming = self
+            .requests
+            .incoming
+            .remove(&id.0)
+            .ok_or(RespondError::UnknownRequest)?;
         match incoming.origin {
-            None => self.events.push_back(Event::Response { id, from: self.me.clone(), payload }),
+            None => self.events.push_back(Event::Response {
+                id,
+                from: self.me.clone(),
+                payload,
+            }),
             Some((origin, origin_id)) => {
-                let msg = encode_message(&Message::<A>::Response(ForwardedResponse { id: origin_id, payload }));
+                let msg = encode_message(&Message::<A>::Response(ForwardedResponse {
+                    id: origin_id,
+                    payload,
+                }));
                 self.send(origin.addr, &[msg], 1);
             }
         }
@@ -589,15 +725,34 @@ impl<A: Address, R: RngCore> Node<A, R> {
         Ok(())
     }
 
-    fn deliver_locally(&mut self, now: Instant, id: u64, origin: Option<(NodeId<A>, u64)>, key: Vec<u8>, payload: Vec<u8>) {
+    fn deliver_locally(
+        &mut self,
+        now: Instant,
+        id: u64,
+        origin: Option<(NodeId<A>, u64)>,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+    ) {
         let deadline = now + self.config.request_timeout.saturating_mul(2);
-        self.requests.incoming.insert(id, Incoming { origin, deadline });
+        self.requests
+            .incoming
+            .insert(id, Incoming { origin, deadline });
         self.stats.requests_local += 1;
-        self.events.push_back(Event::Request { id: RequestId(id), key, payload });
+        self.events.push_back(Event::Request {
+            id: RequestId(id),
+            key,
+            payload,
+        });
     }
 
     fn forward(&mut self, to: A, id: u64, key: Vec<u8>, payload: Vec<u8>) {
-        let req = ForwardedRequest { origin: self.me.clone(), id, hops: self.config.request_max_hops, key, payload };
+        let req = ForwardedRequest {
+            origin: self.me.clone(),
+            id,
+            hops: self.config.request_max_hops,
+            key,
+            payload,
+        };
         self.stats.requests_forwarded += 1;
         self.send(to, &[encode_message(&Message::Request(req))], 1);
     }
@@ -611,7 +766,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         } else if req.hops > 1 {
             if let Some(next) = first_live(&set, Some(&req.origin.addr)) {
-                let fwd = ForwardedRequest { hops: req.hops - 1, ..req };
+                let fwd = ForwardedRequest {
+                    hops: req.hops - 1,
+                    ..req
+                };
                 self.stats.requests_forwarded += 1;
                 self.send(next, &[encode_message(&Message::Request(fwd))], 1);
             }
@@ -631,24 +789,46 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Tries the next live replica once, then gives up.
     fn fail_over(&mut self, now: Instant, id: u64) {
-        let Some(out) = self.requests.outgoing.remove(&id) else { return };
+        let Some(out) = self.requests.outgoing.remove(&id) else {
+            return;
+        };
         if out.tried < 2 {
             let set = self.route(&out.key);
             if let Some(next) = first_live(&set, Some(&out.target)).filter(|a| *a != self.me.addr) {
                 self.stats.requests_failed_over += 1;
                 self.forward(next.clone(), id, out.key.clone(), out.payload.clone());
                 let deadline = now + self.config.request_timeout;
-                self.requests.outgoing.insert(id, Outgoing { target: next, tried: out.tried + 1, deadline, ..out });
+                self.requests.outgoing.insert(
+                    id,
+                    Outgoing {
+                        target: next,
+                        tried: out.tried + 1,
+                        deadline,
+                        ..out
+                    },
+                );
                 return;
             }
-            self.events.push_back(Event::RequestFailed { id: RequestId(id), reason: RequestFailure::NoReplica });
+            self.events.push_back(Event::RequestFailed {
+                id: RequestId(id),
+                reason: RequestFailure::NoReplica,
+            });
             return;
         }
-        self.events.push_back(Event::RequestFailed { id: RequestId(id), reason: RequestFailure::Timeout });
+        self.events.push_back(Event::RequestFailed {
+            id: RequestId(id),
+            reason: RequestFailure::Timeout,
+        });
     }
 
     fn request_timeouts(&mut self, now: Instant) {
-        let due: Vec<u64> = self.requests.outgoing.iter().filter(|(_, o)| o.deadline <= now).map(|(id, _)| *id).collect();
+        let due: Vec<u64> = self
+            .requests
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in due {
             self.fail_over(now, id);
         }
@@ -658,7 +838,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
     // ----- packets ------------------------------------------------------------------
 
     fn body_budget(&self) -> usize {
-        let seal = if self.keyring.is_some() { SEAL_OVERHEAD } else { 0 };
+        let seal = if self.keyring.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
         self.config.max_datagram_size - HEADER_LEN - seal
     }
 
@@ -671,7 +855,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let (sender, messages) = match (&self.keyring, header.flags & FLAG_SEALED != 0) {
             (None, false) => decode_body::<A>(body)?,
             (Some(ring), true) => {
-                let plain = ring.open(&data[..HEADER_LEN], body).ok_or(PacketError::Unauthenticated)?;
+                let plain = ring
+                    .open(&data[..HEADER_LEN], body)
+                    .ok_or(PacketError::Unauthenticated)?;
                 decode_body::<A>(&plain)?
             }
             _ => return Err(PacketError::Unauthenticated),
@@ -718,8 +904,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn emit(&mut self, dest: A, body: Vec<u8>) {
         let sealed = self.keyring.is_some();
-        let mut payload = Vec::with_capacity(HEADER_LEN + body.len() + if sealed { SEAL_OVERHEAD } else { 0 });
-        Header { flags: if sealed { FLAG_SEALED } else { 0 }, cluster_id: self.cluster_id }.write(&mut payload);
+        let mut payload =
+            Vec::with_capacity(HEADER_LEN + body.len() + if sealed { SEAL_OVERHEAD } else { 0 });
+        Header {
+            flags: if sealed { FLAG_SEALED } else { 0 },
+            cluster_id: self.cluster_id,
+        }
+        .write(&mut payload);
         match &self.keyring {
             Some(ring) => {
                 let mut nonce = [0u8; 24];
@@ -732,7 +923,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.transmits.push_back(Transmit { dest, payload });
     }
 
-    fn on_message(&mut self, now: Instant, sender: &NodeId<A>, msg: Message<A>, reply: &mut Vec<Vec<u8>>) {
+    fn on_message(
+        &mut self,
+        now: Instant,
+        sender: &NodeId<A>,
+        msg: Message<A>,
+        reply: &mut Vec<Vec<u8>>,
+    ) {
         match msg {
             Message::Ping { seq } => reply.push(encode_message(&Message::<A>::Ack { seq })),
             Message::Ack { seq } => self.on_ack(seq),
@@ -747,23 +944,45 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let accuser = (claim.status == Status::Suspect).then(|| sender.addr.clone());
                 self.apply_claim(now, claim, accuser);
             }
-            Message::Suspect { id, incarnation, accuser } => {
-                self.apply_claim(now, MemberClaim { id, incarnation, status: Status::Suspect }, Some(accuser));
+            Message::Suspect {
+                id,
+                incarnation,
+                accuser,
+            } => {
+                self.apply_claim(
+                    now,
+                    MemberClaim {
+                        id,
+                        incarnation,
+                        status: Status::Suspect,
+                    },
+                    Some(accuser),
+                );
             }
             Message::State(delta) => self.apply_delta(now, delta),
             Message::SyncRoot { root } => {
                 if root != self.tree.root {
                     let hashes = self.tree.groups.to_vec();
-                    reply.push(encode_message(&Message::<A>::SyncLevel { depth: 0, index: 0, hashes }));
+                    reply.push(encode_message(&Message::<A>::SyncLevel {
+                        depth: 0,
+                        index: 0,
+                        hashes,
+                    }));
                 } else if self.tokens_at.is_some() {
                     // Our view equals a peer's: we know the ring, so choose tokens now.
                     self.tokens_at = Some(now);
                 }
             }
-            Message::SyncLevel { depth, index, hashes } => self.on_sync_level(depth, index, &hashes, reply),
-            Message::SyncDigest { bucket, complete, entries } => {
-                self.on_sync_digest(now, sender, bucket, complete, entries, reply)
-            }
+            Message::SyncLevel {
+                depth,
+                index,
+                hashes,
+            } => self.on_sync_level(depth, index, &hashes, reply),
+            Message::SyncDigest {
+                bucket,
+                complete,
+                entries,
+            } => self.on_sync_digest(now, sender, bucket, complete, entries, reply),
             Message::SyncRequest { owner, after } => self.state_pages(&owner, after, reply),
             Message::StatePage(page) => self.apply_page(now, page),
             Message::Request(req) => self.on_forwarded_request(now, req),
@@ -777,7 +996,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn heard_from(&mut self, now: Instant, sender: &NodeId<A>) {
         let known = self.members.get(&sender.addr).map(|m| m.id.generation);
         if known.is_none_or(|g| g < sender.generation) {
-            let claim = MemberClaim { id: sender.clone(), incarnation: 0, status: Status::Alive };
+            let claim = MemberClaim {
+                id: sender.clone(),
+                incarnation: 0,
+                status: Status::Alive,
+            };
             self.apply_claim(now, claim, None);
         }
     }
@@ -785,13 +1008,24 @@ impl<A: Address, R: RngCore> Node<A, R> {
     // ----- membership ---------------------------------------------------------------
 
     fn own_claim(&self) -> MemberClaim<A> {
-        let status = if self.phase == Phase::Left { Status::Left } else { Status::Alive };
-        MemberClaim { id: self.me.clone(), incarnation: self.incarnation, status }
+        let status = if self.phase == Phase::Left {
+            Status::Left
+        } else {
+            Status::Alive
+        };
+        MemberClaim {
+            id: self.me.clone(),
+            incarnation: self.incarnation,
+            status,
+        }
     }
 
     fn queue_member_rumour(&mut self, claim: MemberClaim<A>) {
         let subject = Subject::Member(claim.id.addr.clone());
-        if self.rumours.push(subject, encode_message(&Message::Member(claim))) {
+        if self
+            .rumours
+            .push(subject, encode_message(&Message::Member(claim)))
+        {
             self.stats.rumours_evicted += 1;
         }
     }
@@ -822,33 +1056,46 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Change::Refreshed => {}
             Change::Joined => {
                 self.detector.clear_suspicion(&addr);
-                self.became_live(&addr);
                 self.store.owner_mut(&addr, claim.id.generation);
+                // A new life starts with no tokens: its old ones went with its old state.
+                self.tokens.remove(&addr);
+                self.became_live(&addr);
                 self.events.push_back(Event::MemberJoined(claim.id.clone()));
             }
             Change::Recovered => {
                 self.detector.clear_suspicion(&addr);
                 self.became_live(&addr);
-                self.events.push_back(Event::MemberRecovered(claim.id.clone()));
+                self.events
+                    .push_back(Event::MemberRecovered(claim.id.clone()));
                 if claim.status == Status::Suspect {
                     self.start_suspicion(now, &claim, accuser.clone());
-                    self.events.push_back(Event::MemberSuspect(claim.id.clone()));
+                    self.events
+                        .push_back(Event::MemberSuspect(claim.id.clone()));
                 }
             }
             Change::Suspected => {
                 self.stats.suspicions += 1;
                 self.start_suspicion(now, &claim, accuser.clone());
-                self.events.push_back(Event::MemberSuspect(claim.id.clone()));
+                self.events
+                    .push_back(Event::MemberSuspect(claim.id.clone()));
             }
             Change::Died | Change::Left => {
                 self.detector.clear_suspicion(&addr);
                 self.live.remove(&addr);
                 self.dead.insert(&addr);
-                self.member_gc.push_back((now + self.config.dead_retention, addr.clone(), claim.id.generation));
-                self.ring_dirty = true;
-                self.agreement_dirty = true;
-                let failed: Vec<u64> =
-                    self.requests.outgoing.iter().filter(|(_, o)| o.target == addr).map(|(id, _)| *id).collect();
+                self.member_gc.push_back((
+                    now + self.config.dead_retention,
+                    addr.clone(),
+                    claim.id.generation,
+                ));
+                self.ring_changed(&addr);
+                let failed: Vec<u64> = self
+                    .requests
+                    .outgoing
+                    .iter()
+                    .filter(|(_, o)| o.target == addr)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in failed {
                     self.fail_over(now, id);
                 }
@@ -868,8 +1115,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     fn queue_suspect_rumour(&mut self, claim: &MemberClaim<A>, accuser: A) {
-        let msg = Message::Suspect { id: claim.id.clone(), incarnation: claim.incarnation, accuser };
-        if self.rumours.push(Subject::Member(claim.id.addr.clone()), encode_message(&msg)) {
+        let msg = Message::Suspect {
+            id: claim.id.clone(),
+            incarnation: claim.incarnation,
+            accuser,
+        };
+        if self
+            .rumours
+            .push(Subject::Member(claim.id.addr.clone()), encode_message(&msg))
+        {
             self.stats.rumours_evicted += 1;
         }
     }
@@ -883,13 +1137,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
             let at = start + below(&mut self.rng, self.detector.order.len() - start + 1);
             self.detector.order.insert(at, addr.clone());
         }
-        self.ring_dirty = true;
-        self.agreement_dirty = true;
+        self.ring_changed(addr);
     }
 
     fn start_suspicion(&mut self, now: Instant, claim: &MemberClaim<A>, accuser: Option<A>) {
         let n = self.live.len() + 1;
-        let min = self.config.probe_interval.mul_f64(f64::from(self.config.suspicion_mult) * node_scale(n));
+        let min = self
+            .config
+            .probe_interval
+            .mul_f64(f64::from(self.config.suspicion_mult) * node_scale(n));
         let max = min.saturating_mul(self.config.suspicion_max_mult);
         // Lifeguard's K: independent confirmations we may expect. With few members
         // there is no one left to confirm, so the minimum applies at once.
@@ -928,12 +1184,25 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Recomputes a member's contribution to the anti-entropy summary.
     fn refresh_tree(&mut self, addr: &A) {
         let hash = if *addr == self.me.addr {
+            if self.phase == Phase::Left {
+                // Peers drop a member that left from their trees; so do we.
+                self.tree.set(addr, None);
+                return;
+            }
             let st = self.store.hash_of(addr, self.me.generation);
             Some(entry_hash(addr, self.me.generation, self.incarnation, st))
         } else {
-            self.members.get(addr).filter(|m| m.status.is_live()).map(|m| {
-                entry_hash(addr, m.id.generation, m.incarnation, self.store.hash_of(addr, m.id.generation))
-            })
+            self.members
+                .get(addr)
+                .filter(|m| m.status.is_live())
+                .map(|m| {
+                    entry_hash(
+                        addr,
+                        m.id.generation,
+                        m.incarnation,
+                        self.store.hash_of(addr, m.id.generation),
+                    )
+                })
         };
         self.tree.set(addr, hash);
     }
@@ -947,11 +1216,19 @@ impl<A: Address, R: RngCore> Node<A, R> {
             if p.acked {
                 self.detector.health_down();
             } else {
-                let missed = if p.expected_nacks == 0 { 1 } else { p.expected_nacks.saturating_sub(p.nacks) };
+                let missed = if p.expected_nacks == 0 {
+                    1
+                } else {
+                    p.expected_nacks.saturating_sub(p.nacks)
+                };
                 self.detector.health_up(missed);
                 if let Some(m) = self.members.get(&p.target.addr) {
-                    if m.id.generation == p.target.generation && m.status == Status::Alive {
-                        let claim = MemberClaim { id: m.id.clone(), incarnation: m.incarnation, status: Status::Suspect };
+                    if m.id.generation == p.target.generation && m.status.is_live() {
+                        let claim = MemberClaim {
+                            id: m.id.clone(),
+                            incarnation: m.incarnation,
+                            status: Status::Suspect,
+                        };
                         let me = self.me.addr.clone();
                         self.apply_claim(now, claim, Some(me));
                     }
@@ -959,8 +1236,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         }
         self.detector.next_probe = Some(now + self.detector.scaled(self.config.probe_interval));
-        let Some(target) = self.next_probe_target() else { return };
-        let Some(m) = self.members.get(&target) else { return };
+        let Some(target) = self.next_probe_target() else {
+            return;
+        };
+        let Some(m) = self.members.get(&target) else {
+            return;
+        };
         let seq = self.detector.next_seq();
         self.detector.probe = Some(Probe {
             target: m.id.clone(),
@@ -998,7 +1279,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     fn send_indirect_probes(&mut self) {
-        let Some(p) = self.detector.probe.as_mut() else { return };
+        let Some(p) = self.detector.probe.as_mut() else {
+            return;
+        };
         p.indirect_sent = true;
         let (seq, target) = (p.seq, p.target.clone());
         let helpers = self.pick_live(self.config.indirect_probes, Some(&target.addr));
@@ -1019,11 +1302,22 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         if let Some(i) = self.detector.relays.iter().position(|r| r.seq == seq) {
             let r = self.detector.relays.swap_remove(i);
-            self.send(r.origin, &[encode_message(&Message::<A>::Ack { seq: r.origin_seq })], 1);
+            self.send(
+                r.origin,
+                &[encode_message(&Message::<A>::Ack { seq: r.origin_seq })],
+                1,
+            );
         }
     }
 
-    fn on_ping_req(&mut self, now: Instant, sender: &NodeId<A>, seq: u32, target: NodeId<A>, reply: &mut Vec<Vec<u8>>) {
+    fn on_ping_req(
+        &mut self,
+        now: Instant,
+        sender: &NodeId<A>,
+        seq: u32,
+        target: NodeId<A>,
+        reply: &mut Vec<Vec<u8>>,
+    ) {
         if target.addr == self.me.addr {
             reply.push(encode_message(&Message::<A>::Ack { seq }));
             return;
@@ -1034,8 +1328,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let my_seq = self.detector.next_seq();
         // Answer with a nack a little before the requester's own deadline.
         let nack_at = now + self.config.probe_timeout.mul_f64(0.8);
-        self.detector.relays.push(Relay { seq: my_seq, origin: sender.addr.clone(), origin_seq: seq, nack_at });
-        self.send(target.addr, &[encode_message(&Message::<A>::Ping { seq: my_seq })], 1);
+        self.detector.relays.push(Relay {
+            seq: my_seq,
+            origin: sender.addr.clone(),
+            origin_seq: seq,
+            nack_at,
+        });
+        self.send(
+            target.addr,
+            &[encode_message(&Message::<A>::Ping { seq: my_seq })],
+            1,
+        );
     }
 
     fn relay_timeouts(&mut self, now: Instant) {
@@ -1043,7 +1346,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
         while i < self.detector.relays.len() {
             if self.detector.relays[i].nack_at <= now {
                 let r = self.detector.relays.swap_remove(i);
-                self.send(r.origin, &[encode_message(&Message::<A>::Nack { seq: r.origin_seq })], 1);
+                self.send(
+                    r.origin,
+                    &[encode_message(&Message::<A>::Nack { seq: r.origin_seq })],
+                    1,
+                );
             } else {
                 i += 1;
             }
@@ -1055,7 +1362,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let n = self.live.len();
         let mut out: Vec<A> = Vec::with_capacity(k);
         if n <= k + 1 {
-            out.extend(self.live.list.iter().filter(|a| Some(*a) != except).cloned());
+            out.extend(
+                self.live
+                    .list
+                    .iter()
+                    .filter(|a| Some(*a) != except)
+                    .cloned(),
+            );
             out.truncate(k);
             return out;
         }
@@ -1078,6 +1391,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if self.tokens_at.is_some_and(|t| t <= now) {
             self.choose_tokens(now);
         }
+        if self.phase == Phase::Left {
+            // Only finish spreading the news of our leaving.
+            for addr in self.pick_live(self.config.gossip_fanout, None) {
+                self.send(addr, &[], 1);
+            }
+            return;
+        }
         self.publish_ring_digest(now);
         self.check_agreement();
         // Fast path: push pending rumours to a few members.
@@ -1090,7 +1410,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         }
         // Repair path: one summary exchange with one live member.
-        let root = encode_message(&Message::<A>::SyncRoot { root: self.tree.root });
+        let root = encode_message(&Message::<A>::SyncRoot {
+            root: self.tree.root,
+        });
         if let Some(peer) = self.pick_live(1, None).pop() {
             self.stats.syncs += 1;
             self.send(peer, core::slice::from_ref(&root), 1);
@@ -1113,14 +1435,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
             return;
         }
         let alive = encode_message(&Message::Member(self.own_claim()));
-        let root = encode_message(&Message::<A>::SyncRoot { root: self.tree.root });
+        let root = encode_message(&Message::<A>::SyncRoot {
+            root: self.tree.root,
+        });
         for seed in self.seeds.clone() {
             self.send(seed, &[alive.clone(), root.clone()], 1);
         }
     }
 
     fn on_sync_level(&mut self, depth: u8, index: u16, theirs: &[u64], reply: &mut Vec<Vec<u8>>) {
-        let Some(mine) = self.tree.children(depth, index) else { return };
+        let Some(mine) = self.tree.children(depth, index) else {
+            return;
+        };
         if theirs.len() != mine.len() {
             return;
         }
@@ -1134,8 +1460,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
         match depth {
             0 => {
                 for &g in picks.take(SYNC_GROUPS_PER_ROUND) {
-                    let hashes = self.tree.children(1, g as u16).map(<[u64]>::to_vec).unwrap_or_default();
-                    reply.push(encode_message(&Message::<A>::SyncLevel { depth: 1, index: g as u16, hashes }));
+                    let hashes = self
+                        .tree
+                        .children(1, g as u16)
+                        .map(<[u64]>::to_vec)
+                        .unwrap_or_default();
+                    reply.push(encode_message(&Message::<A>::SyncLevel {
+                        depth: 1,
+                        index: g as u16,
+                        hashes,
+                    }));
                 }
             }
             _ => {
@@ -1169,7 +1503,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let mut size = 0;
         let mut complete = true;
         for addr in &self.tree.members[bucket] {
-            let Some(e) = self.digest_entry(addr) else { continue };
+            let Some(e) = self.digest_entry(addr) else {
+                continue;
+            };
             let len = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
             if size + len > budget {
                 complete = false;
@@ -1178,7 +1514,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             size += len;
             entries.push(e);
         }
-        encode_message(&Message::SyncDigest { bucket: bucket as u16, complete, entries })
+        encode_message(&Message::SyncDigest {
+            bucket: bucket as u16,
+            complete,
+            entries,
+        })
     }
 
     fn on_sync_digest(
@@ -1211,13 +1551,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
                         reply.push(encode_message(&Message::Member(m.claim())));
                     }
                     _ => {
-                        let accuser = (e.claim.status == Status::Suspect).then(|| sender.addr.clone());
+                        let accuser =
+                            (e.claim.status == Status::Suspect).then(|| sender.addr.clone());
                         self.apply_claim(now, e.claim.clone(), accuser);
                     }
                 }
             }
             // State: compare content; ask for what we may lack, send what they may lack.
-            let Some(mine) = self.digest_entry(&addr) else { continue };
+            let Some(mine) = self.digest_entry(&addr) else {
+                continue;
+            };
             if mine.claim.id.generation != e.claim.id.generation || !mine.claim.status.is_live() {
                 continue;
             }
@@ -1229,7 +1572,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             if addr != self.me.addr {
                 let owner = e.claim.id.clone();
-                reply.push(encode_message(&Message::SyncRequest { owner, after: mine.watermark }));
+                reply.push(encode_message(&Message::SyncRequest {
+                    owner,
+                    after: mine.watermark,
+                }));
             }
             if addr != sender.addr {
                 self.state_pages(&e.claim.id, e.watermark, reply);
@@ -1238,8 +1584,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if complete {
             // Live members they did not list: tell them.
             let listed: Vec<&A> = entries.iter().map(|e| &e.claim.id.addr).collect();
-            let missing: Vec<A> =
-                self.tree.members[bucket].iter().filter(|a| !listed.contains(a) && **a != sender.addr).cloned().collect();
+            let missing: Vec<A> = self.tree.members[bucket]
+                .iter()
+                .filter(|a| !listed.contains(a) && **a != sender.addr)
+                .cloned()
+                .collect();
             for addr in missing {
                 if let Some(e) = self.digest_entry(&addr) {
                     reply.push(encode_message(&Message::Member(e.claim)));
@@ -1250,7 +1599,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Pages of `owner`'s state above `after`, oldest first, each fitting one datagram.
     fn state_pages(&self, owner: &NodeId<A>, after: u64, reply: &mut Vec<Vec<u8>>) {
-        let Some(st) = self.store.get(&owner.addr).filter(|s| s.generation == owner.generation) else { return };
+        let Some(st) = self
+            .store
+            .get(&owner.addr)
+            .filter(|s| s.generation == owner.generation)
+        else {
+            return;
+        };
         if st.watermark <= after && st.max_version <= after {
             return;
         }
@@ -1273,8 +1628,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             let truncated = i < entries.len();
             let last = page.last().map_or(after, |p| p.1);
-            let upto = if truncated { last } else { u64::MAX }.min(st.watermark).max(from);
-            let msg = Message::StatePage(StatePage { owner: owner.clone(), after: from, upto, reset, entries: page });
+            let upto = if truncated { last } else { u64::MAX }
+                .min(st.watermark)
+                .max(from);
+            let msg = Message::StatePage(StatePage {
+                owner: owner.clone(),
+                after: from,
+                upto,
+                reset,
+                entries: page,
+            });
             reply.push(encode_message(&msg));
             from = upto;
             if !truncated {
@@ -1285,17 +1648,29 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn owner_is_live(&self, owner: &NodeId<A>) -> bool {
         owner.addr != self.me.addr
-            && self.members.get(&owner.addr).is_some_and(|m| m.id.generation == owner.generation && m.status.is_live())
+            && self
+                .members
+                .get(&owner.addr)
+                .is_some_and(|m| m.id.generation == owner.generation && m.status.is_live())
     }
 
     fn apply_delta(&mut self, now: Instant, delta: StateDelta<A>) {
         if !self.owner_is_live(&delta.owner) {
             return;
         }
-        let applied = self.merge_one(now, &delta.owner, &delta.key, delta.version, delta.value.clone());
+        let applied = self.merge_one(
+            now,
+            &delta.owner,
+            &delta.key,
+            delta.version,
+            delta.value.clone(),
+        );
         if applied {
             let subject = Subject::State(delta.owner.addr.clone(), delta.key.clone());
-            if self.rumours.push(subject, encode_message(&Message::State(delta.clone()))) {
+            if self
+                .rumours
+                .push(subject, encode_message(&Message::State(delta.clone())))
+            {
                 self.stats.rumours_evicted += 1;
             }
             self.refresh_tree(&delta.owner.addr);
@@ -1326,9 +1701,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     /// Merges one key of a remote owner; returns whether it changed.
-    fn merge_one(&mut self, now: Instant, owner: &NodeId<A>, key: &str, version: u64, value: Option<Vec<u8>>) -> bool {
+    fn merge_one(
+        &mut self,
+        now: Instant,
+        owner: &NodeId<A>,
+        key: &str,
+        version: u64,
+        value: Option<Vec<u8>>,
+    ) -> bool {
         let max_bytes = self.config.max_state_bytes;
-        let Some(st) = self.store.owner_mut(&owner.addr, owner.generation) else { return false };
+        let Some(st) = self.store.owner_mut(&owner.addr, owner.generation) else {
+            return false;
+        };
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return false;
         }
@@ -1339,7 +1723,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.stats.deltas_applied += 1;
         if value.is_none() {
             let due = now + self.config.tombstone_grace;
-            self.store.tombstones.push_back((due, owner.addr.clone(), owner.generation, key.to_string(), version));
+            self.store.tombstones.push_back((
+                due,
+                owner.addr.clone(),
+                owner.generation,
+                key.to_string(),
+                version,
+            ));
         }
         self.note_key_changed(owner, key.to_string(), value);
         true
@@ -1347,17 +1737,27 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn note_key_changed(&mut self, owner: &NodeId<A>, key: String, value: Option<Vec<u8>>) {
         if key == TOKENS_KEY {
-            self.ring_dirty = true;
+            self.tokens_changed(&owner.addr);
         }
         if key == RING_KEY {
             self.agreement_dirty = true;
         }
-        self.events.push_back(Event::StateChanged { node: owner.clone(), key, value });
+        self.events.push_back(Event::StateChanged {
+            node: owner.clone(),
+            key,
+            value,
+        });
     }
 
     fn collect_garbage(&mut self, now: Instant) {
-        while self.member_gc.front().is_some_and(|(due, _, _)| *due <= now) {
-            let Some((_, addr, generation)) = self.member_gc.pop_front() else { break };
+        while self
+            .member_gc
+            .front()
+            .is_some_and(|(due, _, _)| *due <= now)
+        {
+            let Some((_, addr, generation)) = self.member_gc.pop_front() else {
+                break;
+            };
             let expired = self.members.get(&addr).is_some_and(|m| {
                 m.id.generation == generation
                     && !m.status.is_live()
@@ -1365,14 +1765,23 @@ impl<A: Address, R: RngCore> Node<A, R> {
             });
             if expired {
                 self.members.map.remove(&addr);
+                self.tokens.remove(&addr);
                 self.dead.remove(&addr);
                 self.store.owners.remove(&addr);
                 self.detector.clear_suspicion(&addr);
             }
         }
         while self.store.tombstones.front().is_some_and(|t| t.0 <= now) {
-            let Some((_, addr, generation, key, version)) = self.store.tombstones.pop_front() else { break };
-            if let Some(st) = self.store.owners.get_mut(&addr).filter(|s| s.generation == generation) {
+            let Some((_, addr, generation, key, version)) = self.store.tombstones.pop_front()
+            else {
+                break;
+            };
+            if let Some(st) = self
+                .store
+                .owners
+                .get_mut(&addr)
+                .filter(|s| s.generation == generation)
+            {
                 st.collect(&key, version);
             }
         }
@@ -1382,36 +1791,23 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn choose_tokens(&mut self, now: Instant) {
         self.tokens_at = None;
-        self.rebuild_ring(now);
-        let tokens = if self.ring.is_empty() {
+        let ring = self.ring().clone();
+        let tokens = if ring.is_empty() {
             random_tokens(self.config.vnodes, &mut self.rng)
         } else {
-            allocate_tokens(&self.ring, self.config.vnodes, &mut self.rng)
+            allocate_tokens(&ring, self.config.vnodes, &mut self.rng)
         };
         let bytes = postcard::to_allocvec(&tokens).unwrap_or_default();
         let _ = self.write(now, TOKENS_KEY, Some(bytes));
     }
 
-    fn rebuild_ring(&mut self, now: Instant) {
-        let mut entries: Vec<(A, Vec<Token>)> = Vec::new();
-        if self.phase == Phase::Active {
-            entries.push((self.me.addr.clone(), self.tokens_of(&self.me.addr)));
-        }
-        for addr in &self.live.list {
-            entries.push((addr.clone(), self.tokens_of(addr)));
-        }
-        self.ring = Ring::new(entries);
-        self.ring_dirty = false;
-        self.ring_built_at = now;
-    }
-
     /// Publishes our ring digest once it has held still for two rounds, so that a
     /// join storm does not turn every ring change into a rumour from every node.
     fn publish_ring_digest(&mut self, now: Instant) {
-        if self.config.vnodes == 0 || self.phase != Phase::Active || self.ring.is_empty() {
+        if self.config.vnodes == 0 || self.phase != Phase::Active || self.ring_inputs.is_empty() {
             return;
         }
-        let digest = self.ring.digest();
+        let digest = self.ring_hash;
         if self.ring_seen.0 != digest {
             self.ring_seen = (digest, 0);
             return;
@@ -1428,10 +1824,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
             return;
         }
         self.agreement_dirty = false;
-        let Some(mine) = self.get(&self.me.addr, RING_KEY).map(<[u8]>::to_vec) else { return };
-        let all = self.live.list.iter().all(|a| self.get(a, RING_KEY) == Some(&mine[..]));
+        let Some(mine) = self.get(&self.me.addr, RING_KEY).map(<[u8]>::to_vec) else {
+            return;
+        };
+        let all = self
+            .live
+            .list
+            .iter()
+            .all(|a| self.get(a, RING_KEY) == Some(&mine[..]));
         let digest = u64::from_le_bytes(mine.as_slice().try_into().unwrap_or([0; 8]));
-        if all && self.agreed != Some(digest) && digest == self.ring.digest() {
+        if all && self.agreed != Some(digest) && digest == self.ring_hash {
             self.agreed = Some(digest);
             self.events.push_back(Event::RingAgreed { digest });
         }
@@ -1439,12 +1841,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     // ----- bookkeeping --------------------------------------------------------------
 
-    /// Runs after every input: rebuilds the ring when due and recomputes the deadline.
-    fn after_input(&mut self, now: Instant) {
-        let ring_due = self.ring_built_at + self.config.gossip_interval / 4;
-        if self.ring_dirty && now >= ring_due {
-            self.rebuild_ring(now);
-        }
+    /// Runs after every input: recomputes the deadline.
+    fn after_input(&mut self, _now: Instant) {
         let mut d: Option<Instant> = None;
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
@@ -1453,14 +1851,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
         };
         if self.phase != Phase::Idle {
             consider(self.detector.next_probe);
-            consider(self.detector.probe.as_ref().filter(|p| !p.acked && !p.indirect_sent).map(|p| p.indirect_at));
+            consider(
+                self.detector
+                    .probe
+                    .as_ref()
+                    .filter(|p| !p.acked && !p.indirect_sent)
+                    .map(|p| p.indirect_at),
+            );
             consider(self.detector.relays.iter().map(|r| r.nack_at).min());
             consider(self.detector.suspicion_deadline());
             consider(self.next_gossip);
             consider(self.requests.next_deadline());
-            if self.ring_dirty {
-                consider(Some(ring_due));
-            }
         }
         self.deadline = d;
     }

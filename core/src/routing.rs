@@ -68,7 +68,10 @@ impl fmt::Display for RequestError {
             RequestError::NoReplica => f.write_str("no node owns the key yet (the ring is empty)"),
             RequestError::TooManyInFlight => f.write_str("too many requests in flight"),
             RequestError::TooLarge { len, max } => {
-                write!(f, "key and payload of {len} bytes exceed one datagram ({max})")
+                write!(
+                    f,
+                    "key and payload of {len} bytes exceed one datagram ({max})"
+                )
             }
             RequestError::Left => f.write_str("the node has left the cluster"),
         }
@@ -151,7 +154,11 @@ pub(crate) struct Requests<A> {
 
 impl<A: crate::Address> Requests<A> {
     pub fn new(hasher: SeededState) -> Self {
-        Requests { next_id: 1, outgoing: Map::with_hasher(hasher), incoming: Map::with_hasher(hasher) }
+        Requests {
+            next_id: 1,
+            outgoing: Map::with_hasher(hasher),
+            incoming: Map::with_hasher(hasher),
+        }
     }
 
     pub fn in_flight(&self) -> usize {

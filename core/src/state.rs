@@ -61,7 +61,9 @@ pub enum StateError {
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StateError::Reserved => write!(f, "keys starting with {RESERVED_PREFIX:?} are reserved"),
+            StateError::Reserved => {
+                write!(f, "keys starting with {RESERVED_PREFIX:?} are reserved")
+            }
             StateError::BadKey => write!(f, "keys must be 1 to {MAX_KEY_LEN} bytes"),
             StateError::ValueTooLarge { len, max } => {
                 write!(f, "value of {len} bytes exceeds max_value_size ({max})")
@@ -109,11 +111,20 @@ fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
 
 impl OwnerState {
     pub fn new(generation: u64) -> Self {
-        OwnerState { generation, ..Default::default() }
+        OwnerState {
+            generation,
+            ..Default::default()
+        }
     }
 
     /// Max-version-wins merge of one key.
-    pub fn merge(&mut self, key: &str, version: u64, value: Option<Vec<u8>>, max_bytes: usize) -> Merge {
+    pub fn merge(
+        &mut self,
+        key: &str,
+        version: u64,
+        value: Option<Vec<u8>>,
+        max_bytes: usize,
+    ) -> Merge {
         let old = self.entries.get(key);
         match old {
             Some(e) if e.version >= version => return Merge::Stale,
@@ -136,14 +147,18 @@ impl OwnerState {
         }
         self.bytes = self.bytes - old_bytes + new_bytes;
         self.max_version = self.max_version.max(version);
-        self.entries.insert(String::from(key), Entry { version, value });
+        self.entries
+            .insert(String::from(key), Entry { version, value });
         Merge::Applied
     }
 
     /// Drops a tombstone if it is still the current entry for `key` at `version`.
     pub fn collect(&mut self, key: &str, version: u64) -> bool {
         match self.entries.get(key) {
-            Some(Entry { version: v, value: None }) if *v == version => {
+            Some(Entry {
+                version: v,
+                value: None,
+            }) if *v == version => {
                 self.entries.remove(key);
                 self.bytes -= key.len();
                 self.gc_floor = self.gc_floor.max(version);
@@ -154,11 +169,18 @@ impl OwnerState {
     }
 
     /// Keys in `(after, upto]` absent from a reset page are gone at the sender; drop them.
-    pub fn reset_range(&mut self, after: u64, upto: u64, keep: &[(String, u64, Option<Vec<u8>>)]) -> Vec<String> {
+    pub fn reset_range(
+        &mut self,
+        after: u64,
+        upto: u64,
+        keep: &[(String, u64, Option<Vec<u8>>)],
+    ) -> Vec<String> {
         let doomed: Vec<String> = self
             .entries
             .iter()
-            .filter(|(k, e)| e.version > after && e.version <= upto && !keep.iter().any(|(kk, _, _)| kk == *k))
+            .filter(|(k, e)| {
+                e.version > after && e.version <= upto && !keep.iter().any(|(kk, _, _)| kk == *k)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in &doomed {
@@ -174,7 +196,11 @@ impl OwnerState {
 
     /// Entries with a version above `after`, ascending by version.
     pub fn since(&self, after: u64) -> Vec<(&String, &Entry)> {
-        let mut out: Vec<(&String, &Entry)> = self.entries.iter().filter(|(_, e)| e.version > after).collect();
+        let mut out: Vec<(&String, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.version > after)
+            .collect();
         out.sort_by_key(|(_, e)| e.version);
         out
     }
@@ -191,13 +217,19 @@ pub(crate) struct Store<A> {
 
 impl<A: crate::Address> Store<A> {
     pub fn new(hasher: SeededState) -> Self {
-        Store { owners: Map::with_hasher(hasher), tombstones: VecDeque::new() }
+        Store {
+            owners: Map::with_hasher(hasher),
+            tombstones: VecDeque::new(),
+        }
     }
 
     /// The state of `owner` at `generation`, replacing an older life's.
     /// `None` if we hold a newer life already.
     pub fn owner_mut(&mut self, owner: &A, generation: u64) -> Option<&mut OwnerState> {
-        let st = self.owners.entry(owner.clone()).or_insert_with(|| OwnerState::new(generation));
+        let st = self
+            .owners
+            .entry(owner.clone())
+            .or_insert_with(|| OwnerState::new(generation));
         if st.generation < generation {
             *st = OwnerState::new(generation);
         }
@@ -210,7 +242,10 @@ impl<A: crate::Address> Store<A> {
 
     /// The content hash of `owner`'s state if we hold that generation, else 0.
     pub fn hash_of(&self, owner: &A, generation: u64) -> u64 {
-        self.owners.get(owner).filter(|s| s.generation == generation).map_or(0, |s| s.hash)
+        self.owners
+            .get(owner)
+            .filter(|s| s.generation == generation)
+            .map_or(0, |s| s.hash)
     }
 }
 
@@ -234,7 +269,10 @@ mod tests {
     fn unique_versions(deltas: Vec<Delta>) -> Vec<Delta> {
         // One owner never writes two values at one version.
         let mut seen = alloc::collections::BTreeMap::new();
-        deltas.into_iter().filter(|(k, v, val)| *seen.entry(*v).or_insert((*k, *val)) == (*k, *val)).collect()
+        deltas
+            .into_iter()
+            .filter(|(k, v, val)| *seen.entry(*v).or_insert((*k, *val)) == (*k, *val))
+            .collect()
     }
 
     proptest! {

@@ -20,7 +20,12 @@ pub fn bucket_of<A: core::hash::Hash>(addr: &A) -> usize {
 }
 
 /// What one member contributes to the tree.
-pub fn entry_hash<A: core::hash::Hash>(addr: &A, generation: u64, incarnation: u64, state_hash: u64) -> u64 {
+pub fn entry_hash<A: core::hash::Hash>(
+    addr: &A,
+    generation: u64,
+    incarnation: u64,
+    state_hash: u64,
+) -> u64 {
     mix64(stable_hash(&(addr, generation, incarnation)) ^ mix64(state_hash))
 }
 

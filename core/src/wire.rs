@@ -225,7 +225,9 @@ impl fmt::Display for PacketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PacketError::Truncated => f.write_str("truncated datagram"),
-            PacketError::Oversized { len } => write!(f, "datagram of {len} bytes exceeds the limit"),
+            PacketError::Oversized { len } => {
+                write!(f, "datagram of {len} bytes exceeds the limit")
+            }
             PacketError::BadMagic => f.write_str("not a grapevine datagram"),
             PacketError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
             PacketError::ForeignCluster => f.write_str("datagram from another cluster"),
@@ -270,7 +272,10 @@ impl Header {
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&head[4..12]);
-        let header = Header { flags: head[3], cluster_id: u64::from_le_bytes(id) };
+        let header = Header {
+            flags: head[3],
+            cluster_id: u64::from_le_bytes(id),
+        };
         if header.cluster_id != cluster_id {
             return Err(PacketError::ForeignCluster);
         }
@@ -279,7 +284,9 @@ impl Header {
 }
 
 /// Decodes a plain (unsealed) body into the sender and its messages.
-pub fn decode_body<A: DeserializeOwned>(body: &[u8]) -> Result<(NodeId<A>, Vec<Message<A>>), PacketError> {
+pub fn decode_body<A: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(NodeId<A>, Vec<Message<A>>), PacketError> {
     let (sender, rest) = postcard::take_from_bytes::<NodeId<A>>(body).map_err(map_postcard)?;
     let (&count, mut rest) = rest.split_first().ok_or(PacketError::Truncated)?;
     if usize::from(count) > MAX_MESSAGES {
@@ -330,7 +337,12 @@ impl BodyBuilder {
         buf.extend_from_slice(&postcard::to_allocvec(sender).unwrap_or_default());
         let count_at = buf.len();
         buf.push(0);
-        BodyBuilder { buf, count_at, count: 0, budget }
+        BodyBuilder {
+            buf,
+            count_at,
+            count: 0,
+            budget,
+        }
     }
 
     /// Bytes still free.

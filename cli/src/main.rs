@@ -1,0 +1,229 @@
+//! `grapevine`: run a Grapevine node, query a running node, or run a local demo cluster.
+//!
+//! ```text
+//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--runtime std|tokio|smol] [--cluster NAME]
+//! grapevine members --node 127.0.0.1:7946 [--json]
+//! grapevine ring --node 127.0.0.1:7946 [--json]
+//! grapevine demo [--nodes 5]
+//! ```
+//!
+//! Every error is one line on stderr and exit code 2 (usage, bad addresses, a port
+//! in use, unreachable seeds); a demo that does not reach its goals exits 1.
+//! `node` serves the admin protocol described in [`admin`].
+
+mod admin;
+mod app;
+mod demo;
+mod node;
+mod query;
+mod runtime;
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use grapevine::Config;
+
+/// Command-line interface of the `grapevine` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "grapevine",
+    version,
+    about = "Grapevine gossip cluster: run a node, inspect one, or run a local demo."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a node until interrupted (Ctrl-C or SIGTERM make it leave gracefully).
+    Node(node::NodeArgs),
+    /// Print the members a node knows.
+    Members(query::QueryArgs),
+    /// Print a node's token ring: who owns which share of the keys.
+    Ring(query::QueryArgs),
+    /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
+    /// and show its detection and the fail-over.
+    Demo(demo::DemoArgs),
+}
+
+/// Which runtime drives a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// One thread on a blocking std::net::UdpSocket.
+    Std,
+    /// A tokio task (feature `tokio`).
+    Tokio,
+    /// A smol task (feature `smol`).
+    Smol,
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Std => "std",
+            RuntimeKind::Tokio => "tokio",
+            RuntimeKind::Smol => "smol",
+        })
+    }
+}
+
+/// Protocol timing presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Profile {
+    /// `Config::lan`: probe every 1 s, gossip every 1 s.
+    Lan,
+    /// `Config::wan`: probe every 5 s, gossip every 1.5 s.
+    Wan,
+    /// Fast timers for demos and tests: probe and gossip every 200 ms.
+    Fast,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Lan => "lan",
+            Profile::Wan => "wan",
+            Profile::Fast => "fast",
+        })
+    }
+}
+
+impl Profile {
+    fn config(self, cluster: &str) -> Config {
+        match self {
+            Profile::Lan => Config::lan(cluster),
+            Profile::Wan => Config::wan(cluster),
+            Profile::Fast => {
+                let mut config = Config::lan(cluster);
+                config.probe_interval = Duration::from_millis(200);
+                config.probe_timeout = Duration::from_millis(100);
+                config.gossip_interval = Duration::from_millis(200);
+                config.request_timeout = Duration::from_millis(300);
+                config
+            }
+        }
+    }
+}
+
+/// Options shared by commands that start nodes.
+#[derive(Debug, Args, Clone)]
+struct ClusterArgs {
+    /// The runtime that drives the node(s).
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Std)]
+    runtime: RuntimeKind,
+    /// The cluster name: nodes of different clusters ignore each other.
+    #[arg(long, default_value = "grapevine")]
+    cluster: String,
+    /// Protocol timing preset.
+    #[arg(long, value_enum, default_value_t = Profile::Lan)]
+    profile: Profile,
+}
+
+/// An error for the user: printed as one line, exit code 2.
+#[derive(Debug)]
+struct CliError(String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<grapevine_std::RuntimeError> for CliError {
+    fn from(e: grapevine_std::RuntimeError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Result of a command.
+type CliResult<T = ()> = Result<T, CliError>;
+
+/// Builds a [`CliError`] from format arguments.
+macro_rules! cli_error {
+    ($($arg:tt)*) => { $crate::CliError(format!($($arg)*)) };
+}
+pub(crate) use cli_error;
+
+/// Resolves `host:port` (or `ip:port`) to one socket address.
+fn resolve(text: &str) -> CliResult<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| cli_error!("cannot resolve address {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| cli_error!("address {text:?} resolves to nothing"))
+}
+
+/// The admin address that goes with a node address: its port plus 1000 (port 0 stays 0).
+fn default_admin(node: SocketAddr) -> CliResult<SocketAddr> {
+    let port = match node.port() {
+        0 => 0,
+        p => p.checked_add(admin::PORT_OFFSET).ok_or_else(|| {
+            cli_error!(
+                "node port {p} + {} is not a port: pass --admin",
+                admin::PORT_OFFSET
+            )
+        })?,
+    };
+    Ok(SocketAddr::new(node.ip(), port))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: the error and its hints (possible values...), not the usage block.
+            let text = e.render().to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", line.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    let result = match cli.command {
+        Cmd::Node(args) => node::run(args),
+        Cmd::Members(args) => query::members(args),
+        Cmd::Ring(args) => query::ring(args),
+        Cmd::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

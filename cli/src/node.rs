@@ -1,0 +1,162 @@
+//! `grapevine node`: run one node until interrupted.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Args;
+use grapevine::MemberState;
+use grapevine_std::{Event, Options};
+
+use crate::app::App;
+use crate::runtime::Node;
+use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, resolve};
+
+/// Arguments of `grapevine node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The UDP address to bind; other nodes reach this node at this address, so use
+    /// a concrete IP (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    bind: SocketAddr,
+    /// A node to join (repeat for more). Without seeds this node starts a new cluster.
+    #[arg(long = "seed", value_name = "ADDR")]
+    seeds: Vec<String>,
+    /// The TCP address of the admin interface [default: the bind IP, port + 1000].
+    /// Protocol: connect, send one line (`members`, `ring`, `stats` or `route KEY`),
+    /// read one JSON document.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// How long to wait for a seed to answer before giving up (e.g. 5s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    join_timeout: Duration,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Parses `1500ms`, `5s` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 5s or 500ms)"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?} (use ms, s or m)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Runs the node until Ctrl-C or SIGTERM, then leaves gracefully.
+pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
+    if args.bind.ip().is_unspecified() {
+        return Err(cli_error!(
+            "--bind {}: use a concrete IP, since other nodes reach this node at the address it binds",
+            args.bind
+        ));
+    }
+    let seeds = args
+        .seeds
+        .iter()
+        .map(|s| resolve(s))
+        .collect::<CliResult<Vec<_>>>()?;
+    let admin_addr = match args.admin {
+        Some(addr) => addr,
+        None => default_admin(args.bind)?,
+    };
+    let (stop_tx, stop_rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = stop_tx.send(());
+    })
+    .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
+    let config = args.cluster.profile.config(&args.cluster.cluster);
+    let options = Options::new(args.bind).config(config).seeds(seeds.clone());
+    let node = Node::spawn(args.cluster.runtime, options)?;
+    let admin_addr = admin::serve(admin_addr, node.clone())?;
+    tracing::info!(
+        node = %node.local_addr(),
+        admin = %admin_addr,
+        runtime = %args.cluster.runtime,
+        cluster = %args.cluster.cluster,
+        "node started"
+    );
+    let app = App::start(&node, log_event);
+
+    if !seeds.is_empty() {
+        wait_for_contact(&node, args.join_timeout).map_err(|e| {
+            let list: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+            cli_error!(
+                "{e}: no seed answered within {:?} ({})",
+                args.join_timeout,
+                list.join(", ")
+            )
+        })?;
+    }
+
+    let _ = stop_rx.recv();
+    tracing::info!("leaving the cluster");
+    node.shutdown()?;
+    app.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until some other member is alive.
+fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
+    let clock = grapevine_std::Clock::new();
+    let deadline = clock.now() + timeout;
+    loop {
+        let members = node.members()?;
+        if members
+            .iter()
+            .any(|m| !m.local && m.state == MemberState::Alive)
+        {
+            return Ok(());
+        }
+        if clock.now() >= deadline {
+            return Err(cli_error!("cannot join the cluster"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_event(event: Event) {
+    match event {
+        Event::MemberJoined(id) => {
+            tracing::info!(member = %id.addr, generation = id.generation, "member joined")
+        }
+        Event::MemberSuspect(id) => tracing::warn!(member = %id.addr, "member suspect"),
+        Event::MemberRecovered(id) => tracing::info!(member = %id.addr, "member recovered"),
+        Event::MemberDied(id) => tracing::warn!(member = %id.addr, "member died"),
+        Event::MemberLeft(id) => tracing::info!(member = %id.addr, "member left"),
+        Event::RingAgreed { digest } => {
+            tracing::info!(digest = format_args!("{digest:016x}"), "ring agreed")
+        }
+        Event::RequestFailed { id, reason } => tracing::warn!(%id, %reason, "request failed"),
+        other => tracing::debug!(event = ?other, "event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
