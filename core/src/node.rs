@@ -760,6 +760,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn on_forwarded_request(&mut self, now: Instant, req: ForwardedRequest<A>) {
         let set = self.route(&req.key);
         if set.replicas.iter().any(|r| r.id == self.me) {
+            let window = self.config.max_requests_in_flight;
+            if !self.requests.first_sighting(&req.origin, req.id, window) {
+                self.stats.requests_duplicate += 1;
+                return;
+            }
             if self.requests.in_flight() < self.config.max_requests_in_flight {
                 let id = self.requests.next_id();
                 self.deliver_locally(now, id, Some((req.origin, req.id)), req.key, req.payload);

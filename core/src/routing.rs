@@ -9,7 +9,9 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::hash::{Map, SeededState};
+use alloc::collections::VecDeque;
+
+use crate::hash::{Map, SeededState, Set};
 use crate::membership::{MemberState, NodeId};
 use crate::time::Instant;
 
@@ -150,6 +152,10 @@ pub(crate) struct Requests<A> {
     pub next_id: u64,
     pub outgoing: Map<u64, Outgoing<A>>,
     pub incoming: Map<u64, Incoming<A>>,
+    /// Forwarded requests recently delivered here, oldest first: a replayed or
+    /// duplicated datagram must not reach the application twice.
+    seen: Set<(NodeId<A>, u64)>,
+    seen_order: VecDeque<(NodeId<A>, u64)>,
 }
 
 impl<A: crate::Address> Requests<A> {
@@ -158,7 +164,25 @@ impl<A: crate::Address> Requests<A> {
             next_id: 1,
             outgoing: Map::with_hasher(hasher),
             incoming: Map::with_hasher(hasher),
+            seen: Set::with_hasher(hasher),
+            seen_order: VecDeque::new(),
         }
+    }
+
+    /// Records a forwarded request; false if it was seen among the last `window`.
+    pub fn first_sighting(&mut self, origin: &NodeId<A>, id: u64, window: usize) -> bool {
+        let key = (origin.clone(), id);
+        if self.seen.contains(&key) {
+            return false;
+        }
+        if self.seen_order.len() >= window {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(key.clone());
+        self.seen_order.push_back(key);
+        true
     }
 
     pub fn in_flight(&self) -> usize {

@@ -97,6 +97,9 @@ pub struct Stats {
     pub requests_forwarded: u64,
     /// Requests that failed over to the next replica.
     pub requests_failed_over: u64,
+    /// Forwarded requests dropped because they were already delivered here (a
+    /// duplicated or replayed datagram).
+    pub requests_duplicate: u64,
     /// Responses dropped because they were duplicates or came too late.
     pub responses_dropped: u64,
 }
