@@ -90,6 +90,13 @@ impl<A: crate::Address> Rumours<A> {
         evicted
     }
 
+    /// Drops the queued rumour about `subject`, if any.
+    pub fn remove_subject(&mut self, subject: &Subject<A>) {
+        if let Some(id) = self.by_subject.remove(subject) {
+            self.remove(id);
+        }
+    }
+
     fn remove(&mut self, id: u64) {
         if let Some(r) = self.rumours.remove(&id) {
             self.order.remove(&(r.transmits, u64::MAX - id));

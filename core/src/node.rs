@@ -988,7 +988,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 complete,
                 entries,
             } => self.on_sync_digest(now, sender, bucket, complete, entries, reply),
-            Message::SyncRequest { owner, after } => self.state_pages(&owner, after, reply),
+            Message::SyncRequest { owner, after } => {
+                self.state_pages(&sender.addr, &owner, after, reply)
+            }
             Message::StatePage(page) => self.apply_page(now, page),
             Message::Request(req) => self.on_forwarded_request(now, req),
             Message::Response(resp) => self.on_response(sender, resp),
@@ -1169,11 +1171,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn claim_about_me(&mut self, claim: MemberClaim<A>) {
         let accusation = matches!(claim.status, Status::Suspect | Status::Dead | Status::Left);
-        if claim.id.generation != self.me.generation
-            || !accusation
-            || claim.incarnation < self.incarnation
-            || self.phase != Phase::Active
-        {
+        if claim.id.generation != self.me.generation || !accusation || self.phase != Phase::Active {
+            return;
+        }
+        if claim.incarnation < self.incarnation {
+            // A stale accusation: our refutation missed whoever still spreads it. Send
+            // the refutation round again rather than wait for anti-entropy to repair it.
+            self.queue_member_rumour(self.own_claim());
             return;
         }
         // Refute: only we raise our incarnation, so alive at a higher one beats the claim
@@ -1583,7 +1587,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 }));
             }
             if addr != sender.addr {
-                self.state_pages(&e.claim.id, e.watermark, reply);
+                self.state_pages(&sender.addr, &e.claim.id, e.watermark, reply);
             }
         }
         if complete {
@@ -1603,7 +1607,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     /// Pages of `owner`'s state above `after`, oldest first, each fitting one datagram.
-    fn state_pages(&self, owner: &NodeId<A>, after: u64, reply: &mut Vec<Vec<u8>>) {
+    ///
+    /// A requester whose watermark is below our collected-tombstone floor may hold keys
+    /// deleted since: it gets a reset instead, the whole state from version 0, so that
+    /// every key it holds and we do not is dropped. Resets are rare (a peer away for
+    /// longer than the grace) and bounded by `max_state_bytes`, so they are sent at once
+    /// rather than a page per round.
+    fn state_pages(&mut self, to: &A, owner: &NodeId<A>, after: u64, reply: &mut Vec<Vec<u8>>) {
         let Some(st) = self
             .store
             .get(&owner.addr)
@@ -1611,15 +1621,22 @@ impl<A: Address, R: RngCore> Node<A, R> {
         else {
             return;
         };
-        if st.watermark <= after && st.max_version <= after {
+        let reset = after < st.gc_floor;
+        if !reset && st.watermark <= after && st.max_version <= after {
             return;
         }
+        let after = if reset { 0 } else { after };
         let budget = self.body_budget().saturating_sub(96);
         let entries = st.since(after);
-        let reset = after < st.gc_floor;
+        let max_pages = if reset {
+            usize::MAX
+        } else {
+            SYNC_REPLY_PACKETS
+        };
+        let mut pages = Vec::new();
         let mut from = after;
         let mut i = 0;
-        for _ in 0..SYNC_REPLY_PACKETS {
+        while pages.len() < max_pages {
             let mut page = Vec::new();
             let mut size = 0;
             while let Some((k, e)) = entries.get(i) {
@@ -1632,7 +1649,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 i += 1;
             }
             let truncated = i < entries.len();
-            let last = page.last().map_or(after, |p| p.1);
+            let last = page.last().map_or(from, |p| p.1);
             let upto = if truncated { last } else { u64::MAX }
                 .min(st.watermark)
                 .max(from);
@@ -1641,13 +1658,20 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 after: from,
                 upto,
                 reset,
+                floor: st.gc_floor,
                 entries: page,
             });
-            reply.push(encode_message(&msg));
+            pages.push(encode_message(&msg));
             from = upto;
             if !truncated {
                 break;
             }
+        }
+        if reset {
+            let count = pages.len();
+            self.send(to.clone(), &pages, count);
+        } else {
+            reply.extend(pages);
         }
     }
 
@@ -1700,6 +1724,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if let Some(st) = self.store.owner_mut(&owner.addr, owner.generation) {
             if page.after <= st.watermark {
                 st.watermark = st.watermark.max(page.upto);
+                // Through `upto` we now hold what the sender holds, deletions included:
+                // pass its floor on, so peers behind it get reset by us too.
+                st.gc_floor = st.gc_floor.max(page.floor.min(page.upto));
             }
         }
         self.refresh_tree(&owner.addr);
@@ -1725,6 +1752,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Merge::Applied => {}
             _ => return false,
         }
+        st.advance_watermark();
+        // Whatever we had queued about this key is older than what we now hold.
+        self.rumours
+            .remove_subject(&Subject::State(owner.addr.clone(), key.to_string()));
         self.stats.deltas_applied += 1;
         if value.is_none() {
             let due = now + self.config.tombstone_grace;
@@ -1781,13 +1812,30 @@ impl<A: Address, R: RngCore> Node<A, R> {
             else {
                 break;
             };
-            if let Some(st) = self
+            // A tombstone may go only once we hold every write up to it: otherwise an
+            // older value still in flight (a queued rumour, a peer's page) would be
+            // taken for news and the key would come back.
+            let requeue = match self
                 .store
                 .owners
                 .get_mut(&addr)
                 .filter(|s| s.generation == generation)
             {
-                st.collect(&key, version);
+                Some(st) if st.watermark >= version => {
+                    st.collect(&key, version);
+                    false
+                }
+                Some(st) => st
+                    .entries
+                    .get(&key)
+                    .is_some_and(|e| e.version == version && e.value.is_none()),
+                None => false,
+            };
+            if requeue {
+                let due = now + self.config.tombstone_grace;
+                self.store
+                    .tombstones
+                    .push_back((due, addr, generation, key, version));
             }
         }
     }

@@ -152,6 +152,28 @@ impl OwnerState {
         Merge::Applied
     }
 
+    /// Owner versions are consecutive, so the watermark can move past every version we
+    /// hold that directly follows it, however that version arrived. A version that was
+    /// overwritten before it reached us leaves a gap that only anti-entropy closes.
+    pub fn advance_watermark(&mut self) {
+        if self.max_version <= self.watermark {
+            return;
+        }
+        let mut above: Vec<u64> = self
+            .entries
+            .values()
+            .map(|e| e.version)
+            .filter(|&v| v > self.watermark)
+            .collect();
+        above.sort_unstable();
+        for v in above {
+            if v != self.watermark + 1 {
+                break;
+            }
+            self.watermark = v;
+        }
+    }
+
     /// Drops a tombstone if it is still the current entry for `key` at `version`.
     pub fn collect(&mut self, key: &str, version: u64) -> bool {
         match self.entries.get(key) {

@@ -163,6 +163,9 @@ pub struct StatePage<A> {
     /// The requester was away longer than the tombstone grace: keys in the range that
     /// are missing from the page are gone and must be dropped.
     pub reset: bool,
+    /// The sender's collected-tombstone floor: keys at or below it may have been deleted
+    /// and forgotten. The receiver adopts it, so that it too resets peers behind it.
+    pub floor: u64,
     /// `(key, version, value)`, ascending by version.
     pub entries: Vec<(String, u64, Option<Vec<u8>>)>,
 }

@@ -1,0 +1,7 @@
+//! Arbitrary sequences of inputs (datagrams, time, writes, requests, joins, leaves,
+//! restarts) on up to three nodes, with every invariant checked after every input.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    |scenario: grapevine::fuzzing::Scenario| grapevine::fuzzing::run(scenario)
+);
