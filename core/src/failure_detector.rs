@@ -25,12 +25,16 @@ pub(crate) struct Probe<A> {
     pub acked: bool,
     pub expected_nacks: u32,
     pub nacks: u32,
+    /// The members asked to probe the target for us.
+    pub helpers: Vec<A>,
 }
 
 /// A ping-req we are serving for someone else.
 #[derive(Clone, Debug)]
 pub(crate) struct Relay<A> {
     pub seq: u32,
+    /// The member we pinged on the origin's behalf; only its ack is relayed.
+    pub target: A,
     pub origin: A,
     pub origin_seq: u32,
     pub nack_at: Instant,
@@ -117,7 +121,9 @@ pub(crate) struct Detector<A> {
 }
 
 impl<A: crate::Address> Detector<A> {
-    pub fn new(health_max: u32, hasher: SeededState) -> Self {
+    /// `first_seq` comes from the RNG, so a new life does not reuse the sequence
+    /// numbers of the previous one (a late ack from the old life would match).
+    pub fn new(health_max: u32, hasher: SeededState, first_seq: u32) -> Self {
         Detector {
             next_probe: None,
             order: Vec::new(),
@@ -126,7 +132,7 @@ impl<A: crate::Address> Detector<A> {
             relays: Vec::new(),
             suspicions: Map::with_hasher(hasher),
             next_suspicion: None,
-            seq: 0,
+            seq: first_seq,
             health: 0,
             health_max,
         }

@@ -174,7 +174,6 @@ pub struct Node<A: Address, R: RngCore> {
     agreed: Option<u64>,
     tokens_at: Option<Instant>,
     requests: Requests<A>,
-    member_gc: VecDeque<(Instant, A, u64)>,
     next_gossip: Option<Instant>,
     deadline: Option<Instant>,
     transmits: VecDeque<Transmit<A>>,
@@ -207,7 +206,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             members: Members::new(hasher),
             live: Roster::new(hasher),
             dead: Roster::new(hasher),
-            detector: Detector::new(config.awareness_max, hasher),
+            detector: Detector::new(config.awareness_max, hasher, rng.next_u32()),
             rumours: Rumours::new(config.max_rumours, hasher),
             store: Store::new(hasher),
             tree: SyncTree::new(hasher),
@@ -221,7 +220,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
             agreed: None,
             tokens_at: None,
             requests: Requests::new(hasher),
-            member_gc: VecDeque::new(),
             next_gossip: None,
             deadline: None,
             transmits: VecDeque::new(),
@@ -512,13 +510,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         st.watermark = st.max_version;
         if value.is_none() {
-            self.store.tombstones.push_back((
+            self.store.queue_tombstone(
                 now + self.config.tombstone_grace,
                 me.addr.clone(),
                 me.generation,
                 key.to_string(),
                 version,
-            ));
+            );
         }
         let delta = StateDelta {
             owner: me.clone(),
@@ -937,7 +935,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     ) {
         match msg {
             Message::Ping { seq } => reply.push(encode_message(&Message::<A>::Ack { seq })),
-            Message::Ack { seq } => self.on_ack(seq),
+            Message::Ack { seq } => self.on_ack(&sender.addr, seq),
             Message::PingReq { seq, target } => self.on_ping_req(now, sender, seq, target, reply),
             Message::Nack { seq } => {
                 if let Some(p) = self.detector.probe.as_mut().filter(|p| p.seq == seq) {
@@ -1090,11 +1088,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 self.detector.clear_suspicion(&addr);
                 self.live.remove(&addr);
                 self.dead.insert(&addr);
-                self.member_gc.push_back((
-                    now + self.config.dead_retention,
-                    addr.clone(),
-                    claim.id.generation,
-                ));
                 self.ring_changed(&addr);
                 let failed: Vec<u64> = self
                     .requests
@@ -1140,6 +1133,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if self.live.insert(addr) {
             // Insert at a random place in the rest of this probe pass (memberlist does
             // the same), so a newcomer is probed within one pass.
+            if self.detector.order.len() > 2 * self.live.len() + 16 {
+                // Members that died and came back left stale slots: start a fresh pass.
+                self.detector.order.clear();
+                self.detector.pos = 0;
+            }
             let start = self.detector.pos.min(self.detector.order.len());
             let at = start + below(&mut self.rng, self.detector.order.len() - start + 1);
             self.detector.order.insert(at, addr.clone());
@@ -1253,6 +1251,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         };
         let seq = self.detector.next_seq();
         self.detector.probe = Some(Probe {
+            helpers: Vec::new(),
             target: m.id.clone(),
             seq,
             indirect_at: now + self.detector.scaled(self.config.probe_timeout),
@@ -1297,6 +1296,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if let Some(p) = self.detector.probe.as_mut() {
             p.expected_nacks = helpers.len() as u32;
         }
+        if let Some(p) = self.detector.probe.as_mut() {
+            p.helpers = helpers.clone();
+        }
         let msg = encode_message(&Message::PingReq { seq, target });
         for h in helpers {
             self.stats.indirect_probes += 1;
@@ -1304,12 +1306,20 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
     }
 
-    fn on_ack(&mut self, seq: u32) {
+    /// An ack counts only from whom we asked: the target, or a helper relaying for it.
+    fn on_ack(&mut self, from: &A, seq: u32) {
         if let Some(p) = self.detector.probe.as_mut().filter(|p| p.seq == seq) {
-            p.acked = true;
+            if p.target.addr == *from || p.helpers.contains(from) {
+                p.acked = true;
+            }
             return;
         }
-        if let Some(i) = self.detector.relays.iter().position(|r| r.seq == seq) {
+        if let Some(i) = self
+            .detector
+            .relays
+            .iter()
+            .position(|r| r.seq == seq && r.target == *from)
+        {
             let r = self.detector.relays.swap_remove(i);
             self.send(
                 r.origin,
@@ -1339,6 +1349,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let nack_at = now + self.config.probe_timeout.mul_f64(0.8);
         self.detector.relays.push(Relay {
             seq: my_seq,
+            target: target.addr.clone(),
             origin: sender.addr.clone(),
             origin_seq: seq,
             nack_at,
@@ -1574,8 +1585,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 continue;
             }
             if mine.state_hash == e.state_hash {
-                if let Some(st) = self.store.owner_mut(&addr, mine.claim.id.generation) {
-                    st.watermark = st.watermark.max(e.watermark);
+                // Same content, so we hold what they hold; but never trust a watermark past
+                // the versions we actually have, nor one about our own state.
+                if addr != self.me.addr {
+                    if let Some(st) = self.store.owner_mut(&addr, mine.claim.id.generation) {
+                        st.watermark = st.watermark.max(e.watermark.min(st.max_version));
+                    }
                 }
                 continue;
             }
@@ -1759,13 +1774,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.stats.deltas_applied += 1;
         if value.is_none() {
             let due = now + self.config.tombstone_grace;
-            self.store.tombstones.push_back((
+            self.store.queue_tombstone(
                 due,
                 owner.addr.clone(),
                 owner.generation,
                 key.to_string(),
                 version,
-            ));
+            );
         }
         self.note_key_changed(owner, key.to_string(), value);
         true
@@ -1786,26 +1801,26 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     fn collect_garbage(&mut self, now: Instant) {
-        while self
-            .member_gc
-            .front()
-            .is_some_and(|(due, _, _)| *due <= now)
-        {
-            let Some((_, addr, generation)) = self.member_gc.pop_front() else {
-                break;
-            };
-            let expired = self.members.get(&addr).is_some_and(|m| {
-                m.id.generation == generation
-                    && !m.status.is_live()
-                    && m.since + self.config.dead_retention <= now
-            });
-            if expired {
-                self.members.map.remove(&addr);
-                self.tokens.remove(&addr);
-                self.dead.remove(&addr);
-                self.store.owners.remove(&addr);
-                self.detector.clear_suspicion(&addr);
-            }
+        // Tombstoned members: the dead roster is bounded by max_members, and a scan per
+        // round costs less than a queue that grows with every death.
+        let retention = self.config.dead_retention;
+        let expired: Vec<A> = self
+            .dead
+            .list
+            .iter()
+            .filter(|a| {
+                self.members
+                    .get(a)
+                    .is_some_and(|m| m.since + retention <= now)
+            })
+            .cloned()
+            .collect();
+        for addr in expired {
+            self.members.map.remove(&addr);
+            self.tokens.remove(&addr);
+            self.dead.remove(&addr);
+            self.store.owners.remove(&addr);
+            self.detector.clear_suspicion(&addr);
         }
         while self.store.tombstones.front().is_some_and(|t| t.0 <= now) {
             let Some((_, addr, generation, key, version)) = self.store.tombstones.pop_front()
@@ -1834,8 +1849,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             if requeue {
                 let due = now + self.config.tombstone_grace;
                 self.store
-                    .tombstones
-                    .push_back((due, addr, generation, key, version));
+                    .queue_tombstone(due, addr, generation, key, version);
             }
         }
     }

@@ -105,8 +105,12 @@ pub(crate) fn key_hash(key: &str, version: u64) -> u64 {
     mix64(h.finish() ^ mix64(version))
 }
 
+/// What one entry costs beyond its key and value bytes (map node, version, lengths):
+/// charged so that many tiny keys cannot hold far more memory than the budget says.
+pub const ENTRY_OVERHEAD: usize = 48;
+
 fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
-    key.len() + value.as_ref().map_or(0, Vec::len)
+    ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len)
 }
 
 impl OwnerState {
@@ -182,7 +186,7 @@ impl OwnerState {
                 value: None,
             }) if *v == version => {
                 self.entries.remove(key);
-                self.bytes -= key.len();
+                self.bytes -= entry_bytes(key, &None);
                 self.gc_floor = self.gc_floor.max(version);
                 true
             }
@@ -235,6 +239,8 @@ pub(crate) struct Store<A> {
     pub owners: Map<A, OwnerState>,
     /// (due, owner, generation, key, version), in due order because `now` only grows.
     pub tombstones: VecDeque<(Instant, A, u64, String, u64)>,
+    /// Queue length after the last compaction.
+    compacted: usize,
 }
 
 impl<A: crate::Address> Store<A> {
@@ -242,6 +248,7 @@ impl<A: crate::Address> Store<A> {
         Store {
             owners: Map::with_hasher(hasher),
             tombstones: VecDeque::new(),
+            compacted: 0,
         }
     }
 
@@ -256,6 +263,33 @@ impl<A: crate::Address> Store<A> {
             *st = OwnerState::new(generation);
         }
         (st.generation == generation).then_some(st)
+    }
+
+    /// Queues a tombstone for collection at `due`. Overwritten and re-deleted keys leave
+    /// stale entries behind; the queue is compacted when it doubles, so it stays within
+    /// twice the tombstones actually held.
+    pub fn queue_tombstone(
+        &mut self,
+        due: Instant,
+        owner: A,
+        generation: u64,
+        key: String,
+        version: u64,
+    ) {
+        self.tombstones
+            .push_back((due, owner, generation, key, version));
+        if self.tombstones.len() >= 256 && self.tombstones.len() >= 2 * self.compacted {
+            let owners = &self.owners;
+            self.tombstones.retain(|(_, a, g, k, v)| {
+                owners.get(a).is_some_and(|s| {
+                    s.generation == *g
+                        && s.entries
+                            .get(k)
+                            .is_some_and(|e| e.version == *v && e.value.is_none())
+                })
+            });
+            self.compacted = self.tombstones.len();
+        }
     }
 
     pub fn get(&self, owner: &A) -> Option<&OwnerState> {
@@ -350,9 +384,10 @@ mod tests {
     #[test]
     fn byte_budget_refuses_without_change() {
         let mut s = OwnerState::new(1);
-        assert_eq!(s.merge("k", 1, Some(vec![0; 10]), 11), Merge::Applied);
+        let budget = ENTRY_OVERHEAD + 11;
+        assert_eq!(s.merge("k", 1, Some(vec![0; 10]), budget), Merge::Applied);
         let before = s.clone();
-        assert_eq!(s.merge("j", 2, Some(vec![0; 10]), 11), Merge::Full);
+        assert_eq!(s.merge("j", 2, Some(vec![0; 10]), budget), Merge::Full);
         assert_eq!(s, before);
     }
 }

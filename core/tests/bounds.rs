@@ -351,7 +351,6 @@ fn a_flood_of_claims_deltas_pingreqs_requests_and_suspicions_stays_bounded() {
 }
 
 #[test]
-#[ignore = "core bug: max_state_bytes counts key and value bytes only, so tiny keys cost ~50x their budget"]
 fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
     let _serial = lock();
     let c = config();
@@ -399,7 +398,6 @@ fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
 }
 
 #[test]
-#[ignore = "core bug: every applied tombstone adds a queue entry kept for tombstone_grace, unbounded by max_state_bytes"]
 fn overwriting_and_deleting_hot_keys_stays_bounded() {
     let _serial = lock();
     let c = config();
@@ -433,7 +431,6 @@ fn overwriting_and_deleting_hot_keys_stays_bounded() {
 }
 
 #[test]
-#[ignore = "core bug: each death adds a member_gc entry kept for dead_retention and each rebirth a probe-order slot"]
 fn members_dying_and_coming_back_stays_bounded() {
     let _serial = lock();
     let c = config();
