@@ -1061,7 +1061,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Change::Refreshed => {}
             Change::Joined => {
                 self.detector.clear_suspicion(&addr);
-                self.store.owner_mut(&addr, claim.id.generation);
+                // An older life's state goes; the new life's arrives with its first key.
+                if self
+                    .store
+                    .get(&addr)
+                    .is_some_and(|s| s.generation < claim.id.generation)
+                {
+                    self.store.owners.remove(&addr);
+                }
                 // A new life starts with no tokens: its old ones went with its old state.
                 self.tokens.remove(&addr);
                 self.became_live(&addr);
