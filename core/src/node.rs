@@ -147,6 +147,8 @@ pub struct Node<A: Address, R: RngCore> {
     config: Config,
     cluster_id: u64,
     me: NodeId<A>,
+    /// `me`, encoded once: it opens every datagram we send.
+    me_encoded: Vec<u8>,
     incarnation: u64,
     phase: Phase,
     seeds: Vec<A>,
@@ -199,6 +201,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let hasher = SeededState(rng.next_u64());
         let mut node = Node {
             cluster_id: cluster_id(&config.cluster_name),
+            me_encoded: postcard::to_allocvec(&id).unwrap_or_default(),
             me: id,
             incarnation: 0,
             phase: Phase::Idle,
@@ -882,7 +885,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let limit = retransmit_limit(self.config.retransmit_mult, self.live.len() + 1);
         let mut rest = messages;
         for _ in 0..max_packets.max(1) {
-            let mut body = BodyBuilder::new(&self.me, budget);
+            let mut body = BodyBuilder::with_encoded_sender(&self.me_encoded, budget);
             while let Some((first, tail)) = rest.split_first() {
                 if !body.push_encoded(first) {
                     if body.is_empty() {

@@ -348,6 +348,21 @@ impl BodyBuilder {
         }
     }
 
+    /// Starts a body from the sender's identity already encoded (a node encodes its own
+    /// once, rather than once per datagram).
+    pub fn with_encoded_sender(sender: &[u8], budget: usize) -> Self {
+        let mut buf = Vec::with_capacity(budget.min(2048));
+        buf.extend_from_slice(sender);
+        let count_at = buf.len();
+        buf.push(0);
+        BodyBuilder {
+            buf,
+            count_at,
+            count: 0,
+            budget,
+        }
+    }
+
     /// Bytes still free.
     pub fn remaining(&self) -> usize {
         self.budget.saturating_sub(self.buf.len())
