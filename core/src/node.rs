@@ -1271,7 +1271,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
             nacks: 0,
         });
         self.stats.probes += 1;
-        self.send(target, &[encode_message(&Message::<A>::Ping { seq })], 1);
+        let mut msgs = alloc::vec![encode_message(&Message::<A>::Ping { seq })];
+        if let Some(m) = self
+            .members
+            .get(&target)
+            .filter(|m| m.status == Status::Suspect)
+        {
+            // Lifeguard's buddy system: tell a suspect directly, so it can refute now
+            // rather than when the rumour happens to reach it.
+            msgs.push(encode_message(&Message::Member(m.claim())));
+        }
+        self.send(target, &msgs, 1);
     }
 
     /// Round-robin over a shuffled list of live members, reshuffled after each pass,
@@ -1309,6 +1319,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if let Some(p) = self.detector.probe.as_mut() {
             p.helpers = helpers.clone();
         }
+        // A second direct ping next to the indirect ones: memberlist's TCP fallback in
+        // spirit. One lost datagram on the direct path no longer costs a suspicion.
+        let again = encode_message(&Message::<A>::Ping { seq });
+        self.send(target.addr.clone(), &[again], 1);
         let msg = encode_message(&Message::PingReq { seq, target });
         for h in helpers {
             self.stats.indirect_probes += 1;
