@@ -41,7 +41,6 @@
 //! # }
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -158,91 +157,7 @@ impl Handle {
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
-    /// The node's identity (its bound address and generation).
-    pub fn id(&self) -> &NodeId {
-        &self.inner.id
-    }
-
-    /// The node's bound UDP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.inner.id.addr
-    }
-
-    /// Joins more seeds.
-    pub fn join(&self, seeds: impl IntoIterator<Item = SocketAddr>) -> Result<(), RuntimeError> {
-        self.send(Command::Join(seeds.into_iter().collect()))
-    }
-
-    /// Sets `key` in this node's state; gossip spreads it.
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::Set {
-            key: key.to_owned(),
-            value: value.to_vec(),
-            reply,
-        })
-        .await?
-    }
-
-    /// Deletes `key` from this node's state.
-    pub async fn delete(&self, key: &str) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::Delete {
-            key: key.to_owned(),
-            reply,
-        })
-        .await?
-    }
-
-    /// Reads `key` of the node at `node`, as this node knows it.
-    pub async fn get(&self, node: SocketAddr, key: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
-        self.call(|reply| Command::Get {
-            node,
-            key: key.to_owned(),
-            reply,
-        })
-        .await
-    }
-
-    /// Sends a client request for `key` through this node. The answer arrives on the
-    /// event subscribers as [`Event::Response`] (or [`Event::RequestFailed`]) with the
-    /// returned id.
-    pub async fn request(&self, key: &[u8], payload: Vec<u8>) -> Result<RequestId, RuntimeError> {
-        self.call(|reply| Command::Request {
-            key: key.to_vec(),
-            payload,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers an [`Event::Request`] this node received.
-    pub async fn respond(&self, id: RequestId, payload: Vec<u8>) -> Result<(), RuntimeError> {
-        self.call(|reply| Command::Respond { id, payload, reply })
-            .await?
-    }
-
-    /// Every member this node knows, itself and tombstones included.
-    pub async fn members(&self) -> Result<Vec<Member>, RuntimeError> {
-        self.call(Command::Members).await
-    }
-
-    /// The node's counters.
-    pub async fn stats(&self) -> Result<StatsSnapshot, RuntimeError> {
-        self.call(Command::Stats).await
-    }
-
-    /// The token ring as this node sees it: tokens and each node's exact share.
-    pub async fn ring(&self) -> Result<RingSnapshot, RuntimeError> {
-        self.call(Command::Ring).await
-    }
-
-    /// Where `key` routes, as this node sees the ring.
-    pub async fn route(&self, key: &[u8]) -> Result<Route, RuntimeError> {
-        self.call(|reply| Command::Route {
-            key: key.to_vec(),
-            reply,
-        })
-        .await
-    }
+    grapevine_std::async_handle_methods!();
 
     /// Subscribes to the node's events from now on; the first subscriber also gets
     /// the events raised since the node started, so nothing is missed between
