@@ -35,6 +35,7 @@ pub struct CrashResult {
 
 /// The main scenario of one protocol at one size.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MainResult {
     /// `grapevine` or `foca`.
     pub system: String,
@@ -46,6 +47,13 @@ pub struct MainResult {
     pub join_stagger_ms: f64,
     /// Seconds from the last join until every node saw every node; `None`: not within the deadline.
     pub join_s: Option<f64>,
+    /// Seconds from the last join until traffic settled (the join's rumours ran out).
+    pub quiet_after_s: Option<f64>,
+    /// Traffic had already settled when the measurement began: `quiet_after_s` is an
+    /// upper bound.
+    pub quiet_by_then: bool,
+    /// Bytes each node sent, on average, from the start until traffic settled.
+    pub join_bytes_per_node: f64,
     /// Wall-clock seconds to simulate the first 60 virtual seconds (joins included).
     pub wall_first_60s: Option<f64>,
     /// Length of the idle measurement window, in virtual seconds.
@@ -74,6 +82,7 @@ pub struct MainResult {
 
 /// False verdicts under loss.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LossResult {
     /// `grapevine` or `foca`.
     pub system: String,
@@ -233,17 +242,26 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| N | join → all see all (s) | crash → first verdict (s), median | crash → all verdicts (s), median (max) | idle bytes/node/s | idle packets/node/s | false deaths, no loss |"
+            "| N | join → all see all (s) | join → traffic settled (s) | bytes sent per node until then (kB) | crash → first verdict (s), median | crash → all verdicts (s), median (max) | idle bytes/node/s | idle packets/node/s | false deaths, no loss |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for &n in &ns {
             let pair = |f: &dyn Fn(&MainResult) -> String| {
                 format!("{} / {}", cell("grapevine", n, f), cell("foca", n, f))
             };
             let _ = writeln!(
                 s,
-                "| {n} | {} | {} | {} | {} | {} | {} |",
+                "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 pair(&|m| opt(m.join_s, 2)),
+                pair(&|m| {
+                    let v = opt(m.quiet_after_s, 0);
+                    if m.quiet_by_then {
+                        format!("≤ {v}")
+                    } else {
+                        v
+                    }
+                }),
+                pair(&|m| format!("{:.0}", m.join_bytes_per_node / 1000.0)),
                 pair(&|m| opt(m.crash_detection().0, 2)),
                 pair(&|m| m.crash_all_cell()),
                 pair(&|m| format!("{:.0}", m.idle_bytes_per_node_s)),
@@ -255,7 +273,7 @@ impl Report {
         let _ = writeln!(s, "\n### Dissemination of one update to every node\n");
         let _ = writeln!(
             s,
-            "| N | updates | grapevine median (s) | grapevine p99 (s) | grapevine median (rounds of 1 s) | log3 N | log4 N | log4 N + 3 | push-pull theory (rounds) | foca median (s) | foca p99 (s) |"
+            "| N | updates reaching all within 120 s (grapevine / foca) | grapevine median (s) | grapevine p99 (s) | grapevine median (rounds of 1 s) | log3 N | log4 N | log4 N + 3 | push-pull theory (rounds) | foca median (s) | foca p99 (s) |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for &n in &ns {
@@ -268,9 +286,13 @@ impl Report {
                 gm.map(|m| m / interval)
             });
             let nf = n as f64;
-            let updates = g
-                .map_or(0, |g| g.updates.len())
-                .max(f.map_or(0, |f| f.updates.len()));
+            let reached = |m: Option<&MainResult>| {
+                m.map_or("—".to_string(), |m| {
+                    let ok = m.updates.iter().filter(|u| u.reach_all_s.is_some()).count();
+                    format!("{ok}/{}", m.updates.len())
+                })
+            };
+            let updates = format!("{} / {}", reached(g), reached(f));
             let _ = writeln!(
                 s,
                 "| {n} | {updates} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",

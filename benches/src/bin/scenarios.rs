@@ -83,6 +83,9 @@ struct Args {
     /// Virtual milliseconds between two joins.
     #[arg(long, default_value_t = 1.0)]
     join_stagger_ms: f64,
+    /// Experiment: Grapevine's `suspicion_mult` instead of the LAN preset's 4.
+    #[arg(long)]
+    gv_suspicion_mult: Option<u32>,
     /// Where the SVG plots, the JSON figures and the markdown tables go.
     #[arg(long, default_value = "docs")]
     out: PathBuf,
@@ -94,6 +97,10 @@ struct Args {
     /// print the tables and write the plots and the merged JSON into --out.
     #[arg(long, value_delimiter = ',')]
     from_json: Option<Vec<PathBuf>>,
+    /// Instead of the scenarios: join a Grapevine cluster of --n nodes and print its
+    /// traffic and state churn every 10 simulated seconds for this many seconds.
+    #[arg(long)]
+    timeline: Option<u64>,
     /// Internal: run one scenario in this process and print its JSON result.
     #[arg(long, hide = true)]
     child: Option<Child>,
@@ -141,6 +148,14 @@ impl Args {
             2.0
         })
     }
+    /// Grapevine's config: `Config::lan`, with any override from the command line.
+    fn gv_config(&self) -> grapevine::Config {
+        let mut c = gv::config();
+        if let Some(m) = self.gv_suspicion_mult {
+            c.suspicion_mult = m;
+        }
+        c
+    }
     fn stagger(&self) -> Duration {
         Duration::from_secs_f64(self.join_stagger_ms.max(0.0) / 1000.0)
     }
@@ -150,6 +165,10 @@ fn main() {
     let args = Args::parse();
     if let Some(members) = args.node_memory {
         node_memory(members);
+        return;
+    }
+    if let Some(secs) = args.timeline {
+        timeline(&args, secs);
         return;
     }
     if let Some(files) = &args.from_json {
@@ -228,6 +247,9 @@ fn parent(args: &Args) {
         }
         if let Some(m) = args.loss_minutes {
             cmd.arg("--loss-minutes").arg(m.to_string());
+        }
+        if let Some(m) = args.gv_suspicion_mult {
+            cmd.arg("--gv-suspicion-mult").arg(m.to_string());
         }
         if let Some(p) = p {
             cmd.arg("--p").arg(p.to_string());
@@ -334,6 +356,74 @@ fn finish(args: &Args, report: &Report, started: Wall) {
     );
 }
 
+/// Traffic of a joining cluster, window by window (Grapevine: also state churn).
+fn timeline(args: &Args, seconds: u64) {
+    let n = args.n.unwrap_or(1024).max(2);
+    match args.system.unwrap_or(System::Grapevine) {
+        System::Grapevine => {
+            let stats = |c: &GvCluster| {
+                let mut t = [0u64; 3];
+                for node in c.sim().nodes() {
+                    let s = node.stats();
+                    t[0] += s.deltas_applied;
+                    t[1] += s.rumours_evicted;
+                    t[2] += s.syncs;
+                }
+                t
+            };
+            let c = GvCluster::new(args.seed, n, args.gv_config());
+            timeline_of(
+                c,
+                args,
+                seconds,
+                "deltas applied | rumours evicted | syncs",
+                stats,
+            );
+        }
+        System::Foca => {
+            let c = FocaCluster::new(args.seed, n, foca_driver::config(n));
+            timeline_of(c, args, seconds, "", |_| [0u64; 3]);
+        }
+    }
+}
+
+fn timeline_of<C: Cluster>(
+    mut c: C,
+    args: &Args,
+    seconds: u64,
+    extra: &str,
+    stats: impl Fn(&C) -> [u64; 3],
+) {
+    let n = c.len();
+    c.join_all(args.stagger());
+    println!(
+        "t (s) | bytes/node/s | packets/node/s | B/packet | {extra} (per node per s) | converged"
+    );
+    let window = Duration::from_secs(10);
+    let mut prev = (c.net_totals(), stats(&c));
+    while c.now() < Instant::from_secs(seconds) {
+        let t = c.now() + window;
+        c.run_until(t);
+        let now = (c.net_totals(), stats(&c));
+        let node_s = n as f64 * window.as_secs_f64();
+        let pk = now.0.sent_packets - prev.0.sent_packets;
+        let by = now.0.sent_bytes - prev.0.sent_bytes;
+        let per: Vec<String> = (0..3)
+            .map(|k| format!("{:.2}", (now.1[k] - prev.1[k]) as f64 / node_s))
+            .collect();
+        println!(
+            "{:5.0} | {:8.0} | {:5.2} | {:5.0} | {} | {}",
+            secs(c.now()),
+            by as f64 / node_s,
+            pk as f64 / node_s,
+            by as f64 / pk.max(1) as f64,
+            per.join(" | "),
+            c.converged(),
+        );
+        prev = now;
+    }
+}
+
 // ----- child --------------------------------------------------------------------------
 
 fn child(args: &Args, kind: Child) {
@@ -343,7 +433,7 @@ fn child(args: &Args, kind: Child) {
         Child::Main => {
             let r = match sys {
                 System::Grapevine => {
-                    let config = gv::config();
+                    let config = args.gv_config();
                     let desc = format!("{config:?}");
                     let wall = Wall::now();
                     let c = GvCluster::new(args.seed, n, config);
@@ -362,7 +452,9 @@ fn child(args: &Args, kind: Child) {
         Child::Loss => {
             let p = args.p.unwrap_or(0.1);
             let r = match sys {
-                System::Grapevine => run_loss(args, GvCluster::new(args.seed, n, gv::config()), p),
+                System::Grapevine => {
+                    run_loss(args, GvCluster::new(args.seed, n, args.gv_config()), p)
+                }
                 System::Foca => run_loss(
                     args,
                     FocaCluster::new(args.seed, n, foca_driver::config(n)),
@@ -433,6 +525,38 @@ impl Mark {
     }
 }
 
+/// Runs until `cap` in 30 s windows and returns when traffic settled, and the total
+/// bytes sent by then: the end of the last window whose rate was not within 10 % (or
+/// 10 bytes per node per second) of the final level (the mean of the last three
+/// windows). Rumour queues drain at a flat, full-packet rate before they empty, so a
+/// plateau is not the end: only the final level is. (30 s: foca's periodic announce
+/// fires every 30 s on every node at nearly the same phase.)
+fn settle<C: Cluster>(
+    c: &mut C,
+    cap: Instant,
+    pb: &ProgressBar,
+    mark: &mut Mark,
+) -> (Instant, u64) {
+    let step = Duration::from_secs(30);
+    let node_s = c.live_count().max(1) as f64 * step.as_secs_f64();
+    let start = (c.now(), c.net_totals().sent_bytes);
+    // (end of window, bytes per node per second, total bytes sent at its end)
+    let mut windows: Vec<(Instant, f64, u64)> = Vec::new();
+    while c.now() < cap || windows.len() < 3 {
+        let before = c.net_totals().sent_bytes;
+        run_for(c, step, pb, mark);
+        let total = c.net_totals().sent_bytes;
+        windows.push((c.now(), (total - before) as f64 / node_s, total));
+    }
+    let tail = &windows[windows.len() - 3..];
+    let level = tail.iter().map(|w| w.1).sum::<f64>() / 3.0;
+    let near = |r: f64| (r - level).abs() <= (0.1 * level).max(10.0);
+    match windows.iter().rposition(|w| !near(w.1)) {
+        Some(k) => (windows[k].0, windows[k].2),
+        None => start,
+    }
+}
+
 fn run_main<C: Cluster>(args: &Args, mut c: C, config: String, wall: Wall) -> MainResult {
     let n = c.len();
     let quick = args.quick;
@@ -441,11 +565,7 @@ fn run_main<C: Cluster>(args: &Args, mut c: C, config: String, wall: Wall) -> Ma
     let join_window = stagger * u32::try_from(n).unwrap_or(u32::MAX);
     let updates = args.updates(n);
     let crashes = args.crashes();
-    let planned = secs(Instant::ZERO + join_window)
-        + 60.0
-        + if quick { 15.0 } else { 60.0 }
-        + updates as f64 * 10.0
-        + crashes as f64 * 40.0;
+    let planned = if quick { 100.0 } else { 660.0 } + updates as f64 * 10.0 + crashes as f64 * 40.0;
     let pb = bar(format!("{} N={n}", c.name()), planned);
     let mut mark = Mark {
         start: wall,
@@ -490,13 +610,26 @@ fn run_main<C: Cluster>(args: &Args, mut c: C, config: String, wall: Wall) -> Ma
         wall.elapsed().as_secs_f64()
     );
 
-    // 2. Settle until 60 s of virtual time (and 30 s after convergence).
+    // 2. Settle until 60 s of virtual time (and 30 s after convergence), then until the
+    //    join's rumours have run out: until the bytes sent in a 10 s window stay within
+    //    10 % of the previous window's (at most until t = 600 s).
     pb.set_message("settling");
     let settle_to =
         Instant::from_secs(60).max(c.now() + Duration::from_secs(if quick { 5 } else { 30 }));
     let d = settle_to - c.now();
     run_for(&mut c, d, &pb, &mut mark);
     r.wall_first_60s = mark.at_60;
+    let cap = Instant::from_secs(if quick { 90 } else { 600 });
+    let (settled, bytes_then) = settle(&mut c, cap, &pb, &mut mark);
+    if settled + Duration::from_secs(90) > c.now() {
+        r.notes.push(format!(
+            "traffic still changing at t = {:.0} s",
+            secs(c.now())
+        ));
+    }
+    r.quiet_after_s = Some(secs(settled) - secs(last_join));
+    r.quiet_by_then = settled == settle_to;
+    r.join_bytes_per_node = bytes_then as f64 / n as f64;
 
     // 3. Idle traffic.
     pb.set_message("idle traffic");
@@ -619,7 +752,7 @@ fn run_loss<C: Cluster>(args: &Args, mut c: C, p: f64) -> LossResult {
     let join_window = stagger * u32::try_from(n).unwrap_or(u32::MAX);
     let pb = bar(
         format!("{} N={n} loss={p}", c.name()),
-        secs(Instant::ZERO + join_window) + 60.0 + minutes * 60.0,
+        if args.quick { 90.0 } else { 600.0 } + minutes * 60.0,
     );
     let mut mark = Mark {
         start: wall,
@@ -640,6 +773,8 @@ fn run_loss<C: Cluster>(args: &Args, mut c: C, p: f64) -> LossResult {
     let settle_to = Instant::from_secs(60).max(c.now() + Duration::from_secs(10));
     let d = settle_to - c.now();
     run_for(&mut c, d, &pb, &mut mark);
+    let cap = Instant::from_secs(if args.quick { 90 } else { 600 });
+    let _ = settle(&mut c, cap, &pb, &mut mark);
     let fd0 = c.false_deaths();
     let fs0 = c.false_suspects();
     pb.set_message(format!("{:.0}% loss", p * 100.0));
