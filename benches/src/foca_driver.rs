@@ -177,7 +177,12 @@ impl Runtime<FId> for Rt<'_> {
             Notification::MemberDown(id) => {
                 self.log.member_down += 1;
                 if let Some(j) = node_index(&id.addr).filter(|&j| j < self.meta.len()) {
-                    if self.meta[j].up && self.meta[j].id == *id {
+                    // Any "down" about the address of a running process is false, whatever
+                    // the identity's generation: once a falsely downed node renews itself,
+                    // the others still declare its previous identity down (as Grapevine's
+                    // nodes declare the one identity dead), and that is the false death
+                    // spreading, not a verdict about a gone process.
+                    if self.meta[j].up {
                         self.log.false_deaths += 1;
                     }
                     if self.log.watched.contains(&j) {

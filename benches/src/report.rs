@@ -98,6 +98,8 @@ pub struct LossResult {
     pub false_suspects: Option<u64>,
     /// Whether membership was converged at the end.
     pub converged_at_end: bool,
+    /// Virtual seconds simulated in all (joining and settling included).
+    pub sim_s: f64,
     /// Wall-clock seconds.
     pub wall_s: f64,
     /// Peak RSS, bytes.
@@ -115,6 +117,9 @@ pub struct Report {
     pub loss: Vec<LossResult>,
     /// Runs that failed (system, n, what).
     pub failures: Vec<String>,
+    /// Runs skipped because they would not fit in memory.
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 impl MainResult {
@@ -252,7 +257,9 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                pair(&|m| opt(m.join_s, 2)),
+                pair(&|m| m
+                    .join_s
+                    .map_or_else(|| "never".to_string(), |v| format!("{v:.2}"))),
                 pair(&|m| {
                     let v = opt(m.quiet_after_s, 0);
                     if m.quiet_by_then {
@@ -373,6 +380,12 @@ impl Report {
             }
         }
         for l in &self.loss {
+            // Older reports lack `sim_s`: the join and settle phase ran to t = 600 s.
+            let sim_s = if l.sim_s > 0.0 {
+                l.sim_s
+            } else {
+                600.0 + l.minutes * 60.0
+            };
             let _ = writeln!(
                 s,
                 "| {} | {} ({}% loss, {:.0} min) | — | {:.1} | {:.0} | {:.1} | {} |",
@@ -381,8 +394,8 @@ impl Report {
                 (l.loss * 100.0).round(),
                 l.minutes,
                 l.wall_s,
-                l.minutes * 60.0,
-                l.minutes * 60.0 / l.wall_s.max(1e-9),
+                sim_s,
+                sim_s / l.wall_s.max(1e-9),
                 mb(l.peak_rss)
             );
         }
@@ -395,6 +408,7 @@ impl Report {
                     .map(move |x| format!("{} N={}: {x}", m.system, m.n))
             })
             .chain(self.failures.iter().cloned())
+            .chain(self.skipped.iter().cloned())
             .collect();
         if !notes.is_empty() {
             let _ = writeln!(s, "\nNotes:\n");
