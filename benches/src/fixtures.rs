@@ -96,7 +96,7 @@ impl Fixture {
             let mut rng = ChaCha8Rng::seed_from_u64(2);
             let vnodes = f.node.config().vnodes;
             for i in 1..=members {
-                let toks = grapevine::ring::random_tokens(vnodes, &mut rng);
+                let toks = grapevine::placement::random_tokens(vnodes, &mut rng);
                 let value = postcard_tokens(&toks);
                 let msg = Message::State(StateDelta {
                     owner: id(i),

@@ -46,7 +46,7 @@ use crate::failure_detector::{Detector, Probe, Relay, Suspicion, node_scale};
 use crate::hash::{Map, SeededState, cluster_id, stable_hash};
 use crate::keyring::{Keyring, SEAL_OVERHEAD};
 use crate::membership::{Address, Change, MemberInfo, Members, NodeId, Status, supersedes};
-use crate::ring::{Ring, Token, allocate_tokens, random_tokens, token_for};
+use crate::placement::{Ring, Token, allocate_tokens, random_tokens, token_for};
 use crate::routing::{
     Incoming, Outgoing, Replica, ReplicaSet, RequestError, RequestFailure, RequestId, Requests,
     RespondError,
