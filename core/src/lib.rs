@@ -19,6 +19,7 @@
 
 extern crate alloc;
 
+mod anti_entropy;
 pub mod config;
 mod dissemination;
 pub mod event;
@@ -27,11 +28,11 @@ pub mod hash;
 pub mod keyring;
 pub mod membership;
 pub mod node;
+mod outbox;
 pub mod placement;
 pub mod routing;
 pub mod state;
 pub mod stats;
-mod sync;
 pub mod time;
 pub mod wire;
 // The `arbitrary` derives name `::std`; the fuzzing helpers need it too.
@@ -44,8 +45,12 @@ pub use config::{Config, ConfigError};
 pub use core::time::Duration;
 pub use event::Event;
 pub use keyring::{Key, Keyring, KeyringError};
-pub use membership::{Address, MemberInfo, MemberState, NodeId, Status};
-pub use node::{Node, RING_KEY, TOKENS_KEY, Transmit};
+/// The former name of [`Status`], kept while the runtimes move over.
+#[doc(hidden)]
+pub use membership::Status as MemberState;
+pub use membership::{Address, MemberClaim, MemberInfo, NodeId, Status};
+pub use node::{Node, Transmit};
+pub use placement::{RING_KEY, TOKENS_KEY};
 pub use placement::{Ring, Token, token_for};
 pub use routing::{Replica, ReplicaSet, RequestError, RequestFailure, RequestId, RespondError};
 pub use state::StateError;

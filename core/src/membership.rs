@@ -6,9 +6,12 @@ use core::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hash::Map;
+use alloc::vec::Vec;
+use rand_core::RngCore;
+
+use crate::hash::{Map, SeededState};
+use crate::outbox::below;
 use crate::time::Instant;
-use crate::wire::MemberClaim;
 
 /// What the core needs of an address type. Blanket-implemented; `SocketAddr` is the usual one,
 /// and a custom network stack can bring its own.
@@ -64,8 +67,17 @@ pub enum Status {
     Left,
 }
 
-/// A member's state as this node sees it.
-pub type MemberState = Status;
+/// A claim about one member's life: the unit that membership gossip carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct MemberClaim<A> {
+    /// Who the claim is about.
+    pub id: NodeId<A>,
+    /// The incarnation the claim is made at.
+    pub incarnation: u64,
+    /// What is claimed.
+    pub status: Status,
+}
 
 impl Status {
     /// Whether the member takes part in probing, gossip and the ring.
@@ -91,7 +103,7 @@ pub struct MemberInfo<A> {
     /// Identity.
     pub id: NodeId<A>,
     /// Current state.
-    pub state: MemberState,
+    pub state: Status,
     /// The incarnation that state was claimed at.
     pub incarnation: u64,
     /// When this node last changed its view of the member.
@@ -165,22 +177,209 @@ fn rank(s: Status) -> u8 {
     }
 }
 
-/// The member table: every member this node knows, itself excluded, keyed by address.
-#[derive(Debug)]
-pub(crate) struct Members<A> {
-    pub map: Map<A, Member<A>>,
+/// Where this node is in its own life: before `join`, in the cluster, or gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Idle,
+    Active,
+    Left,
 }
 
-impl<A: crate::Address> Members<A> {
-    pub fn new(hasher: crate::hash::SeededState) -> Self {
-        Members {
+/// A list with O(1) insert, remove and uniform random choice.
+#[derive(Debug)]
+struct Roster<A> {
+    list: Vec<A>,
+    pos: Map<A, usize>,
+}
+
+impl<A: crate::Address> Roster<A> {
+    fn new(h: SeededState) -> Self {
+        Roster {
+            list: Vec::new(),
+            pos: Map::with_hasher(h),
+        }
+    }
+    fn insert(&mut self, a: &A) -> bool {
+        if self.pos.contains_key(a) {
+            return false;
+        }
+        self.pos.insert(a.clone(), self.list.len());
+        self.list.push(a.clone());
+        true
+    }
+    fn remove(&mut self, a: &A) {
+        if let Some(i) = self.pos.remove(a) {
+            self.list.swap_remove(i);
+            if let Some(moved) = self.list.get(i) {
+                self.pos.insert(moved.clone(), i);
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+/// What applying a claim about someone else did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub change: Change,
+    /// The member just entered the live roster (it was not live before).
+    pub entered_live: bool,
+    /// A new member was turned away because the table is full.
+    pub refused: bool,
+}
+
+/// What a claim about ourselves calls for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refutation {
+    /// Not an accusation of this life: nothing to do.
+    Ignore,
+    /// An accusation older than our incarnation: repeat our current claim.
+    Repeat,
+    /// We raised our incarnation above the accusation: spread the new claim.
+    Raised,
+}
+
+/// Membership: this node's own life and incarnation, and the table of every other
+/// member it knows with the live and dead rosters kept beside it.
+///
+/// It applies claims by SWIM's precedence ([`supersedes`]) and says what changed;
+/// the node turns each change into the other parts' work (timers, the ring, the
+/// anti-entropy summary, events and rumours).
+#[derive(Debug)]
+pub(crate) struct Membership<A> {
+    me: NodeId<A>,
+    incarnation: u64,
+    lifecycle: Lifecycle,
+    seeds: Vec<A>,
+    map: Map<A, Member<A>>,
+    live: Roster<A>,
+    dead: Roster<A>,
+    max_members: usize,
+}
+
+impl<A: crate::Address> Membership<A> {
+    pub fn new(me: NodeId<A>, max_members: usize, hasher: SeededState) -> Self {
+        Membership {
+            me,
+            incarnation: 0,
+            lifecycle: Lifecycle::Idle,
+            seeds: Vec::new(),
             map: Map::with_hasher(hasher),
+            live: Roster::new(hasher),
+            dead: Roster::new(hasher),
+            max_members,
         }
     }
 
-    /// Applies a claim about someone else. Returns what changed; the caller turns it
-    /// into events, timers and rumours. `room` says whether a new member may be added.
-    pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant, room: bool) -> Change {
+    // ----- ourselves ----------------------------------------------------------------
+
+    pub fn me(&self) -> &NodeId<A> {
+        &self.me
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lifecycle == Lifecycle::Active
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.lifecycle == Lifecycle::Left
+    }
+
+    /// Enters the cluster through `seeds`; a node that left comes back at a higher
+    /// incarnation, so its "alive" beats its own "left".
+    pub fn join(&mut self, seeds: impl IntoIterator<Item = A>) {
+        if self.lifecycle == Lifecycle::Left {
+            self.incarnation += 1;
+        }
+        self.lifecycle = Lifecycle::Active;
+        self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
+    }
+
+    /// Marks this node as gone; false if it was not in the cluster.
+    pub fn leave(&mut self) -> bool {
+        if self.lifecycle != Lifecycle::Active {
+            return false;
+        }
+        self.lifecycle = Lifecycle::Left;
+        true
+    }
+
+    pub fn seeds(&self) -> &[A] {
+        &self.seeds
+    }
+
+    /// Our own claim, as we spread it.
+    pub fn own_claim(&self) -> MemberClaim<A> {
+        let status = if self.lifecycle == Lifecycle::Left {
+            Status::Left
+        } else {
+            Status::Alive
+        };
+        MemberClaim {
+            id: self.me.clone(),
+            incarnation: self.incarnation,
+            status,
+        }
+    }
+
+    /// A claim about ourselves arrived. Only we raise our incarnation, so alive at a
+    /// higher one beats any accusation everywhere.
+    pub fn refute(&mut self, claim: &MemberClaim<A>) -> Refutation {
+        let accusation = matches!(claim.status, Status::Suspect | Status::Dead | Status::Left);
+        if claim.id.generation != self.me.generation
+            || !accusation
+            || self.lifecycle != Lifecycle::Active
+        {
+            return Refutation::Ignore;
+        }
+        if claim.incarnation < self.incarnation {
+            // A stale accusation: our refutation missed whoever still spreads it.
+            return Refutation::Repeat;
+        }
+        self.incarnation = claim.incarnation.saturating_add(1);
+        Refutation::Raised
+    }
+
+    // ----- the others ---------------------------------------------------------------
+
+    /// Applies a claim about someone else and keeps the rosters in step.
+    pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied {
+        let room = self.map.len() < self.max_members;
+        let known_before = self.map.contains_key(&claim.id.addr);
+        let change = self.apply_to_table(claim, now, room);
+        let refused =
+            !known_before && change == Change::None && claim.status == Status::Alive && !room;
+        let addr = &claim.id.addr;
+        let mut entered_live = false;
+        match change {
+            Change::Joined | Change::Recovered => {
+                self.dead.remove(addr);
+                entered_live = self.live.insert(addr);
+            }
+            Change::Died | Change::Left => {
+                self.live.remove(addr);
+                self.dead.insert(addr);
+            }
+            Change::None | Change::Refreshed | Change::Suspected => {}
+        }
+        Applied {
+            change,
+            entered_live,
+            refused,
+        }
+    }
+
+    fn apply_to_table(&mut self, claim: &MemberClaim<A>, now: Instant, room: bool) -> Change {
         match self.map.get_mut(&claim.id.addr) {
             None => {
                 // Unknown members enter only through proof of life: a death or a suspicion of
@@ -234,6 +433,92 @@ impl<A: crate::Address> Members<A> {
     pub fn get(&self, addr: &A) -> Option<&Member<A>> {
         self.map.get(addr)
     }
+
+    /// Every member, ourselves excluded.
+    pub fn iter(&self) -> impl Iterator<Item = &Member<A>> + '_ {
+        self.map.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Members alive or suspect, ourselves excluded.
+    pub fn live(&self) -> &[A] {
+        &self.live.list
+    }
+
+    pub fn live_len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_live(&self, addr: &A) -> bool {
+        self.live.pos.contains_key(addr)
+    }
+
+    /// Whether `owner` is a live member at that generation (never ourselves): the only
+    /// owners whose state we accept.
+    pub fn is_live_owner(&self, owner: &NodeId<A>) -> bool {
+        owner.addr != self.me.addr
+            && self
+                .map
+                .get(&owner.addr)
+                .is_some_and(|m| m.id.generation == owner.generation && m.status.is_live())
+    }
+
+    /// Up to `k` distinct random live members, never `except`.
+    pub fn pick_live(&self, rng: &mut impl RngCore, k: usize, except: Option<&A>) -> Vec<A> {
+        let n = self.live.len();
+        let mut out: Vec<A> = Vec::with_capacity(k);
+        if n <= k + 1 {
+            out.extend(
+                self.live
+                    .list
+                    .iter()
+                    .filter(|a| Some(*a) != except)
+                    .cloned(),
+            );
+            out.truncate(k);
+            return out;
+        }
+        let mut tries = 0;
+        while out.len() < k && tries < 8 * k {
+            tries += 1;
+            let a = &self.live.list[below(rng, n)];
+            if Some(a) != except && !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
+    }
+
+    /// Now and then a dead member (Cassandra: probability dead / (live + 1)), so that
+    /// the two sides of a healed partition find each other without help.
+    pub fn pick_dead(&self, rng: &mut impl RngCore) -> Option<A> {
+        let (dead, live) = (self.dead.len(), self.live.len());
+        if dead > 0 && below(rng, live + 1) < dead {
+            return Some(self.dead.list[below(rng, dead)].clone());
+        }
+        None
+    }
+
+    /// Forgets the members dead or gone for longer than `retention`; returns them.
+    /// The dead roster is bounded by `max_members`, and a scan per round costs less
+    /// than a queue that grows with every death.
+    pub fn expire_dead(&mut self, now: Instant, retention: core::time::Duration) -> Vec<A> {
+        let expired: Vec<A> = self
+            .dead
+            .list
+            .iter()
+            .filter(|a| self.map.get(*a).is_some_and(|m| m.since + retention <= now))
+            .cloned()
+            .collect();
+        for addr in &expired {
+            self.map.remove(addr);
+            self.dead.remove(addr);
+        }
+        expired
+    }
 }
 
 #[cfg(test)]
@@ -282,33 +567,33 @@ mod tests {
     #[test]
     fn unknown_members_enter_only_alive() {
         use Status::*;
-        let mut m = Members::new(crate::hash::SeededState(1));
+        let mut m = Membership::new(NodeId::new(0, 1), 16, crate::hash::SeededState(1));
         assert_eq!(
-            m.apply(&claim(1, 0, Dead), Instant::ZERO, true),
+            m.apply_to_table(&claim(1, 0, Dead), Instant::ZERO, true),
             Change::None
         );
         assert_eq!(
-            m.apply(&claim(1, 0, Suspect), Instant::ZERO, true),
+            m.apply_to_table(&claim(1, 0, Suspect), Instant::ZERO, true),
             Change::None
         );
         assert_eq!(
-            m.apply(&claim(1, 0, Alive), Instant::ZERO, false),
+            m.apply_to_table(&claim(1, 0, Alive), Instant::ZERO, false),
             Change::None
         );
         assert_eq!(
-            m.apply(&claim(1, 0, Alive), Instant::ZERO, true),
+            m.apply_to_table(&claim(1, 0, Alive), Instant::ZERO, true),
             Change::Joined
         );
         assert_eq!(
-            m.apply(&claim(1, 0, Suspect), Instant::ZERO, true),
+            m.apply_to_table(&claim(1, 0, Suspect), Instant::ZERO, true),
             Change::Suspected
         );
         assert_eq!(
-            m.apply(&claim(1, 1, Alive), Instant::ZERO, true),
+            m.apply_to_table(&claim(1, 1, Alive), Instant::ZERO, true),
             Change::Recovered
         );
         assert_eq!(
-            m.apply(&claim(2, 0, Alive), Instant::ZERO, true),
+            m.apply_to_table(&claim(2, 0, Alive), Instant::ZERO, true),
             Change::Joined
         );
     }

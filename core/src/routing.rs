@@ -1,4 +1,5 @@
-//! Any-node request routing: the types, and the table of requests in flight.
+//! Any-node request routing: the types, and the router with its table of requests
+//! in flight and their deadlines.
 //!
 //! A request enters at any node. If that node is a replica for the key it is
 //! delivered locally; otherwise it is forwarded to the first live replica with the
@@ -11,9 +12,15 @@ use core::fmt;
 
 use alloc::collections::VecDeque;
 
+use rand_core::RngCore;
+
+use crate::config::Config;
+use crate::event::Event;
 use crate::hash::{Map, SeededState, Set};
-use crate::membership::{MemberState, NodeId};
+use crate::membership::{Address, NodeId, Status};
+use crate::outbox::Outbox;
 use crate::time::Instant;
+use crate::wire::{ForwardedRequest, ForwardedResponse, Message, encode_message};
 
 /// Identifies a request on the node that issued it (and, for
 /// [`Event::Request`](crate::Event::Request), on the node that must answer it).
@@ -31,8 +38,8 @@ impl fmt::Display for RequestId {
 pub struct Replica<A> {
     /// The replica.
     pub id: NodeId<A>,
-    /// Its state ([`MemberState::Alive`] or [`MemberState::Suspect`]; the ring holds no others).
-    pub state: MemberState,
+    /// Its state ([`Status::Alive`] or [`Status::Suspect`]; the ring holds no others).
+    pub state: Status,
 }
 
 /// The replicas of a key: the owner first, then the next distinct nodes clockwise.
@@ -131,51 +138,237 @@ impl fmt::Display for RequestFailure {
 
 /// A request this node issued and forwarded.
 #[derive(Clone, Debug)]
-pub(crate) struct Outgoing<A> {
-    pub key: Vec<u8>,
-    pub payload: Vec<u8>,
-    pub target: A,
-    pub tried: u8,
-    pub deadline: Instant,
+struct Outgoing<A> {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    target: A,
+    tried: u8,
+    deadline: Instant,
 }
 
 /// A request delivered here, awaiting the application's answer.
 #[derive(Clone, Debug)]
-pub(crate) struct Incoming<A> {
+struct Incoming<A> {
     /// The origin and its id, or `None` when the request was issued here.
-    pub origin: Option<(NodeId<A>, u64)>,
-    pub deadline: Instant,
+    origin: Option<(NodeId<A>, u64)>,
+    deadline: Instant,
 }
 
+/// How the router asks where a key lives: the node answers from its ring and its
+/// view of who is alive.
+pub(crate) type RouteFn<'a, A> = &'a dyn Fn(&[u8]) -> ReplicaSet<A>;
+
+/// The router: requests issued here and forwarded, requests delivered here awaiting
+/// an answer, and the window of forwarded requests already delivered.
 #[derive(Debug)]
-pub(crate) struct Requests<A> {
-    pub next_id: u64,
-    pub outgoing: Map<u64, Outgoing<A>>,
-    pub incoming: Map<u64, Incoming<A>>,
+pub(crate) struct Router<A> {
+    next_id: u64,
+    outgoing: Map<u64, Outgoing<A>>,
+    incoming: Map<u64, Incoming<A>>,
     /// Forwarded requests recently delivered here, oldest first: a replayed or
     /// duplicated datagram must not reach the application twice.
     seen: Set<(NodeId<A>, u64)>,
     seen_order: VecDeque<(NodeId<A>, u64)>,
+    request_timeout: core::time::Duration,
+    max_hops: u8,
+    max_in_flight: usize,
 }
 
-impl<A: crate::Address> Requests<A> {
-    pub fn new(hasher: SeededState) -> Self {
-        Requests {
+impl<A: Address> Router<A> {
+    pub fn new(config: &Config, hasher: SeededState) -> Self {
+        Router {
             next_id: 1,
             outgoing: Map::with_hasher(hasher),
             incoming: Map::with_hasher(hasher),
             seen: Set::with_hasher(hasher),
             seen_order: VecDeque::new(),
+            request_timeout: config.request_timeout,
+            max_hops: config.request_max_hops,
+            max_in_flight: config.max_requests_in_flight,
         }
     }
 
-    /// Records a forwarded request; false if it was seen among the last `window`.
-    pub fn first_sighting(&mut self, origin: &NodeId<A>, id: u64, window: usize) -> bool {
+    /// The largest key plus payload a request may carry.
+    pub fn max_request_bytes<R>(out: &Outbox<A, R>) -> usize
+    where
+        R: RngCore,
+    {
+        // Room for the sender id, the origin id, the request id and varint lengths.
+        out.body_budget().saturating_sub(128)
+    }
+
+    fn in_flight(&self) -> usize {
+        self.outgoing.len() + self.incoming.len()
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// A client request entering here: delivered locally if we are a replica, else
+    /// forwarded to the first live replica.
+    pub fn request<R: RngCore>(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        payload: Vec<u8>,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) -> Result<RequestId, RequestError> {
+        let len = key.len() + payload.len();
+        let max = Self::max_request_bytes(out);
+        if len > max {
+            return Err(RequestError::TooLarge { len, max });
+        }
+        if self.in_flight() >= self.max_in_flight {
+            return Err(RequestError::TooManyInFlight);
+        }
+        let set = route(key);
+        if set.replicas.is_empty() {
+            return Err(RequestError::NoReplica);
+        }
+        let id = self.next_id();
+        if set.replicas.iter().any(|r| r.id == *me) {
+            self.deliver_locally(now, id, None, key.to_vec(), payload, out);
+        } else {
+            let Some(target) = first_live(&set, None) else {
+                return Err(RequestError::NoReplica);
+            };
+            let deadline = now + self.request_timeout;
+            self.forward(target.clone(), id, key.to_vec(), payload.clone(), me, out);
+            self.outgoing.insert(
+                id,
+                Outgoing {
+                    key: key.to_vec(),
+                    payload,
+                    target,
+                    tried: 1,
+                    deadline,
+                },
+            );
+        }
+        Ok(RequestId(id))
+    }
+
+    /// The application's answer to a request delivered here.
+    pub fn respond<R: RngCore>(
+        &mut self,
+        id: RequestId,
+        payload: Vec<u8>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) -> Result<(), RespondError> {
+        let max = Self::max_request_bytes(out);
+        if payload.len() > max {
+            return Err(RespondError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let incoming = self
+            .incoming
+            .remove(&id.0)
+            .ok_or(RespondError::UnknownRequest)?;
+        match incoming.origin {
+            None => out.event(Event::Response {
+                id,
+                from: me.clone(),
+                payload,
+            }),
+            Some((origin, origin_id)) => {
+                let msg = encode_message(&Message::<A>::Response(ForwardedResponse {
+                    id: origin_id,
+                    payload,
+                }));
+                out.send(origin.addr, &[msg], 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_locally<R: RngCore>(
+        &mut self,
+        now: Instant,
+        id: u64,
+        origin: Option<(NodeId<A>, u64)>,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let deadline = now + self.request_timeout.saturating_mul(2);
+        self.incoming.insert(id, Incoming { origin, deadline });
+        out.count().requests_local += 1;
+        out.event(Event::Request {
+            id: RequestId(id),
+            key,
+            payload,
+        });
+    }
+
+    fn forward<R: RngCore>(
+        &mut self,
+        to: A,
+        id: u64,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let req = ForwardedRequest {
+            origin: me.clone(),
+            id,
+            hops: self.max_hops,
+            key,
+            payload,
+        };
+        out.count().requests_forwarded += 1;
+        out.send(to, &[encode_message(&Message::Request(req))], 1);
+    }
+
+    /// A request forwarded to us: delivered if we are a replica (once), else passed on
+    /// while hops remain.
+    pub fn on_forwarded<R: RngCore>(
+        &mut self,
+        now: Instant,
+        req: ForwardedRequest<A>,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let set = route(&req.key);
+        if set.replicas.iter().any(|r| r.id == *me) {
+            if !self.first_sighting(&req.origin, req.id) {
+                out.count().requests_duplicate += 1;
+                return;
+            }
+            if self.in_flight() < self.max_in_flight {
+                let id = self.next_id();
+                let origin = Some((req.origin, req.id));
+                self.deliver_locally(now, id, origin, req.key, req.payload, out);
+            }
+        } else if req.hops > 1 {
+            if let Some(next) = first_live(&set, Some(&req.origin.addr)) {
+                let fwd = ForwardedRequest {
+                    hops: req.hops - 1,
+                    ..req
+                };
+                out.count().requests_forwarded += 1;
+                out.send(next, &[encode_message(&Message::Request(fwd))], 1);
+            }
+        }
+    }
+
+    /// Records a forwarded request; false if it was seen among the last
+    /// `max_requests_in_flight`.
+    fn first_sighting(&mut self, origin: &NodeId<A>, id: u64) -> bool {
         let key = (origin.clone(), id);
         if self.seen.contains(&key) {
             return false;
         }
-        if self.seen_order.len() >= window {
+        if self.seen_order.len() >= self.max_in_flight {
             if let Some(old) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
             }
@@ -185,17 +378,117 @@ impl<A: crate::Address> Requests<A> {
         true
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.outgoing.len() + self.incoming.len()
+    /// A replica's answer to a request we forwarded.
+    pub fn on_response<R: RngCore>(
+        &mut self,
+        sender: &NodeId<A>,
+        resp: ForwardedResponse,
+        out: &mut Outbox<A, R>,
+    ) {
+        match self.outgoing.remove(&resp.id) {
+            Some(_) => out.event(Event::Response {
+                id: RequestId(resp.id),
+                from: sender.clone(),
+                payload: resp.payload,
+            }),
+            None => out.count().responses_dropped += 1,
+        }
     }
 
-    pub fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+    /// A member died or left: the requests waiting on it fail over now.
+    pub fn target_lost<R: RngCore>(
+        &mut self,
+        now: Instant,
+        addr: &A,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let failed: Vec<u64> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.target == *addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.fail_over(now, id, route, me, out);
+        }
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// Tries the next live replica once, then gives up.
+    fn fail_over<R: RngCore>(
+        &mut self,
+        now: Instant,
+        id: u64,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let Some(o) = self.outgoing.remove(&id) else {
+            return;
+        };
+        if o.tried < 2 {
+            let set = route(&o.key);
+            if let Some(next) = first_live(&set, Some(&o.target)).filter(|a| *a != me.addr) {
+                out.count().requests_failed_over += 1;
+                self.forward(next.clone(), id, o.key.clone(), o.payload.clone(), me, out);
+                let deadline = now + self.request_timeout;
+                self.outgoing.insert(
+                    id,
+                    Outgoing {
+                        target: next,
+                        tried: o.tried + 1,
+                        deadline,
+                        ..o
+                    },
+                );
+                return;
+            }
+            out.event(Event::RequestFailed {
+                id: RequestId(id),
+                reason: RequestFailure::NoReplica,
+            });
+            return;
+        }
+        out.event(Event::RequestFailed {
+            id: RequestId(id),
+            reason: RequestFailure::Timeout,
+        });
+    }
+
+    /// We left: every request issued here fails.
+    pub fn abandon<R: RngCore>(&mut self, out: &mut Outbox<A, R>) {
+        for (id, _) in self.outgoing.drain() {
+            out.event(Event::RequestFailed {
+                id: RequestId(id),
+                reason: RequestFailure::NoReplica,
+            });
+        }
+    }
+
+    /// Fails over the requests whose replica did not answer in time, and forgets the
+    /// requests delivered here that the application did not answer in time.
+    pub fn handle_timeout<R: RngCore>(
+        &mut self,
+        now: Instant,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let due: Vec<u64> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.fail_over(now, id, route, me, out);
+        }
+        self.incoming.retain(|_, i| i.deadline > now);
+    }
+
+    /// The router's next deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let a = self.outgoing.values().map(|o| o.deadline).min();
         let b = self.incoming.values().map(|i| i.deadline).min();
         match (a, b) {
@@ -203,4 +496,13 @@ impl<A: crate::Address> Requests<A> {
             (a, b) => a.or(b),
         }
     }
+}
+
+/// The first live replica (alive before suspect), never `except`.
+fn first_live<A: Address>(set: &ReplicaSet<A>, except: Option<&A>) -> Option<A> {
+    let candidates = || set.replicas.iter().filter(|r| Some(&r.id.addr) != except);
+    candidates()
+        .find(|r| r.state == Status::Alive)
+        .or_else(|| candidates().find(|r| r.state == Status::Suspect))
+        .map(|r| r.id.addr.clone())
 }

@@ -19,9 +19,20 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::hash::{Map, SeededState, StableHasher, mix64};
-use crate::time::Instant;
+use alloc::string::ToString;
 use core::hash::Hasher;
+
+use rand_core::RngCore;
+
+use crate::anti_entropy::SYNC_REPLY_PACKETS;
+use crate::config::Config;
+use crate::dissemination::Subject;
+use crate::event::Event;
+use crate::hash::{Map, SeededState, StableHasher, mix64};
+use crate::membership::{Address, NodeId};
+use crate::outbox::Outbox;
+use crate::time::Instant;
+use crate::wire::{DigestEntry, Message, StateDelta, StatePage, encode_message};
 
 /// Keys with this prefix belong to the protocol (`gv.tokens`, `gv.ring`).
 pub const RESERVED_PREFIX: &str = "gv.";
@@ -232,29 +243,79 @@ impl OwnerState {
     }
 }
 
-/// Every owner's state as this node holds it, itself included, plus the queue of
-/// tombstones awaiting collection.
-#[derive(Debug)]
-pub(crate) struct Store<A> {
-    pub owners: Map<A, OwnerState>,
-    /// (due, owner, generation, key, version), in due order because `now` only grows.
-    pub tombstones: VecDeque<(Instant, A, u64, String, u64)>,
-    /// Queue length after the last compaction.
-    compacted: usize,
+/// A deleted key awaiting collection: due once the grace has passed, and only if we
+/// hold every write of its owner up to it by then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tombstone<A> {
+    due: Instant,
+    owner: A,
+    generation: u64,
+    key: String,
+    version: u64,
 }
 
-impl<A: crate::Address> Store<A> {
-    pub fn new(hasher: SeededState) -> Self {
+/// Told of every key a merge changed, before the application hears of it: the node
+/// passes the reserved keys (`gv.`) on to the part they belong to.
+pub(crate) type KeyHook<'a, A> = &'a mut dyn FnMut(&A, &str, Option<&[u8]>);
+
+/// Every owner's state as this node holds it, itself included, plus the queue of
+/// tombstones awaiting collection: writes, merges, pages for anti-entropy, and
+/// tombstone collection.
+#[derive(Debug)]
+pub(crate) struct Store<A> {
+    owners: Map<A, OwnerState>,
+    /// In due order, because `now` only grows.
+    tombstones: VecDeque<Tombstone<A>>,
+    /// Queue length after the last compaction.
+    compacted: usize,
+    max_state_bytes: usize,
+    tombstone_grace: core::time::Duration,
+}
+
+impl<A: Address> Store<A> {
+    pub fn new(config: &Config, hasher: SeededState) -> Self {
         Store {
             owners: Map::with_hasher(hasher),
             tombstones: VecDeque::new(),
             compacted: 0,
+            max_state_bytes: config.max_state_bytes,
+            tombstone_grace: config.tombstone_grace,
         }
     }
 
+    // ----- reading ------------------------------------------------------------------
+
+    pub fn get(&self, owner: &A) -> Option<&OwnerState> {
+        self.owners.get(owner)
+    }
+
+    /// One value of `owner`'s state.
+    pub fn value(&self, owner: &A, key: &str) -> Option<&[u8]> {
+        self.owners.get(owner)?.entries.get(key)?.value.as_deref()
+    }
+
+    /// The content hash of `owner`'s state if we hold that generation, else 0.
+    pub fn hash_of(&self, owner: &A, generation: u64) -> u64 {
+        self.owners
+            .get(owner)
+            .filter(|s| s.generation == generation)
+            .map_or(0, |s| s.hash)
+    }
+
+    /// `(content hash, watermark)` of `owner`'s state at `generation`, zeros if we do
+    /// not hold that life: what a digest entry carries.
+    pub fn summary(&self, owner: &A, generation: u64) -> (u64, u64) {
+        self.owners
+            .get(owner)
+            .filter(|s| s.generation == generation)
+            .map_or((0, 0), |s| (s.hash, s.watermark))
+    }
+
+    // ----- owners coming and going --------------------------------------------------
+
     /// The state of `owner` at `generation`, replacing an older life's.
     /// `None` if we hold a newer life already.
-    pub fn owner_mut(&mut self, owner: &A, generation: u64) -> Option<&mut OwnerState> {
+    fn owner_mut(&mut self, owner: &A, generation: u64) -> Option<&mut OwnerState> {
         let st = self
             .owners
             .entry(owner.clone())
@@ -265,10 +326,281 @@ impl<A: crate::Address> Store<A> {
         (st.generation == generation).then_some(st)
     }
 
+    /// Our own (empty) state, so our summary entry exists before the first write.
+    pub fn adopt(&mut self, me: &NodeId<A>) {
+        self.owner_mut(&me.addr, me.generation);
+    }
+
+    /// A new life of `owner` appeared: an older life's state goes; the new life's
+    /// arrives with its first key.
+    pub fn new_life(&mut self, owner: &NodeId<A>) {
+        if self
+            .owners
+            .get(&owner.addr)
+            .is_some_and(|s| s.generation < owner.generation)
+        {
+            self.owners.remove(&owner.addr);
+        }
+    }
+
+    /// Forgets everything about `owner` (its tombstone expired).
+    pub fn forget(&mut self, owner: &A) {
+        self.owners.remove(owner);
+    }
+
+    // ----- writes and merges --------------------------------------------------------
+
+    /// Writes one key of our own state at our next version; returns the delta to spread.
+    pub fn write(
+        &mut self,
+        now: Instant,
+        me: &NodeId<A>,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<StateDelta<A>, StateError> {
+        let max_bytes = self.max_state_bytes;
+        let Some(st) = self.owner_mut(&me.addr, me.generation) else {
+            return Err(StateError::StateFull);
+        };
+        let version = st.max_version + 1;
+        match st.merge(key, version, value.clone(), max_bytes) {
+            Merge::Applied => {}
+            _ => return Err(StateError::StateFull),
+        }
+        st.watermark = st.max_version;
+        if value.is_none() {
+            let due = now + self.tombstone_grace;
+            self.queue_tombstone(
+                due,
+                me.addr.clone(),
+                me.generation,
+                key.to_string(),
+                version,
+            );
+        }
+        Ok(StateDelta {
+            owner: me.clone(),
+            key: key.to_string(),
+            version,
+            value,
+        })
+    }
+
+    /// A rumoured delta of a live owner: merged, and passed on if it was news.
+    /// Returns whether it changed anything.
+    pub fn apply_delta<R: RngCore>(
+        &mut self,
+        now: Instant,
+        delta: StateDelta<A>,
+        out: &mut Outbox<A, R>,
+        hook: KeyHook<'_, A>,
+    ) -> bool {
+        let applied = self.merge_one(
+            now,
+            &delta.owner,
+            &delta.key,
+            delta.version,
+            delta.value.clone(),
+            out,
+            hook,
+        );
+        if applied {
+            let subject = Subject::State(delta.owner.addr.clone(), delta.key.clone());
+            out.rumour(subject, encode_message(&Message::State(delta)));
+        }
+        applied
+    }
+
+    /// A page of a live owner's state from anti-entropy.
+    pub fn apply_page<R: RngCore>(
+        &mut self,
+        now: Instant,
+        page: StatePage<A>,
+        out: &mut Outbox<A, R>,
+        hook: KeyHook<'_, A>,
+    ) {
+        let owner = page.owner.clone();
+        if page.reset {
+            if let Some(st) = self.owner_mut(&owner.addr, owner.generation) {
+                for key in st.reset_range(page.after, page.upto, &page.entries) {
+                    note_key_changed(&owner, key, None, out, hook);
+                }
+            }
+        }
+        for (key, version, value) in page.entries {
+            self.merge_one(now, &owner, &key, version, value, out, hook);
+        }
+        if let Some(st) = self.owner_mut(&owner.addr, owner.generation) {
+            if page.after <= st.watermark {
+                st.watermark = st.watermark.max(page.upto);
+                // Through `upto` we now hold what the sender holds, deletions included:
+                // pass its floor on, so peers behind it get reset by us too.
+                st.gc_floor = st.gc_floor.max(page.floor.min(page.upto));
+            }
+        }
+    }
+
+    /// Merges one key of a remote owner; returns whether it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_one<R: RngCore>(
+        &mut self,
+        now: Instant,
+        owner: &NodeId<A>,
+        key: &str,
+        version: u64,
+        value: Option<Vec<u8>>,
+        out: &mut Outbox<A, R>,
+        hook: KeyHook<'_, A>,
+    ) -> bool {
+        let max_bytes = self.max_state_bytes;
+        let Some(st) = self.owner_mut(&owner.addr, owner.generation) else {
+            return false;
+        };
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return false;
+        }
+        match st.merge(key, version, value.clone(), max_bytes) {
+            Merge::Applied => {}
+            _ => return false,
+        }
+        st.advance_watermark();
+        // Whatever we had queued about this key is older than what we now hold.
+        out.forget_rumour(&Subject::State(owner.addr.clone(), key.to_string()));
+        out.count().deltas_applied += 1;
+        if value.is_none() {
+            let due = now + self.tombstone_grace;
+            self.queue_tombstone(
+                due,
+                owner.addr.clone(),
+                owner.generation,
+                key.to_string(),
+                version,
+            );
+        }
+        note_key_changed(owner, key.to_string(), value, out, hook);
+        true
+    }
+
+    // ----- anti-entropy -------------------------------------------------------------
+
+    /// Compares our digest entry for one member with a peer's: raises what we know we
+    /// hold, asks for what we may lack, and sends what they may lack.
+    pub fn reconcile<R: RngCore>(
+        &mut self,
+        sender: &A,
+        mine: &DigestEntry<A>,
+        theirs: &DigestEntry<A>,
+        reply: &mut Vec<Vec<u8>>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let addr = &theirs.claim.id.addr;
+        let me = addr == out.me();
+        if mine.claim.id.generation != theirs.claim.id.generation || !mine.claim.status.is_live() {
+            return;
+        }
+        if mine.state_hash == theirs.state_hash {
+            // Same content, so we hold what they hold; but never trust a watermark past
+            // the versions we actually have, nor one about our own state.
+            if !me {
+                if let Some(st) = self.owner_mut(addr, mine.claim.id.generation) {
+                    st.watermark = st.watermark.max(theirs.watermark.min(st.max_version));
+                }
+            }
+            return;
+        }
+        if !me {
+            reply.push(encode_message(&Message::SyncRequest {
+                owner: theirs.claim.id.clone(),
+                after: mine.watermark,
+            }));
+        }
+        if addr != sender {
+            self.pages(sender, &theirs.claim.id, theirs.watermark, reply, out);
+        }
+    }
+
+    /// Pages of `owner`'s state above `after`, oldest first, each fitting one datagram.
+    ///
+    /// A requester whose watermark is below our collected-tombstone floor may hold keys
+    /// deleted since: it gets a reset instead, the whole state from version 0, so that
+    /// every key it holds and we do not is dropped. Resets are rare (a peer away for
+    /// longer than the grace) and bounded by `max_state_bytes`, so they are sent at once
+    /// rather than a page per round.
+    pub fn pages<R: RngCore>(
+        &self,
+        to: &A,
+        owner: &NodeId<A>,
+        after: u64,
+        reply: &mut Vec<Vec<u8>>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let Some(st) = self
+            .owners
+            .get(&owner.addr)
+            .filter(|s| s.generation == owner.generation)
+        else {
+            return;
+        };
+        let reset = after < st.gc_floor;
+        if !reset && st.watermark <= after && st.max_version <= after {
+            return;
+        }
+        let after = if reset { 0 } else { after };
+        let budget = out.body_budget().saturating_sub(96);
+        let entries = st.since(after);
+        let max_pages = if reset {
+            usize::MAX
+        } else {
+            SYNC_REPLY_PACKETS
+        };
+        let mut pages = Vec::new();
+        let mut from = after;
+        let mut i = 0;
+        while pages.len() < max_pages {
+            let mut page = Vec::new();
+            let mut size = 0;
+            while let Some((k, e)) = entries.get(i) {
+                let len = k.len() + e.value.as_ref().map_or(0, Vec::len) + 24;
+                if size + len > budget && !page.is_empty() {
+                    break;
+                }
+                size += len;
+                page.push(((*k).clone(), e.version, e.value.clone()));
+                i += 1;
+            }
+            let truncated = i < entries.len();
+            let last = page.last().map_or(from, |p| p.1);
+            let upto = if truncated { last } else { u64::MAX }
+                .min(st.watermark)
+                .max(from);
+            let msg = Message::StatePage(StatePage {
+                owner: owner.clone(),
+                after: from,
+                upto,
+                reset,
+                floor: st.gc_floor,
+                entries: page,
+            });
+            pages.push(encode_message(&msg));
+            from = upto;
+            if !truncated {
+                break;
+            }
+        }
+        if reset {
+            let count = pages.len();
+            out.send(to.clone(), &pages, count);
+        } else {
+            reply.extend(pages);
+        }
+    }
+
+    // ----- tombstones ---------------------------------------------------------------
+
     /// Queues a tombstone for collection at `due`. Overwritten and re-deleted keys leave
     /// stale entries behind; the queue is compacted when it doubles, so it stays within
     /// twice the tombstones actually held.
-    pub fn queue_tombstone(
+    fn queue_tombstone(
         &mut self,
         due: Instant,
         owner: A,
@@ -276,33 +608,74 @@ impl<A: crate::Address> Store<A> {
         key: String,
         version: u64,
     ) {
-        self.tombstones
-            .push_back((due, owner, generation, key, version));
+        self.tombstones.push_back(Tombstone {
+            due,
+            owner,
+            generation,
+            key,
+            version,
+        });
         if self.tombstones.len() >= 256 && self.tombstones.len() >= 2 * self.compacted {
             let owners = &self.owners;
-            self.tombstones.retain(|(_, a, g, k, v)| {
-                owners.get(a).is_some_and(|s| {
-                    s.generation == *g
+            self.tombstones.retain(|t| {
+                owners.get(&t.owner).is_some_and(|s| {
+                    s.generation == t.generation
                         && s.entries
-                            .get(k)
-                            .is_some_and(|e| e.version == *v && e.value.is_none())
+                            .get(&t.key)
+                            .is_some_and(|e| e.version == t.version && e.value.is_none())
                 })
             });
             self.compacted = self.tombstones.len();
         }
     }
 
-    pub fn get(&self, owner: &A) -> Option<&OwnerState> {
-        self.owners.get(owner)
+    /// Collects the tombstones that are due.
+    pub fn collect_tombstones(&mut self, now: Instant) {
+        while self.tombstones.front().is_some_and(|t| t.due <= now) {
+            let Some(t) = self.tombstones.pop_front() else {
+                break;
+            };
+            // A tombstone may go only once we hold every write up to it: otherwise an
+            // older value still in flight (a queued rumour, a peer's page) would be
+            // taken for news and the key would come back.
+            let requeue = match self
+                .owners
+                .get_mut(&t.owner)
+                .filter(|s| s.generation == t.generation)
+            {
+                Some(st) if st.watermark >= t.version => {
+                    st.collect(&t.key, t.version);
+                    false
+                }
+                Some(st) => st
+                    .entries
+                    .get(&t.key)
+                    .is_some_and(|e| e.version == t.version && e.value.is_none()),
+                None => false,
+            };
+            if requeue {
+                let due = now + self.tombstone_grace;
+                self.queue_tombstone(due, t.owner, t.generation, t.key, t.version);
+            }
+        }
     }
 
-    /// The content hash of `owner`'s state if we hold that generation, else 0.
-    pub fn hash_of(&self, owner: &A, generation: u64) -> u64 {
-        self.owners
-            .get(owner)
-            .filter(|s| s.generation == generation)
-            .map_or(0, |s| s.hash)
-    }
+}
+
+/// Reports a changed key: first to the hook (reserved keys), then to the application.
+fn note_key_changed<A: Address, R: RngCore>(
+    owner: &NodeId<A>,
+    key: String,
+    value: Option<Vec<u8>>,
+    out: &mut Outbox<A, R>,
+    hook: KeyHook<'_, A>,
+) {
+    hook(&owner.addr, &key, value.as_deref());
+    out.event(Event::StateChanged {
+        node: owner.clone(),
+        key,
+        value,
+    });
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::membership::{NodeId, Status};
+pub use crate::membership::MemberClaim;
+use crate::membership::NodeId;
 
 /// The first two bytes of every Grapevine datagram.
 pub const MAGIC: [u8; 2] = *b"GV";
@@ -29,9 +30,6 @@ pub const HEADER_LEN: usize = 12;
 pub const FLAG_SEALED: u8 = 0b0000_0001;
 /// Most messages in one compound packet; keeps the count a one-byte varint.
 pub const MAX_MESSAGES: usize = 127;
-
-/// Number of children of each node of the anti-entropy summary tree.
-pub const SYNC_FANOUT: usize = 16;
 
 /// One message of a compound packet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,18 +107,6 @@ pub enum Message<A> {
     Request(ForwardedRequest<A>),
     /// The answer to a forwarded request, going back to its origin.
     Response(ForwardedResponse),
-}
-
-/// A claim about one member's life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-pub struct MemberClaim<A> {
-    /// Who the claim is about.
-    pub id: NodeId<A>,
-    /// The incarnation the claim is made at.
-    pub incarnation: u64,
-    /// What is claimed.
-    pub status: Status,
 }
 
 /// One key of one node's state, at one version.

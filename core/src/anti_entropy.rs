@@ -1,0 +1,284 @@
+//! Anti-entropy, the repair path: a fixed two-level hash tree over the live members,
+//! the round timer, and the descent that compares two trees.
+//!
+//! Each live member contributes `h(address, generation, incarnation, state hash)`
+//! to one of 256 buckets chosen by its address; a bucket's hash is the XOR of its
+//! members', a group's the XOR of its 16 buckets', and the root the XOR of all.
+//! XOR makes every update O(1), and two nodes with the same view have the same root
+//! whatever order they learned it in. An idle exchange is one root (a few bytes);
+//! only differing groups and buckets are descended, so the cost of a repair follows
+//! the size of the difference, not the size of the cluster.
+
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use rand_core::RngCore;
+
+use crate::config::Config;
+use crate::hash::{Map, SeededState, mix64, stable_hash};
+use crate::membership::Membership;
+use crate::outbox::{below, jitter};
+use crate::state::Store;
+use crate::time::Instant;
+use crate::wire::{DigestEntry, Message, encode_message};
+
+/// Children per node of the tree: 16 groups of 16 buckets.
+pub const SYNC_FANOUT: usize = 16;
+/// Most packets one anti-entropy message may cause in reply: keeps a repair's cost
+/// per round flat whatever the size of the difference, and bounds amplification.
+pub(crate) const SYNC_REPLY_PACKETS: usize = 2;
+/// Most differing groups descended per exchange.
+const SYNC_GROUPS_PER_ROUND: usize = 4;
+
+/// Buckets (leaves) of the tree.
+pub const BUCKETS: usize = SYNC_FANOUT * SYNC_FANOUT;
+
+/// The bucket an address falls in: the same on every node.
+pub fn bucket_of<A: core::hash::Hash>(addr: &A) -> usize {
+    (stable_hash(addr) % BUCKETS as u64) as usize
+}
+
+/// What one member contributes to the tree.
+pub fn entry_hash<A: core::hash::Hash>(
+    addr: &A,
+    generation: u64,
+    incarnation: u64,
+    state_hash: u64,
+) -> u64 {
+    mix64(stable_hash(&(addr, generation, incarnation)) ^ mix64(state_hash))
+}
+
+/// What one node believes about `addr` (a member, or itself), for a digest.
+pub(crate) fn digest_entry<A: crate::Address>(
+    members: &Membership<A>,
+    store: &Store<A>,
+    addr: &A,
+) -> Option<DigestEntry<A>> {
+    let (claim, generation) = if addr == &members.me().addr {
+        (members.own_claim(), members.me().generation)
+    } else {
+        let m = members.get(addr)?;
+        (m.claim(), m.id.generation)
+    };
+    let (state_hash, watermark) = store.summary(addr, generation);
+    Some(DigestEntry {
+        claim,
+        state_hash,
+        watermark,
+    })
+}
+
+/// The anti-entropy part: the summary tree and the round timer.
+#[derive(Debug)]
+pub(crate) struct AntiEntropy<A> {
+    buckets: [u64; BUCKETS],
+    groups: [u64; SYNC_FANOUT],
+    root: u64,
+    entries: Map<A, u64>,
+    /// Members by bucket, so a digest lists a bucket without scanning every member.
+    members: [Vec<A>; BUCKETS],
+    next_round: Option<Instant>,
+    interval: Duration,
+}
+
+impl<A: crate::Address> AntiEntropy<A> {
+    pub fn new(config: &Config, hasher: SeededState) -> Self {
+        AntiEntropy {
+            buckets: [0; BUCKETS],
+            groups: [0; SYNC_FANOUT],
+            root: 0,
+            entries: Map::with_hasher(hasher),
+            members: core::array::from_fn(|_| Vec::new()),
+            next_round: None,
+            interval: config.gossip_interval,
+        }
+    }
+
+    // ----- the round ----------------------------------------------------------------
+
+    /// Starts the gossip rounds, at a random point of the first interval.
+    pub fn start(&mut self, now: Instant, rng: &mut impl RngCore) {
+        self.next_round = Some(now + jitter(rng, self.interval));
+    }
+
+    /// If a round is due, schedules the next one and says so.
+    pub fn round_due(&mut self, now: Instant) -> bool {
+        if self.next_round.is_some_and(|t| t <= now) {
+            self.next_round = Some(now + self.interval);
+            return true;
+        }
+        false
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_round
+    }
+
+    // ----- the tree -----------------------------------------------------------------
+
+    /// The summary root: equal on two nodes that hold the same view.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// The message that opens an exchange.
+    pub fn root_message(&self) -> Vec<u8> {
+        encode_message(&Message::<A>::SyncRoot { root: self.root })
+    }
+
+    /// The members in `bucket`.
+    pub fn bucket(&self, bucket: usize) -> &[A] {
+        self.members.get(bucket).map_or(&[], Vec::as_slice)
+    }
+
+    /// Sets (or with `None`, removes) a member's contribution.
+    pub fn set(&mut self, addr: &A, hash: Option<u64>) {
+        let old = match hash {
+            Some(h) => self.entries.insert(addr.clone(), h),
+            None => self.entries.remove(addr),
+        };
+        if old == hash {
+            return;
+        }
+        let b = bucket_of(addr);
+        let delta = old.unwrap_or(0) ^ hash.unwrap_or(0);
+        self.buckets[b] ^= delta;
+        self.groups[b / SYNC_FANOUT] ^= delta;
+        self.root ^= delta;
+        match (old, hash) {
+            (None, Some(_)) => self.members[b].push(addr.clone()),
+            (Some(_), None) => self.members[b].retain(|a| a != addr),
+            _ => {}
+        }
+    }
+
+    /// The hashes of the children of node `index` at `depth` (0 = root, 1 = group).
+    fn children(&self, depth: u8, index: u16) -> Option<&[u64]> {
+        match depth {
+            0 if index == 0 => Some(&self.groups[..]),
+            1 if usize::from(index) < SYNC_FANOUT => {
+                let start = usize::from(index) * SYNC_FANOUT;
+                Some(&self.buckets[start..start + SYNC_FANOUT])
+            }
+            _ => None,
+        }
+    }
+
+    // ----- the descent --------------------------------------------------------------
+
+    /// A peer's root. Returns true when the views are equal; otherwise replies with
+    /// our groups.
+    pub fn on_root(&self, root: u64, reply: &mut Vec<Vec<u8>>) -> bool {
+        if root == self.root {
+            return true;
+        }
+        reply.push(encode_message(&Message::<A>::SyncLevel {
+            depth: 0,
+            index: 0,
+            hashes: self.groups.to_vec(),
+        }));
+        false
+    }
+
+    /// A peer's hashes for the children of one tree node: replies with the next level
+    /// down for the children that differ, or with digests of the differing buckets.
+    pub fn on_level(
+        &self,
+        depth: u8,
+        index: u16,
+        theirs: &[u64],
+        rng: &mut impl RngCore,
+        reply: &mut Vec<Vec<u8>>,
+        mut digest: impl FnMut(usize) -> Vec<u8>,
+    ) {
+        let Some(mine) = self.children(depth, index) else {
+            return;
+        };
+        if theirs.len() != mine.len() {
+            return;
+        }
+        let differing: Vec<usize> = (0..mine.len()).filter(|&i| mine[i] != theirs[i]).collect();
+        if differing.is_empty() {
+            return;
+        }
+        // Start at a random differing child so that repeated rounds cover them all.
+        let start = below(rng, differing.len());
+        let picks = differing.iter().cycle().skip(start).take(differing.len());
+        match depth {
+            0 => {
+                for &g in picks.take(SYNC_GROUPS_PER_ROUND) {
+                    let hashes = self
+                        .children(1, g as u16)
+                        .map(<[u64]>::to_vec)
+                        .unwrap_or_default();
+                    reply.push(encode_message(&Message::<A>::SyncLevel {
+                        depth: 1,
+                        index: g as u16,
+                        hashes,
+                    }));
+                }
+            }
+            _ => {
+                for &b in picks {
+                    reply.push(digest(usize::from(index) * SYNC_FANOUT + b));
+                }
+            }
+        }
+    }
+
+    /// A digest of `bucket` fitting `budget` bytes: one entry per member in it.
+    pub fn digest_message(
+        &self,
+        bucket: usize,
+        budget: usize,
+        entry_of: impl Fn(&A) -> Option<DigestEntry<A>>,
+    ) -> Vec<u8> {
+        let mut entries = Vec::new();
+        let mut size = 0;
+        let mut complete = true;
+        for addr in self.bucket(bucket) {
+            let Some(e) = entry_of(addr) else {
+                continue;
+            };
+            let len = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
+            if size + len > budget {
+                complete = false;
+                break;
+            }
+            size += len;
+            entries.push(e);
+        }
+        encode_message(&Message::SyncDigest {
+            bucket: bucket as u16,
+            complete,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_of_updates_does_not_matter() {
+        let mut a: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(1));
+        let mut b: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(2));
+        for i in 0..100 {
+            a.set(&i, Some(entry_hash(&i, 1, 0, 0)));
+        }
+        for i in (0..100).rev() {
+            b.set(&i, Some(entry_hash(&i, 1, 0, 7)));
+            b.set(&i, Some(entry_hash(&i, 1, 0, 0)));
+        }
+        assert_eq!(a.root, b.root);
+        assert_eq!(a.buckets, b.buckets);
+        a.set(&5, None);
+        assert_ne!(a.root, b.root);
+        let g = bucket_of(&5u32) / SYNC_FANOUT;
+        assert_ne!(a.groups[g], b.groups[g]);
+        a.set(&5, Some(entry_hash(&5, 1, 0, 0)));
+        assert_eq!(a.root, b.root);
+        assert_eq!(a.members.iter().map(|m| m.len()).sum::<usize>(), 100);
+    }
+}

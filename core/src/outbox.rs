@@ -1,0 +1,253 @@
+//! The outbox the node lends to its parts: the RNG, the rumour queue, the framing of
+//! datagrams (sealing included) and the queues of transmits and events.
+//!
+//! A part that must send (a probe, a nack, a page of state) calls [`Outbox::send`]
+//! at the moment the protocol step happens, so rumours piggyback on exactly the
+//! datagrams they would ride on if the part owned the socket, and the RNG is drawn
+//! from in program order. That is what keeps a node's output a pure function of its
+//! inputs and its seed.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use rand_core::RngCore;
+
+use crate::config::Config;
+use crate::dissemination::{Rumours, Subject, retransmit_limit};
+use crate::event::Event;
+use crate::hash::{SeededState, cluster_id};
+use crate::keyring::{Keyring, SEAL_OVERHEAD};
+use crate::membership::{Address, NodeId};
+use crate::stats::Stats;
+use crate::wire::{
+    BodyBuilder, FLAG_SEALED, HEADER_LEN, Header, Message, PacketError, decode_body,
+};
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit<A> {
+    /// Where to send it.
+    pub dest: A,
+    /// The datagram, never longer than `max_datagram_size`.
+    pub payload: Vec<u8>,
+}
+
+/// A uniform draw in `0..n` (0 when `n` is 0).
+pub(crate) fn below(rng: &mut impl RngCore, n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (rng.next_u64() % n as u64) as usize
+    }
+}
+
+/// A uniform draw in `0..d`, so that timers started together do not fire together.
+pub(crate) fn jitter(rng: &mut impl RngCore, d: Duration) -> Duration {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(rng.next_u64() % nanos)
+}
+
+/// What every part may use to act on the world: see the [module docs](self).
+pub(crate) struct Outbox<A, R> {
+    rng: R,
+    rumours: Rumours<A>,
+    transmits: VecDeque<Transmit<A>>,
+    events: VecDeque<Event<A>>,
+    stats: Stats,
+    keyring: Option<Keyring>,
+    cluster_id: u64,
+    me: A,
+    /// Our identity, encoded once: it opens every datagram we send.
+    me_encoded: Vec<u8>,
+    max_datagram_size: usize,
+    retransmit_mult: u32,
+    /// Live members plus ourselves: sets how often a rumour is retransmitted.
+    cluster_size: usize,
+}
+
+impl<A: Address, R: RngCore> Outbox<A, R> {
+    pub fn new(config: &Config, me: &NodeId<A>, rng: R, hasher: SeededState) -> Self {
+        Outbox {
+            rng,
+            rumours: Rumours::new(config.max_rumours, hasher),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            keyring: None,
+            cluster_id: cluster_id(&config.cluster_name),
+            me: me.addr.clone(),
+            me_encoded: postcard::to_allocvec(me).unwrap_or_default(),
+            max_datagram_size: config.max_datagram_size,
+            retransmit_mult: config.retransmit_mult,
+            cluster_size: 1,
+        }
+    }
+
+    /// Our own address.
+    pub fn me(&self) -> &A {
+        &self.me
+    }
+
+    pub fn rng(&mut self) -> &mut R {
+        &mut self.rng
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The counters, for the part that counts.
+    pub fn count(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+
+    pub fn event(&mut self, event: Event<A>) {
+        self.events.push_back(event);
+    }
+
+    /// Tells the outbox how many nodes are live (ourselves included).
+    pub fn set_cluster_size(&mut self, n: usize) {
+        self.cluster_size = n;
+    }
+
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.keyring.as_mut()
+    }
+
+    pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
+        self.keyring = keyring;
+    }
+
+    // ----- rumours ------------------------------------------------------------------
+
+    pub fn has_rumours(&self) -> bool {
+        !self.rumours.is_empty()
+    }
+
+    /// Queues a rumour, counting an eviction if the queue was full.
+    pub fn rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
+        if self.rumours.push(subject, bytes) {
+            self.stats.rumours_evicted += 1;
+        }
+    }
+
+    /// Queues a rumour about our own state: the queue's bound applies, but evicting
+    /// for our own write is not a sign of a flood, so it is not counted.
+    pub fn own_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
+        self.rumours.push(subject, bytes);
+    }
+
+    pub fn forget_rumour(&mut self, subject: &Subject<A>) {
+        self.rumours.remove_subject(subject);
+    }
+
+    // ----- framing ------------------------------------------------------------------
+
+    /// Room for messages in one datagram's body.
+    pub fn body_budget(&self) -> usize {
+        let seal = if self.keyring.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        self.max_datagram_size - HEADER_LEN - seal
+    }
+
+    /// Checks, opens and decodes a datagram.
+    pub fn open(&self, data: &[u8]) -> Result<(NodeId<A>, Vec<Message<A>>), PacketError> {
+        if data.len() > self.max_datagram_size {
+            return Err(PacketError::Oversized { len: data.len() });
+        }
+        let header = Header::read(data, self.cluster_id)?;
+        let body = &data[HEADER_LEN..];
+        let (sender, messages) = match (&self.keyring, header.flags & FLAG_SEALED != 0) {
+            (None, false) => decode_body::<A>(body)?,
+            (Some(ring), true) => {
+                let plain = ring
+                    .open(&data[..HEADER_LEN], body)
+                    .ok_or(PacketError::Unauthenticated)?;
+                decode_body::<A>(&plain)?
+            }
+            _ => return Err(PacketError::Unauthenticated),
+        };
+        if sender.addr == self.me {
+            return Err(PacketError::FromSelf);
+        }
+        Ok((sender, messages))
+    }
+
+    /// Sends encoded messages to `to` in at most `max_packets` datagrams, filling the
+    /// room left in each with rumours. Messages that do not fit are dropped: every
+    /// caller is a protocol step that will be retried by a later round.
+    pub fn send(&mut self, to: A, messages: &[Vec<u8>], max_packets: usize) {
+        if to == self.me {
+            return;
+        }
+        let budget = self.body_budget();
+        let limit = retransmit_limit(self.retransmit_mult, self.cluster_size);
+        let mut rest = messages;
+        for _ in 0..max_packets.max(1) {
+            let mut body = BodyBuilder::with_encoded_sender(&self.me_encoded, budget);
+            while let Some((first, tail)) = rest.split_first() {
+                if !body.push_encoded(first) {
+                    if body.is_empty() {
+                        // Larger than a datagram on its own: it can never be sent.
+                        rest = tail;
+                        continue;
+                    }
+                    break;
+                }
+                rest = tail;
+            }
+            self.rumours.fill(&mut body, limit);
+            if body.is_empty() {
+                return;
+            }
+            self.emit(to.clone(), body.finish());
+            if rest.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn emit(&mut self, dest: A, body: Vec<u8>) {
+        let sealed = self.keyring.is_some();
+        let mut payload =
+            Vec::with_capacity(HEADER_LEN + body.len() + if sealed { SEAL_OVERHEAD } else { 0 });
+        Header {
+            flags: if sealed { FLAG_SEALED } else { 0 },
+            cluster_id: self.cluster_id,
+        }
+        .write(&mut payload);
+        match &self.keyring {
+            Some(ring) => {
+                let mut nonce = [0u8; 24];
+                self.rng.fill_bytes(&mut nonce);
+                ring.seal(&mut payload, HEADER_LEN, &body, nonce);
+            }
+            None => payload.extend_from_slice(&body),
+        }
+        debug_assert!(payload.len() <= self.max_datagram_size);
+        self.transmits.push_back(Transmit { dest, payload });
+    }
+
+    // ----- the node's outputs -------------------------------------------------------
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit<A>> {
+        let t = self.transmits.pop_front()?;
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += t.payload.len() as u64;
+        Some(t)
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event<A>> {
+        self.events.pop_front()
+    }
+
+    /// Counts a datagram received, before it is opened.
+    pub fn received(&mut self, len: usize) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += len as u64;
+    }
+}
