@@ -68,6 +68,27 @@ pub(crate) fn digest_entry<A: crate::Address>(
     })
 }
 
+/// What `addr` (a member, or ourselves) contributes to the summary tree: `None` for
+/// members that are not live, and for ourselves once we left (peers drop us too).
+pub(crate) fn summary_entry<A: crate::Address>(
+    members: &Membership<A>,
+    store: &Store<A>,
+    addr: &A,
+) -> Option<u64> {
+    let me = members.me();
+    if *addr == me.addr {
+        if members.has_left() {
+            return None;
+        }
+        let st = store.hash_of(addr, me.generation);
+        return Some(entry_hash(addr, me.generation, members.incarnation(), st));
+    }
+    members.get(addr).filter(|m| m.status.is_live()).map(|m| {
+        let st = store.hash_of(addr, m.id.generation);
+        entry_hash(addr, m.id.generation, m.incarnation, st)
+    })
+}
+
 /// The anti-entropy part: the summary tree and the round timer.
 #[derive(Debug)]
 pub(crate) struct AntiEntropy<A> {

@@ -241,6 +241,19 @@ pub(crate) enum Refutation {
     Raised,
 }
 
+/// How a peer's claim about a member compares with ours (anti-entropy).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Compared<A> {
+    /// The same claim about ourselves: nothing to do.
+    Same,
+    /// A different claim about ourselves: refute it if needed and tell them ours.
+    AboutMe,
+    /// Ours supersedes theirs: tell them.
+    OursNewer(MemberClaim<A>),
+    /// Theirs may be news: apply it.
+    TheirsNewer,
+}
+
 /// Membership: this node's own life and incarnation, and the table of every other
 /// member it knows with the live and dead rosters kept beside it.
 ///
@@ -432,6 +445,21 @@ impl<A: crate::Address> Membership<A> {
 
     pub fn get(&self, addr: &A) -> Option<&Member<A>> {
         self.map.get(addr)
+    }
+
+    /// Compares a peer's claim with what we hold: the newer claim wins on both sides.
+    pub fn compare(&self, theirs: &MemberClaim<A>) -> Compared<A> {
+        if theirs.id.addr == self.me.addr {
+            return if *theirs == self.own_claim() {
+                Compared::Same
+            } else {
+                Compared::AboutMe
+            };
+        }
+        match self.map.get(&theirs.id.addr) {
+            Some(m) if supersedes(m.rank(), theirs.rank()) => Compared::OursNewer(m.claim()),
+            _ => Compared::TheirsNewer,
+        }
     }
 
     /// Every member, ourselves excluded.

@@ -39,6 +39,17 @@ pub const RESERVED_PREFIX: &str = "gv.";
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
 
+/// Checks a key the application writes: not reserved, 1 to [`MAX_KEY_LEN`] bytes.
+pub(crate) fn check_app_key(key: &str) -> Result<(), StateError> {
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(StateError::Reserved);
+    }
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(StateError::BadKey);
+    }
+    Ok(())
+}
+
 /// One value in a node's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -659,7 +670,6 @@ impl<A: Address> Store<A> {
             }
         }
     }
-
 }
 
 /// Reports a changed key: first to the hook (reserved keys), then to the application.

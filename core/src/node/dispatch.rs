@@ -1,0 +1,375 @@
+//! The node's dispatch: each message to the part that owns it, each membership
+//! change to every part it concerns, and the gossip round across the parts.
+
+use alloc::vec::Vec;
+
+use rand_core::RngCore;
+
+use super::{Node, on_ring};
+use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
+use crate::dissemination::Subject;
+use crate::event::Event;
+use crate::membership::{
+    Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
+};
+use crate::placement::{RING_KEY, TOKENS_KEY};
+use crate::time::Instant;
+use crate::wire::{DigestEntry, Message, encode_message};
+
+impl<A: Address, R: RngCore> Node<A, R> {
+    // ----- dispatch -----------------------------------------------------------------
+
+    pub(super) fn on_message(
+        &mut self,
+        now: Instant,
+        sender: &NodeId<A>,
+        msg: Message<A>,
+        reply: &mut Vec<Vec<u8>>,
+    ) {
+        match msg {
+            Message::Ping { seq } => self.detector.on_ping(seq, reply),
+            Message::Ack { seq } => self.detector.on_ack(&sender.addr, seq, &mut self.out),
+            Message::PingReq { seq, target } => {
+                self.detector
+                    .on_ping_req(now, sender, seq, target, reply, &mut self.out)
+            }
+            Message::Nack { seq } => self.detector.on_nack(seq, &mut self.out),
+            Message::Member(claim) => {
+                let accuser = (claim.status == Status::Suspect).then(|| sender.addr.clone());
+                self.apply_claim(now, claim, accuser);
+            }
+            Message::Suspect {
+                id,
+                incarnation,
+                accuser,
+            } => {
+                let status = Status::Suspect;
+                let claim = MemberClaim {
+                    id,
+                    incarnation,
+                    status,
+                };
+                self.apply_claim(now, claim, Some(accuser));
+            }
+            Message::State(delta) => {
+                if !self.members.is_live_owner(&delta.owner) {
+                    return;
+                }
+                let owner = delta.owner.addr.clone();
+                let (members, placement) = (&self.members, &mut self.placement);
+                let hook = &mut |a: &A, k: &str, v: Option<&[u8]>| {
+                    placement.key_changed(a, k, v, on_ring(members, a))
+                };
+                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                    self.refresh_tree(&owner);
+                }
+            }
+            Message::SyncRoot { root } => {
+                if self.gossip.on_root(root, reply) {
+                    self.placement.peer_in_sync(now);
+                }
+            }
+            Message::SyncLevel {
+                depth,
+                index,
+                hashes,
+            } => {
+                let budget = self.out.body_budget().saturating_sub(64);
+                let (members, store, gossip) = (&self.members, &self.store, &self.gossip);
+                let digest = |bucket: usize| {
+                    gossip.digest_message(bucket, budget, |a| digest_entry(members, store, a))
+                };
+                gossip.on_level(depth, index, &hashes, self.out.rng(), reply, digest);
+            }
+            Message::SyncDigest {
+                bucket,
+                complete,
+                entries,
+            } => self.on_sync_digest(now, sender, bucket, complete, entries, reply),
+            Message::SyncRequest { owner, after } => {
+                self.store
+                    .pages(&sender.addr, &owner, after, reply, &mut self.out)
+            }
+            Message::StatePage(page) => {
+                if !self.members.is_live_owner(&page.owner) || page.upto < page.after {
+                    return;
+                }
+                let owner = page.owner.addr.clone();
+                let (members, placement) = (&self.members, &mut self.placement);
+                let hook = &mut |a: &A, k: &str, v: Option<&[u8]>| {
+                    placement.key_changed(a, k, v, on_ring(members, a))
+                };
+                self.store.apply_page(now, page, &mut self.out, hook);
+                self.refresh_tree(&owner);
+            }
+            Message::Request(req) => {
+                let route = |k: &[u8]| self.placement.route(k, &self.members);
+                self.router
+                    .on_forwarded(now, req, &route, self.members.me(), &mut self.out);
+            }
+            Message::Response(resp) => self.router.on_response(sender, resp, &mut self.out),
+        }
+    }
+
+    /// Any datagram proves its sender exists: a stranger or a new life of a known
+    /// member is admitted as alive at incarnation 0. That cannot undo a verdict about
+    /// a known life, since incarnation 0 never supersedes it.
+    pub(super) fn heard_from(&mut self, now: Instant, sender: &NodeId<A>) {
+        let known = self.members.get(&sender.addr).map(|m| m.id.generation);
+        if known.is_none_or(|g| g < sender.generation) {
+            let claim = MemberClaim {
+                id: sender.clone(),
+                incarnation: 0,
+                status: Status::Alive,
+            };
+            self.apply_claim(now, claim, None);
+        }
+    }
+
+    // ----- membership changes, fanned out to the parts ------------------------------
+
+    pub(super) fn queue_member_rumour(&mut self, claim: MemberClaim<A>) {
+        let subject = Subject::Member(claim.id.addr.clone());
+        self.out
+            .rumour(subject, encode_message(&Message::Member(claim)));
+    }
+
+    pub(super) fn queue_suspect_rumour(&mut self, claim: &MemberClaim<A>, accuser: A) {
+        let msg = Message::Suspect {
+            id: claim.id.clone(),
+            incarnation: claim.incarnation,
+            accuser,
+        };
+        let subject = Subject::Member(claim.id.addr.clone());
+        self.out.rumour(subject, encode_message(&msg));
+    }
+
+    /// Applies a claim: membership decides what changed, and each part hears of it.
+    pub(super) fn apply_claim(&mut self, now: Instant, claim: MemberClaim<A>, accuser: Option<A>) {
+        if claim.id.addr == self.members.me().addr {
+            return self.claim_about_me(&claim);
+        }
+        let Applied {
+            change,
+            entered_live,
+            refused,
+        } = self.members.apply(&claim, now);
+        if refused {
+            self.out.count().members_refused += 1;
+        }
+        let n = self.members.live_len() + 1;
+        self.out.set_cluster_size(n);
+        let addr = claim.id.addr.clone();
+        match change {
+            Change::None => {
+                // The same suspicion from another accuser shortens the timeout.
+                if let (Status::Suspect, Some(acc)) = (claim.status, accuser) {
+                    if self.detector.confirm(&addr, claim.incarnation, acc.clone()) {
+                        self.queue_suspect_rumour(&claim, acc);
+                    }
+                }
+                return;
+            }
+            Change::Refreshed => {}
+            Change::Joined | Change::Recovered => {
+                self.detector.forget(&addr);
+                if change == Change::Joined {
+                    self.store.new_life(&claim.id);
+                    // A new life starts with no tokens: its old ones went with its old state.
+                    self.placement.forget(&addr);
+                }
+                if entered_live {
+                    let live = self.members.live_len();
+                    self.detector.member_live(&addr, live, self.out.rng());
+                }
+                self.placement.member_changed(&addr, true);
+                if change == Change::Joined {
+                    self.out.event(Event::MemberJoined(claim.id.clone()));
+                } else {
+                    self.out.event(Event::MemberRecovered(claim.id.clone()));
+                    if claim.status == Status::Suspect {
+                        self.detector.suspect(now, &claim, accuser.clone(), n);
+                        self.out.event(Event::MemberSuspect(claim.id.clone()));
+                    }
+                }
+            }
+            Change::Suspected => {
+                self.out.count().suspicions += 1;
+                self.detector.suspect(now, &claim, accuser.clone(), n);
+                self.out.event(Event::MemberSuspect(claim.id.clone()));
+            }
+            Change::Died | Change::Left => {
+                self.detector.forget(&addr);
+                self.placement.member_changed(&addr, false);
+                let route = |k: &[u8]| self.placement.route(k, &self.members);
+                self.router
+                    .target_lost(now, &addr, &route, self.members.me(), &mut self.out);
+                if change == Change::Died {
+                    self.out.count().deaths += 1;
+                    self.out.event(Event::MemberDied(claim.id.clone()));
+                } else {
+                    self.out.event(Event::MemberLeft(claim.id.clone()));
+                }
+            }
+        }
+        self.refresh_tree(&addr);
+        match (claim.status, accuser) {
+            (Status::Suspect, Some(acc)) => self.queue_suspect_rumour(&claim, acc),
+            _ => self.queue_member_rumour(claim),
+        }
+    }
+
+    /// A claim about ourselves: refute an accusation of this life.
+    pub(super) fn claim_about_me(&mut self, claim: &MemberClaim<A>) {
+        match self.members.refute(claim) {
+            Refutation::Ignore => {}
+            // Our refutation missed whoever still spreads it: send it round again
+            // rather than wait for anti-entropy to repair it.
+            Refutation::Repeat => self.queue_member_rumour(self.members.own_claim()),
+            // Having to refute also means we may be the slow one (Lifeguard).
+            Refutation::Raised => {
+                self.out.count().refutations += 1;
+                self.detector.refuted();
+                let me = self.members.me().addr.clone();
+                self.refresh_tree(&me);
+                self.queue_member_rumour(self.members.own_claim());
+            }
+        }
+    }
+
+    /// Recomputes a member's (or our own) contribution to the anti-entropy summary.
+    pub(super) fn refresh_tree(&mut self, addr: &A) {
+        let hash = summary_entry(&self.members, &self.store, addr);
+        self.gossip.set(addr, hash);
+    }
+
+    // ----- the gossip round ---------------------------------------------------------
+
+    pub(super) fn gossip_round(&mut self, now: Instant) {
+        for addr in self.members.expire_dead(now, self.config.dead_retention) {
+            self.placement.forget(&addr);
+            self.store.forget(&addr);
+            self.detector.forget(&addr);
+        }
+        self.store.collect_tombstones(now);
+        if self.placement.tokens_due(now) {
+            self.choose_tokens(now);
+        }
+        let fanout = self.config.gossip_fanout;
+        if self.members.has_left() {
+            // Only finish spreading the news of our leaving.
+            for addr in self.members.pick_live(self.out.rng(), fanout, None) {
+                self.out.send(addr, &[], 1);
+            }
+            return;
+        }
+        let me = self.members.me().addr.clone();
+        if let Some(digest) = self
+            .placement
+            .digest_to_publish(self.store.value(&me, RING_KEY))
+        {
+            let _ = self.write(now, RING_KEY, Some(digest.to_vec()));
+        }
+        let (store, live) = (&self.store, self.members.live());
+        let theirs = live.iter().map(|a| store.value(a, RING_KEY));
+        if let Some(agreed) = self
+            .placement
+            .check_agreement(store.value(&me, RING_KEY), theirs)
+        {
+            self.out.event(agreed);
+        }
+        // Fast path: push pending rumours to a few members.
+        if self.out.has_rumours() {
+            for addr in self.members.pick_live(self.out.rng(), fanout, None) {
+                if !self.out.has_rumours() {
+                    break;
+                }
+                self.out.send(addr, &[], 1);
+            }
+        }
+        // Repair path: one summary exchange with one live member.
+        let root = self.gossip.root_message();
+        if let Some(peer) = self.members.pick_live(self.out.rng(), 1, None).pop() {
+            self.out.count().syncs += 1;
+            self.out.send(peer, core::slice::from_ref(&root), 1);
+        }
+        if let Some(target) = self.members.pick_dead(self.out.rng()) {
+            let alive = encode_message(&Message::Member(self.members.own_claim()));
+            self.out.send(target, &[alive, root], 1);
+        }
+        if self.members.live_len() == 0 {
+            self.contact_seeds();
+        }
+    }
+
+    pub(super) fn contact_seeds(&mut self) {
+        if !self.members.is_active() {
+            return;
+        }
+        let alive = encode_message(&Message::Member(self.members.own_claim()));
+        let root = self.gossip.root_message();
+        for seed in self.members.seeds().to_vec() {
+            self.out.send(seed, &[alive.clone(), root.clone()], 1);
+        }
+    }
+
+    pub(super) fn choose_tokens(&mut self, now: Instant) {
+        let bytes = self.placement.choose_tokens(self.out.rng());
+        let _ = self.write(now, TOKENS_KEY, Some(bytes));
+    }
+
+    // ----- anti-entropy digests -----------------------------------------------------
+
+    /// A peer's digest of one bucket: for each member, the newer claim wins on both
+    /// sides, then the state part compares content; live members they did not list
+    /// are told to them.
+    pub(super) fn on_sync_digest(
+        &mut self,
+        now: Instant,
+        sender: &NodeId<A>,
+        bucket: u16,
+        complete: bool,
+        entries: Vec<DigestEntry<A>>,
+        reply: &mut Vec<Vec<u8>>,
+    ) {
+        let bucket = usize::from(bucket);
+        if bucket >= BUCKETS {
+            return;
+        }
+        for e in &entries {
+            let addr = e.claim.id.addr.clone();
+            if bucket_of(&addr) != bucket {
+                continue;
+            }
+            match self.members.compare(&e.claim) {
+                Compared::Same => {}
+                Compared::OursNewer(ours) => reply.push(encode_message(&Message::Member(ours))),
+                Compared::AboutMe => {
+                    self.claim_about_me(&e.claim);
+                    let own = self.members.own_claim();
+                    reply.push(encode_message(&Message::Member(own)));
+                }
+                Compared::TheirsNewer => {
+                    let accuser = (e.claim.status == Status::Suspect).then(|| sender.addr.clone());
+                    self.apply_claim(now, e.claim.clone(), accuser);
+                }
+            }
+            let Some(mine) = digest_entry(&self.members, &self.store, &addr) else {
+                continue;
+            };
+            self.store
+                .reconcile(&sender.addr, &mine, e, reply, &mut self.out);
+        }
+        if complete {
+            let listed: Vec<&A> = entries.iter().map(|e| &e.claim.id.addr).collect();
+            for addr in self.gossip.bucket(bucket) {
+                if listed.contains(&addr) || *addr == sender.addr {
+                    continue;
+                }
+                if let Some(e) = digest_entry(&self.members, &self.store, addr) {
+                    reply.push(encode_message(&Message::Member(e.claim)));
+                }
+            }
+        }
+    }
+}

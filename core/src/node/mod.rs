@@ -1,0 +1,443 @@
+//! The node: the state machine that ties membership, failure detection,
+//! dissemination, state, the ring and routing together.
+//!
+//! # Driving a node
+//! Inputs go in through [`Node::join`], [`Node::handle_packet`],
+//! [`Node::handle_timeout`], [`Node::set`], [`Node::handle_request`] and the rest,
+//! each taking the current time. After **any** input, drain the outputs:
+//! [`Node::poll_transmit`] until `None`, [`Node::poll_event`] until `None`, then
+//! sleep until [`Node::poll_timeout`] (or until a datagram arrives) and call
+//! [`Node::handle_timeout`]. Calling `handle_timeout` early or twice is harmless.
+//!
+//! ```
+//! use grapevine::{Config, Instant, Node, NodeId};
+//! use rand_chacha::{ChaCha8Rng, rand_core::SeedableRng};
+//!
+//! let mut a = Node::new(Config::lan("demo"), NodeId::new(1u32, 1), ChaCha8Rng::seed_from_u64(1)).unwrap();
+//! let mut b = Node::new(Config::lan("demo"), NodeId::new(2u32, 1), ChaCha8Rng::seed_from_u64(2)).unwrap();
+//! let now = Instant::ZERO;
+//! a.join(now, []);
+//! b.join(now, [1]);
+//! // A toy network: deliver everything instantly until both are quiet.
+//! let mut now = now;
+//! for _ in 0..50 {
+//!     while let Some(t) = b.poll_transmit() { a.handle_packet(now, 2, &t.payload).unwrap(); }
+//!     while let Some(t) = a.poll_transmit() { b.handle_packet(now, 1, &t.payload).unwrap(); }
+//!     now = a.poll_timeout().unwrap().min(b.poll_timeout().unwrap());
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//! }
+//! assert_eq!(a.members().count(), 2);
+//! assert_eq!(b.members().count(), 2);
+//! ```
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Ref;
+
+use rand_core::RngCore;
+
+use crate::anti_entropy::{AntiEntropy, SYNC_REPLY_PACKETS};
+use crate::config::{Config, ConfigError};
+use crate::dissemination::Subject;
+use crate::event::Event;
+use crate::failure_detector::Detector;
+use crate::hash::SeededState;
+use crate::keyring::Keyring;
+use crate::membership::{Address, Lifecycle, MemberInfo, Membership, NodeId};
+use crate::outbox::Outbox;
+pub use crate::outbox::Transmit;
+use crate::placement::{Placement, Ring, TOKENS_KEY, Token};
+use crate::routing::{ReplicaSet, RequestError, RequestId, RespondError, Router};
+use crate::state::{StateError, Store, check_app_key};
+use crate::stats::Stats;
+use crate::time::Instant;
+
+mod dispatch;
+use crate::wire::{Message, PacketError, encode_message};
+
+/// A Grapevine node: one member of one cluster, as a pure state machine.
+///
+/// `A` is the address type (usually `std::net::SocketAddr`), `R` the injected RNG:
+/// the same seed and the same inputs give the same outputs, byte for byte.
+/// See the [module docs](crate::node) for the drain rule.
+///
+/// The node holds the public API and dispatches: each message goes to the part that
+/// owns it ([`Membership`], [`Detector`], [`AntiEntropy`], [`Store`], [`Placement`],
+/// [`Router`]), each part reports its own deadline, and every part acts on the
+/// world through the one [`Outbox`] the node lends it.
+pub struct Node<A: Address, R: RngCore> {
+    config: Config,
+    members: Membership<A>,
+    detector: Detector<A>,
+    gossip: AntiEntropy<A>,
+    store: Store<A>,
+    placement: Placement<A>,
+    router: Router<A>,
+    out: Outbox<A, R>,
+    deadline: Option<Instant>,
+}
+
+impl<A: Address, R: RngCore> core::fmt::Debug for Node<A, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", self.members.me())
+            .field("incarnation", &self.members.incarnation())
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `addr` belongs on the ring as `members` sees it: ourselves while in the
+/// cluster, anyone else while alive or suspect.
+fn on_ring<A: Address>(members: &Membership<A>, addr: &A) -> bool {
+    if *addr == members.me().addr {
+        members.is_active()
+    } else {
+        members.get(addr).is_some_and(|m| m.status.is_live())
+    }
+}
+
+impl<A: Address, R: RngCore> Node<A, R> {
+    /// A node that knows no one yet. Call [`Node::join`] to start it.
+    pub fn new(config: Config, id: NodeId<A>, mut rng: R) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let hasher = SeededState(rng.next_u64());
+        let detector = Detector::new(&config, hasher, rng.next_u32());
+        let mut node = Node {
+            members: Membership::new(id.clone(), config.max_members, hasher),
+            detector,
+            gossip: AntiEntropy::new(&config, hasher),
+            store: Store::new(&config, hasher),
+            placement: Placement::new(&config, hasher),
+            router: Router::new(&config, hasher),
+            out: Outbox::new(&config, &id, rng, hasher),
+            deadline: None,
+            config,
+        };
+        node.store.adopt(&id);
+        node.refresh_tree(&id.addr);
+        Ok(node)
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> &NodeId<A> {
+        self.members.me()
+    }
+
+    /// The configuration the node was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since the node was created.
+    pub fn stats(&self) -> &Stats {
+        self.out.stats()
+    }
+
+    /// This node's incarnation (raised each time it refutes a suspicion of itself).
+    pub fn incarnation(&self) -> u64 {
+        self.members.incarnation()
+    }
+
+    /// Lifeguard's local health multiplier: 0 when healthy, up to `awareness_max`.
+    pub fn health(&self) -> u32 {
+        self.detector.health()
+    }
+
+    /// Installs (or with `None`, removes) the keyring that seals and opens datagrams.
+    /// With a keyring, unsealed datagrams are refused.
+    pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
+        self.out.set_keyring(keyring);
+    }
+
+    /// The keyring, to rotate keys in place.
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.out.keyring_mut()
+    }
+
+    /// Every member this node knows, itself first, tombstones included.
+    pub fn members(&self) -> impl Iterator<Item = MemberInfo<A>> + '_ {
+        let me = MemberInfo {
+            id: self.members.me().clone(),
+            state: self.members.own_claim().status,
+            incarnation: self.members.incarnation(),
+            since: Instant::ZERO,
+        };
+        core::iter::once(me).chain(self.members.iter().map(|m| MemberInfo {
+            id: m.id.clone(),
+            state: m.status,
+            incarnation: m.incarnation,
+            since: m.since,
+        }))
+    }
+
+    /// Members currently alive or suspect, this node excluded.
+    pub fn live_members(&self) -> usize {
+        self.members.live_len()
+    }
+
+    /// The anti-entropy summary root: equal on two nodes that hold the same view.
+    pub fn sync_root(&self) -> u64 {
+        self.gossip.root()
+    }
+
+    // ----- inputs -------------------------------------------------------------------
+
+    /// Starts the node and announces it to `seeds` (none for the first node).
+    /// Calling it again after [`Node::leave`] rejoins with a higher incarnation.
+    pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
+        self.members.join(seeds);
+        let me = self.members.me().clone();
+        self.refresh_tree(&me.addr);
+        self.placement.member_changed(&me.addr, true);
+        self.queue_member_rumour(self.members.own_claim());
+        self.detector.start(now, self.out.rng());
+        self.gossip.start(now, self.out.rng());
+        let has_tokens = self
+            .store
+            .get(&me.addr)
+            .is_some_and(|s| s.entries.contains_key(TOKENS_KEY));
+        let first = self.members.seeds().is_empty();
+        if self
+            .placement
+            .on_join(now, has_tokens, first, self.config.gossip_interval)
+        {
+            self.choose_tokens(now);
+        }
+        self.contact_seeds();
+        self.after_input(now);
+    }
+
+    /// Leaves gracefully: spreads "left" so that no one suspects this node, and
+    /// stops probing. Keep draining outputs for a moment so the news gets out.
+    pub fn leave(&mut self, now: Instant) {
+        if !self.members.leave() {
+            return;
+        }
+        let me = self.members.me().addr.clone();
+        self.refresh_tree(&me);
+        self.placement.member_changed(&me, false);
+        self.detector.stop();
+        let claim = self.members.own_claim();
+        self.queue_member_rumour(claim.clone());
+        // Tell a few members directly rather than waiting for the next round.
+        let encoded = encode_message(&Message::Member(claim));
+        for addr in self
+            .members
+            .pick_live(self.out.rng(), self.config.gossip_fanout, None)
+        {
+            self.out.send(addr, core::slice::from_ref(&encoded), 1);
+        }
+        self.router.abandon(&mut self.out);
+        self.after_input(now);
+    }
+
+    /// Takes one datagram from `from`. On error the datagram is dropped and counted in
+    /// [`Stats::drops`], and the node is otherwise unchanged.
+    pub fn handle_packet(&mut self, now: Instant, from: A, data: &[u8]) -> Result<(), PacketError> {
+        let _ = from;
+        self.out.received(data.len());
+        let (sender, messages) = match self.out.open(data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out.count().drops.count(&e);
+                return Err(e);
+            }
+        };
+        self.heard_from(now, &sender);
+        let mut reply: Vec<Vec<u8>> = Vec::new();
+        for msg in messages {
+            self.on_message(now, &sender, msg, &mut reply);
+        }
+        if !reply.is_empty() {
+            self.out
+                .send(sender.addr.clone(), &reply, SYNC_REPLY_PACKETS);
+        }
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Fires every timer that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.members.lifecycle() == Lifecycle::Idle {
+            return;
+        }
+        if self.detector.probe_due(now) {
+            if let Some(claim) = self.detector.close_probe(&self.members) {
+                let me = self.members.me().addr.clone();
+                self.apply_claim(now, claim, Some(me));
+            }
+            self.detector.open_probe(now, &self.members, &mut self.out);
+        }
+        for death in self
+            .detector
+            .handle_timeout(now, &self.members, &mut self.out)
+        {
+            self.apply_claim(now, death, None);
+        }
+        if self.gossip.round_due(now) {
+            self.gossip_round(now);
+        }
+        let route = |k: &[u8]| self.placement.route(k, &self.members);
+        self.router
+            .handle_timeout(now, &route, self.members.me(), &mut self.out);
+        self.after_input(now);
+    }
+
+    // ----- outputs ------------------------------------------------------------------
+
+    /// The next datagram to send, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit<A>> {
+        self.out.poll_transmit()
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event<A>> {
+        self.out.poll_event()
+    }
+
+    /// When [`Node::handle_timeout`] should next be called; `None` before `join`.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    // ----- state --------------------------------------------------------------------
+
+    /// Writes `key = value` in this node's state and spreads it.
+    pub fn set(&mut self, now: Instant, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.check_key(key)?;
+        if value.len() > self.config.max_value_size {
+            return Err(StateError::ValueTooLarge {
+                len: value.len(),
+                max: self.config.max_value_size,
+            });
+        }
+        self.write(now, key, Some(value.to_vec()))
+    }
+
+    /// Deletes `key` from this node's state (a tombstone, collected after `tombstone_grace`).
+    pub fn delete(&mut self, now: Instant, key: &str) -> Result<(), StateError> {
+        self.check_key(key)?;
+        self.write(now, key, None)
+    }
+
+    /// A value of `node`'s state as this node holds it.
+    pub fn get(&self, node: &A, key: &str) -> Option<&[u8]> {
+        self.store.value(node, key)
+    }
+
+    /// The live keys of `node`'s state as this node holds it, with their versions.
+    pub fn keys(&self, node: &A) -> impl Iterator<Item = (&str, u64, &[u8])> + '_ {
+        self.store
+            .get(node)
+            .into_iter()
+            .flat_map(|s| s.entries.iter())
+            .filter_map(|(k, e)| Some((k.as_str(), e.version, e.value.as_deref()?)))
+    }
+
+    /// The content hash of `node`'s state as this node holds it (equal on two nodes
+    /// that hold the same keys at the same versions).
+    pub fn state_hash(&self, node: &A) -> Option<u64> {
+        self.store.get(node).map(|s| s.hash)
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), StateError> {
+        if self.members.has_left() {
+            return Err(StateError::Left);
+        }
+        check_app_key(key)
+    }
+
+    fn write(&mut self, now: Instant, key: &str, value: Option<Vec<u8>>) -> Result<(), StateError> {
+        let me = self.members.me().clone();
+        let delta = self.store.write(now, &me, key, value)?;
+        let subject = Subject::State(me.addr.clone(), String::from(key));
+        self.out
+            .own_rumour(subject, encode_message(&Message::State(delta.clone())));
+        self.refresh_tree(&me.addr);
+        let on_ring = self.members.is_active();
+        self.placement
+            .key_changed(&me.addr, key, delta.value.as_deref(), on_ring);
+        self.after_input(now);
+        Ok(())
+    }
+
+    // ----- placement and routing ----------------------------------------------------
+
+    /// The replicas of `key`: the owner, then the next `replication_factor - 1`
+    /// distinct nodes clockwise, each with its state. All nodes agree once gossip
+    /// has converged.
+    pub fn route(&self, key: &[u8]) -> ReplicaSet<A> {
+        self.placement.route(key, &self.members)
+    }
+
+    /// The ring as this node sees it (rebuilt here if its inputs changed since).
+    pub fn ring(&self) -> Ref<'_, Ring<A>> {
+        self.placement.ring()
+    }
+
+    /// A digest of the ring as this node sees it: the XOR of `h(address, tokens)` over
+    /// the members on the ring. Two nodes with the same digest build the same ring.
+    pub fn ring_digest(&self) -> u64 {
+        self.placement.digest()
+    }
+
+    /// The tokens `node` announced, as this node holds them.
+    pub fn tokens_of(&self, node: &A) -> Vec<Token> {
+        self.placement.tokens_of(node)
+    }
+
+    /// Accepts a client request for `key`. If this node is a replica the request is
+    /// delivered here as [`Event::Request`]; otherwise it is forwarded to the first
+    /// live replica. Either way the answer arrives as [`Event::Response`] (or
+    /// [`Event::RequestFailed`]) with the returned id.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        payload: Vec<u8>,
+    ) -> Result<RequestId, RequestError> {
+        if !self.members.is_active() {
+            return Err(RequestError::Left);
+        }
+        let route = |k: &[u8]| self.placement.route(k, &self.members);
+        let id =
+            self.router
+                .request(now, key, payload, &route, self.members.me(), &mut self.out)?;
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Answers a request delivered as [`Event::Request`].
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        payload: Vec<u8>,
+    ) -> Result<(), RespondError> {
+        self.router
+            .respond(id, payload, self.members.me(), &mut self.out)?;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Runs after every input: the deadline is the soonest of the parts' deadlines.
+    fn after_input(&mut self, _now: Instant) {
+        self.deadline = if self.members.lifecycle() == Lifecycle::Idle {
+            None
+        } else {
+            [
+                self.detector.poll_timeout(),
+                self.gossip.poll_timeout(),
+                self.router.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+        };
+    }
+}
