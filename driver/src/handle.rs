@@ -419,3 +419,105 @@ impl Future for Recv<'_> {
         self.events.queue.poll(cx, Queue::next)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Clock, Options};
+    use std::sync::mpsc;
+    use std::task::Waker;
+
+    fn driver() -> Driver {
+        let options = Options::new("127.0.0.1:0".parse().unwrap()).event_capacity(2);
+        Driver::new(&options, "127.0.0.1:9".parse().unwrap(), Clock::new()).unwrap()
+    }
+
+    /// A handle whose commands queue up for the test to apply by hand.
+    fn handle(driver: &Driver) -> (Handle, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel();
+        let handle = Handle::new(driver, move |command| {
+            tx.send(command).map_err(|_| RuntimeError::Stopped)
+        });
+        (handle, rx)
+    }
+
+    fn poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn an_answer_is_awaited_or_waited_for() {
+        let mut d = driver();
+        let (handle, commands) = handle(&d);
+        let mut members = handle.members();
+        assert!(poll(&mut members).is_pending(), "nothing applied yet");
+        let stats = handle.stats();
+        for command in commands.try_iter() {
+            d.handle_command(command);
+        }
+        assert!(matches!(poll(&mut members), Poll::Ready(Ok(m)) if m.len() == 1));
+        assert_eq!(stats.wait().unwrap().members_known, 1);
+    }
+
+    #[test]
+    fn an_unanswered_command_is_stopped_and_an_unanswered_stop_is_ok() {
+        let d = driver();
+        let (handle, commands) = handle(&d);
+        let set = handle.set("k", b"v");
+        let shutdown = handle.clone().shutdown();
+        // The loop ends without reading its commands.
+        drop(commands);
+        assert!(matches!(set.wait(), Err(RuntimeError::Stopped)));
+        assert!(shutdown.wait().is_ok());
+        assert!(matches!(handle.ring().wait(), Err(RuntimeError::Stopped)));
+        assert!(
+            handle
+                .members()
+                .wait_timeout(Duration::from_secs(1))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn dropping_the_driver_answers_when_stopped() {
+        let mut d = driver();
+        let (handle, commands) = handle(&d);
+        let mut aborted = handle.abort();
+        for command in commands.try_iter() {
+            d.handle_command(command);
+        }
+        assert!(d.is_done());
+        assert!(
+            poll(&mut aborted).is_pending(),
+            "the loop has not ended yet"
+        );
+        drop(d);
+        assert!(matches!(poll(&mut aborted), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_a_dropped_subscription_closes() {
+        let d = driver();
+        let (handle, commands) = handle(&d);
+        let events = handle.events();
+        let Ok(Command::Subscribe(mut sink)) = commands.try_recv() else {
+            panic!("events() subscribes");
+        };
+        let event = Event::RingAgreed { digest: 1 };
+        assert_eq!(sink.deliver(&event), Delivery::Delivered);
+        assert_eq!(sink.deliver(&event), Delivery::Delivered);
+        assert_eq!(sink.deliver(&event), Delivery::Full, "capacity is 2");
+        assert!(events.try_recv().is_some());
+        assert!(poll(&mut events.recv()).is_ready());
+        assert_eq!(
+            events.recv_timeout(Duration::from_millis(1)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        drop(events);
+        assert_eq!(sink.deliver(&event), Delivery::Closed);
+
+        let events = handle.events();
+        drop(commands.try_recv());
+        assert_eq!(events.recv().wait(), None, "the node never took it");
+    }
+}
