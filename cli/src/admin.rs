@@ -79,7 +79,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
 }
 
 fn members_json(node: &Node) -> CliResult<Value> {
-    let mut members = node.members()?;
+    let mut members = node.members().wait()?;
     members.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(members
         .iter()
@@ -97,7 +97,7 @@ fn members_json(node: &Node) -> CliResult<Value> {
 }
 
 fn ring_json(node: &Node) -> CliResult<Value> {
-    let ring = node.ring()?;
+    let ring = node.ring().wait()?;
     let owners: Vec<Value> = ring
         .ownership
         .iter()
@@ -125,7 +125,7 @@ fn ring_json(node: &Node) -> CliResult<Value> {
 }
 
 fn stats_json(node: &Node) -> CliResult<Value> {
-    let s = node.stats()?;
+    let s = node.stats().wait()?;
     Ok(json!({
         "node": node.local_addr().to_string(),
         "uptime_ms": u64::try_from(s.uptime.as_millis()).unwrap_or(u64::MAX),
@@ -149,7 +149,7 @@ fn stats_json(node: &Node) -> CliResult<Value> {
 }
 
 fn route_json(node: &Node, key: &[u8]) -> CliResult<Value> {
-    let route = node.route(key)?;
+    let route = node.route(key).wait()?;
     Ok(json!({
         "key": String::from_utf8_lossy(&route.key),
         "token": route.token,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use grapevine_std::{Event, RecvTimeoutError};
+use grapevine_driver::{Event, RecvTimeoutError};
 
 use crate::runtime::Node;
 
@@ -27,7 +27,7 @@ impl App {
     /// other event to `on_event`.
     pub fn start(node: &Node, mut on_event: impl FnMut(Event) + Send + 'static) -> App {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut events = node.events();
+        let events = node.events();
         let node = node.clone();
         let flag = stop.clone();
         let thread = thread::Builder::new()
@@ -37,7 +37,7 @@ impl App {
                     match events.recv_timeout(Duration::from_millis(50)) {
                         Ok(Event::Request { id, key, .. }) => {
                             tracing::debug!(%id, key = %String::from_utf8_lossy(&key), "serving request");
-                            if let Err(e) = node.respond(id, answer(&node)) {
+                            if let Err(e) = node.respond(id, answer(&node)).wait() {
                                 tracing::debug!(%id, error = %e, "could not respond");
                             }
                         }

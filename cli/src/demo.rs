@@ -16,12 +16,11 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use clap::Args;
-use grapevine::{MemberState, RequestId};
-use grapevine_std::{Clock, Event, Options};
+use grapevine_driver::{Clock, Event, Options, RequestId, Status};
 
 use crate::app::App;
 use crate::node::parse_duration;
-use crate::runtime::Node;
+use crate::runtime::{self, Node};
 use crate::{CliResult, Profile, RuntimeKind, cli_error};
 
 /// Arguments of `grapevine demo`.
@@ -147,7 +146,7 @@ impl Demo {
             .as_ref()
             .ok_or_else(|| cli_error!("node {via} is stopped"))?;
         let sent = self.clock.now();
-        let id = node.request(key.as_bytes(), b"hello".to_vec())?;
+        let id = node.request(key.as_bytes(), b"hello".to_vec()).wait()?;
         self.sent_at.insert((via, id), sent);
         Ok(id)
     }
@@ -166,9 +165,10 @@ impl Demo {
                     .as_ref()
                     .ok_or_else(|| cli_error!("node {i} is stopped"))?;
                 Ok(node
-                    .members()?
+                    .members()
+                    .wait()?
                     .iter()
-                    .filter(|m| m.state == MemberState::Alive)
+                    .filter(|m| m.state == Status::Alive)
                     .count())
             })
             .collect()
@@ -214,7 +214,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         if let Some(addr) = seed_addr {
             options = options.seed(addr);
         }
-        let node = Node::spawn(args.runtime, options)?;
+        let node = runtime::spawn(args.runtime, options)?;
         seed_addr.get_or_insert(node.local_addr());
         let tx = events_tx.clone();
         let clock = demo.clock;
@@ -267,7 +267,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
             let node = d.nodes[i]
                 .as_ref()
                 .ok_or_else(|| cli_error!("node {i} is stopped"))?;
-            let ring = node.ring()?;
+            let ring = node.ring().wait()?;
             if ring.ownership.len() != n {
                 return Ok(false);
             }
@@ -290,7 +290,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         ring_time.as_secs_f64()
     );
     if let Some(node) = demo.nodes[0].as_ref() {
-        for o in node.ring()?.ownership {
+        for o in node.ring().wait()?.ownership {
             println!(
                 "  {:<26} {:>3} tokens, owns {:>5.1}% of keys, replica of {:>5.1}%",
                 demo.name(o.addr),
@@ -311,7 +311,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         let via = rand.below(n);
         let route = demo.nodes[via]
             .as_ref()
-            .map(|node| node.route(key.as_bytes()))
+            .map(|node| node.route(key.as_bytes()).wait())
             .transpose()?;
         let owner = route.as_ref().and_then(|r| r.owner().map(|o| o.addr));
         let id = demo.send(via, &key)?;
@@ -353,7 +353,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         let Some(node0) = demo.nodes[0].as_ref() else {
             break;
         };
-        let route = node0.route(key.as_bytes())?;
+        let route = node0.route(key.as_bytes()).wait()?;
         if route.owner().map(|o| o.addr) != Some(victim_addr) {
             continue;
         }
@@ -384,7 +384,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     );
     let killed_at = demo.clock.now();
     if let Some(node) = demo.nodes[victim].take() {
-        node.abort()?;
+        node.abort().wait()?;
     }
 
     println!(
@@ -432,9 +432,10 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
                 .as_ref()
                 .ok_or_else(|| cli_error!("node {i} is stopped"))?;
             let dead = node
-                .members()?
+                .members()
+                .wait()?
                 .iter()
-                .any(|m| m.id.addr == victim_addr && matches!(m.state, MemberState::Dead));
+                .any(|m| m.id.addr == victim_addr && matches!(m.state, Status::Dead));
             if !dead {
                 return Ok(false);
             }
@@ -532,16 +533,17 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     finish(demo, code)
 }
 
-/// Stops every node (gracefully, in parallel) and every app thread.
+/// Stops every node (gracefully, in parallel: each leave is sent before any is
+/// waited for) and every app thread.
 fn finish(demo: Demo, code: ExitCode) -> CliResult<ExitCode> {
     let stops: Vec<_> = demo
         .nodes
         .into_iter()
         .flatten()
-        .map(|node| std::thread::spawn(move || node.shutdown()))
+        .map(Node::shutdown)
         .collect();
     for stop in stops {
-        if let Ok(Err(e)) = stop.join() {
+        if let Err(e) = stop.wait() {
             tracing::debug!(error = %e, "shutdown failed");
         }
     }

@@ -135,8 +135,8 @@ impl fmt::Display for CliError {
     }
 }
 
-impl From<grapevine_std::RuntimeError> for CliError {
-    fn from(e: grapevine_std::RuntimeError) -> Self {
+impl From<grapevine_driver::RuntimeError> for CliError {
+    fn from(e: grapevine_driver::RuntimeError) -> Self {
         CliError(e.to_string())
     }
 }

@@ -6,11 +6,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
-use grapevine::MemberState;
-use grapevine_std::{Event, Options};
+use grapevine_driver::{Clock, Event, Options, Status};
 
 use crate::app::App;
-use crate::runtime::Node;
+use crate::runtime::{self, Node};
 use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, resolve};
 
 /// Arguments of `grapevine node`.
@@ -82,7 +81,7 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
     let config = args.cluster.profile.config(&args.cluster.cluster);
     let options = Options::new(args.bind).config(config).seeds(seeds.clone());
-    let node = Node::spawn(args.cluster.runtime, options)?;
+    let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone())?;
     tracing::info!(
         node = %node.local_addr(),
@@ -106,21 +105,18 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
 
     let _ = stop_rx.recv();
     tracing::info!("leaving the cluster");
-    node.shutdown()?;
+    node.shutdown().wait()?;
     app.stop();
     Ok(ExitCode::SUCCESS)
 }
 
 /// Waits until some other member is alive.
 fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
-    let clock = grapevine_std::Clock::new();
+    let clock = Clock::new();
     let deadline = clock.now() + timeout;
     loop {
-        let members = node.members()?;
-        if members
-            .iter()
-            .any(|m| !m.local && m.state == MemberState::Alive)
-        {
+        let members = node.members().wait()?;
+        if members.iter().any(|m| !m.local && m.state == Status::Alive) {
             return Ok(());
         }
         if clock.now() >= deadline {

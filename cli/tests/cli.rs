@@ -236,7 +236,7 @@ impl Drop for NodeProcess {
 fn node_answers_members_and_ring_queries() {
     let first = NodeProcess::start(None);
     let second = NodeProcess::start(Some(&first.addr));
-    let clock = grapevine_std::Clock::new();
+    let clock = grapevine_driver::Clock::new();
     let start = clock.now();
     loop {
         let reply = first.query_json("members");

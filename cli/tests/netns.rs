@@ -180,7 +180,7 @@ impl Lab {
     }
 
     fn wait(&self, what: &str, mut done: impl FnMut(&Lab) -> bool) -> Duration {
-        let clock = grapevine_std::Clock::new();
+        let clock = grapevine_driver::Clock::new();
         let start = clock.now();
         loop {
             if done(self) {

@@ -1,11 +1,14 @@
 //! Grapevine on smol.
 //!
 //! [`spawn`] binds an `Async<UdpSocket>` and starts one task on smol's global
-//! executor that owns the [`grapevine::Node`]. The task races the socket, a
-//! [`Timer`] at the core's next deadline and a command channel, and drains the
-//! core's outputs after each wake-up. Everything else (clock mapping, options,
-//! errors, commands, snapshots, the [`Driver`]) is shared with `grapevine-std`, so
-//! the API is the same as [`grapevine_std`]'s with `async` methods.
+//! executor that owns the node's [`Driver`]. The task races
+//! the socket, a [`Timer`] at the core's next deadline and a command channel, and
+//! drains the core's outputs after each wake-up.
+//!
+//! Its siblings are `grapevine-std` and `grapevine-tokio`. None of the three depends
+//! on another: what they share (options, errors, commands, snapshots, the driver and
+//! the [`Handle`] itself) lives in `grapevine-driver`, re-exported here. A request's
+//! answer is a [`Pending`] future: `.await` it (or `.wait()` for it outside async code).
 //!
 //! # Example
 //!
@@ -14,6 +17,7 @@
 //! ```
 //! use std::time::Duration;
 //! use grapevine_smol::{Event, Options};
+//! use smol::future::FutureExt;
 //!
 //! # fn main() -> Result<(), grapevine_smol::RuntimeError> {
 //! smol::block_on(async {
@@ -23,7 +27,11 @@
 //!
 //!     let node = grapevine_smol::spawn(Options::new(local).seed(seed.local_addr()))?;
 //!     let events = node.events();
-//!     while let Ok(event) = events.recv_timeout(Duration::from_secs(5)).await {
+//!     let timeout = || async {
+//!         smol::Timer::after(Duration::from_secs(5)).await;
+//!         None
+//!     };
+//!     while let Some(event) = events.recv().or(timeout()).await {
 //!         match event {
 //!             Event::MemberJoined(id) => {
 //!                 println!("{} joined", id.addr);
@@ -43,20 +51,16 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::time::Duration;
 
-use grapevine_std::driver::RECV_BUFFER_SIZE;
-use smol::channel::{self, Receiver, Sender, TrySendError};
+use grapevine_driver::{Clock, Command, Driver, RECV_BUFFER_SIZE};
+use smol::channel::{self, Receiver};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
 
-pub use grapevine::{Config, MemberState, RequestId};
-pub use grapevine_std::{
-    Clock, Command, Driver, Event, Member, NodeId, Options, Ownership, RecvTimeoutError,
-    RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
+pub use grapevine_driver::{
+    Config, Event, Events, Handle, Member, NodeId, Options, Ownership, Pending, RecvTimeoutError,
+    RequestId, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status,
 };
-use grapevine_std::{Delivery, EventSink, Reply};
 
 /// Binds the socket, starts the node's task on smol's global executor and joins
 /// `options.seeds`.
@@ -67,22 +71,14 @@ pub fn spawn(options: Options) -> Result<Handle, RuntimeError> {
     let local_addr = std_socket.local_addr()?;
     let socket = Async::new(std_socket)?;
     let driver = Driver::new(&options, local_addr, Clock::new())?;
-    let id = driver.id().clone();
     let (commands, rx) = channel::unbounded();
-    let (done_tx, done) = channel::bounded::<()>(1);
-    smol::spawn(async move {
-        run(driver, socket, rx).await;
-        drop(done_tx);
-    })
-    .detach();
-    Ok(Handle {
-        inner: Arc::new(Inner {
-            commands,
-            id,
-            event_capacity: options.event_capacity,
-            done,
-        }),
-    })
+    let handle = Handle::new(&driver, move |command| {
+        commands
+            .try_send(command)
+            .map_err(|_| RuntimeError::Stopped)
+    });
+    smol::spawn(run(driver, rx, socket)).detach();
+    Ok(handle)
 }
 
 enum Wake {
@@ -91,7 +87,9 @@ enum Wake {
     Deadline,
 }
 
-async fn run(mut driver: Driver, socket: Async<UdpSocket>, commands: Receiver<Command>) {
+/// The task. The socket is the last parameter, so it is closed before the driver is
+/// dropped and answers whoever waits for the node to stop.
+async fn run(mut driver: Driver, commands: Receiver<Command>, socket: Async<UdpSocket>) {
     let mut buf = vec![0u8; RECV_BUFFER_SIZE];
     let mut open = true;
     loop {
@@ -129,108 +127,4 @@ async fn run(mut driver: Driver, socket: Async<UdpSocket>, commands: Receiver<Co
         }
     }
     tracing::debug!(node = %driver.id().addr, "node stopped");
-}
-
-#[derive(Debug)]
-struct Inner {
-    commands: Sender<Command>,
-    id: NodeId,
-    event_capacity: usize,
-    done: Receiver<()>,
-}
-
-/// A handle to a running node. Cheap to clone; when every clone is dropped the node
-/// leaves gracefully and stops in the background.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    inner: Arc<Inner>,
-}
-
-impl Handle {
-    fn send(&self, command: Command) -> Result<(), RuntimeError> {
-        self.inner
-            .commands
-            .try_send(command)
-            .map_err(|_| RuntimeError::Stopped)
-    }
-
-    async fn call<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, RuntimeError> {
-        let (tx, rx) = channel::bounded(1);
-        self.send(make(Reply::new(move |value| {
-            let _ = tx.try_send(value);
-        })))?;
-        rx.recv().await.map_err(|_| RuntimeError::Stopped)
-    }
-
-    grapevine_std::async_handle_methods!();
-
-    /// Subscribes to the node's events from now on; the first subscriber also gets
-    /// the events raised since the node started, so nothing is missed between
-    /// [`spawn`] and the first call. Each subscriber has its own bounded queue
-    /// ([`Options::event_capacity`]); when it is full, new events are dropped for
-    /// that subscriber and counted in [`StatsSnapshot::events_dropped`].
-    pub fn events(&self) -> Events {
-        let (tx, rx) = channel::bounded(self.inner.event_capacity);
-        let sink = EventSink::new(move |event: &Event| match tx.try_send(event.clone()) {
-            Ok(()) => Delivery::Delivered,
-            Err(TrySendError::Full(_)) => Delivery::Full,
-            Err(TrySendError::Closed(_)) => Delivery::Closed,
-        });
-        // If the node has stopped the receiver just ends at once.
-        let _ = self.send(Command::Subscribe(sink));
-        Events { rx }
-    }
-
-    /// Leaves gracefully (peers see "left", not "dead"), keeps running for the leave
-    /// timeout so the rumour spreads, and waits for the task to end.
-    pub async fn shutdown(self) -> Result<(), RuntimeError> {
-        let _ = self.send(Command::Leave);
-        let _ = self.inner.done.recv().await;
-        Ok(())
-    }
-
-    /// Stops at once without leaving, as if the process crashed: peers detect the
-    /// node as failed. Waits for the task to end.
-    pub async fn abort(self) -> Result<(), RuntimeError> {
-        let _ = self.send(Command::Abort);
-        let _ = self.inner.done.recv().await;
-        Ok(())
-    }
-}
-
-/// A subscription to a node's events, from [`Handle::events`].
-#[derive(Debug)]
-pub struct Events {
-    rx: Receiver<Event>,
-}
-
-impl Events {
-    /// The next event; `None` once the node has stopped.
-    pub async fn recv(&self) -> Option<Event> {
-        self.rx.recv().await.ok()
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub async fn recv_timeout(&self, timeout: Duration) -> Result<Event, RecvTimeoutError> {
-        let timer = async {
-            Timer::after(timeout).await;
-            Err(RecvTimeoutError::Timeout)
-        };
-        async { self.rx.recv().await.map_err(|_| RecvTimeoutError::Closed) }
-            .or(timer)
-            .await
-    }
-
-    /// The next event if one is queued.
-    pub fn try_recv(&self) -> Option<Event> {
-        self.rx.try_recv().ok()
-    }
-
-    /// The next event, blocking the thread (for use outside async code).
-    pub fn blocking_recv(&self) -> Option<Event> {
-        self.rx.recv_blocking().ok()
-    }
 }

@@ -1,191 +1,24 @@
 //! Five nodes on real UDP (127.0.0.1, ephemeral ports) driven by the std runtime:
 //! they converge, one stops and the others declare it dead, and a request sent to
 //! any node reaches the key's owner. Every wait polls a condition under a deadline.
+//! The scenarios are shared with the sibling runtimes (`grapevine_driver::test_support`).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
-
-use grapevine_std::{
-    Clock, Config, Event, Handle, MemberState, Options, RecvTimeoutError, RequestId,
-};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-const NODES: usize = 5;
-
-fn fast_config() -> Config {
-    let mut config = Config::lan("runtime-std-test");
-    config.probe_interval = Duration::from_millis(200);
-    config.probe_timeout = Duration::from_millis(100);
-    config.gossip_interval = Duration::from_millis(200);
-    config.request_timeout = Duration::from_millis(300);
-    config
-}
-
-/// Polls `done` until it holds; panics after [`DEADLINE`]. Returns the time it took.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
-    let clock = Clock::new();
-    let start = clock.now();
-    loop {
-        if done() {
-            return clock.now() - start;
-        }
-        assert!(
-            clock.now() - start < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-type Responses = Arc<Mutex<HashMap<(usize, RequestId), (SocketAddr, Vec<u8>)>>>;
-
-/// Answers requests with the node's address and records the responses it gets.
-fn serve(index: usize, node: &Handle, responses: Responses) -> thread::JoinHandle<()> {
-    let events = node.events();
-    let node = node.clone();
-    thread::spawn(move || {
-        loop {
-            match events.recv_timeout(Duration::from_millis(100)) {
-                Ok(Event::Request { id, .. }) => {
-                    let _ = node.respond(id, node.local_addr().to_string().into_bytes());
-                }
-                Ok(Event::Response { id, from, payload }) => {
-                    responses
-                        .lock()
-                        .unwrap()
-                        .insert((index, id), (from.addr, payload));
-                }
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Closed) => return,
-            }
-        }
-    })
-}
-
-fn alive(node: &Handle) -> usize {
-    node.members()
-        .unwrap()
-        .iter()
-        .filter(|m| m.state == MemberState::Alive)
-        .count()
-}
-
-fn rings_agree(nodes: &[&Handle], owners: usize) -> bool {
-    let rings: Vec<_> = nodes.iter().map(|n| n.ring().unwrap()).collect();
-    rings
-        .iter()
-        .all(|r| r.ownership.len() == owners && r.digest == rings[0].digest)
-}
+use grapevine_driver::test_support;
 
 #[test]
 fn five_nodes_converge_detect_a_failure_and_route_requests() {
-    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let responses: Responses = Arc::default();
-    let mut nodes: Vec<Handle> = Vec::new();
-    let mut servers = Vec::new();
-    for i in 0..NODES {
-        let mut options = Options::new(local).config(fast_config()).rng_seed(i as u64);
-        if let Some(first) = nodes.first() {
-            options = options.seed(first.local_addr());
-        }
-        let node = grapevine_std::spawn(options).unwrap();
-        servers.push(serve(i, &node, responses.clone()));
-        nodes.push(node);
-    }
-
-    let converged = wait_until("5 nodes to see 5 alive members", || {
-        nodes.iter().all(|n| alive(n) == NODES)
-    });
-    let all: Vec<&Handle> = nodes.iter().collect();
-    let agreed = wait_until("the ring to agree", || rings_agree(&all, NODES));
-    eprintln!("converged in {converged:?}, ring agreed in {agreed:?}");
-
-    let victim = nodes.pop().unwrap();
-    let victim_addr = victim.local_addr();
-    victim.abort().unwrap();
-    let detected = wait_until("the survivors to declare the stopped node dead", || {
-        nodes.iter().all(|n| {
-            n.members()
-                .unwrap()
-                .iter()
-                .any(|m| m.addr() == victim_addr && m.state == MemberState::Dead)
-        })
-    });
-    eprintln!("stopped node declared dead by all in {detected:?}");
-    let survivors: Vec<&Handle> = nodes.iter().collect();
-    wait_until("the survivors' rings to agree", || {
-        rings_agree(&survivors, NODES - 1)
-    });
-
-    for k in 0..20 {
-        let key = format!("key-{k}");
-        let via_index = k % nodes.len();
-        let via = &nodes[via_index];
-        let route = via.route(key.as_bytes()).unwrap();
-        let replicas: Vec<SocketAddr> = route.replicas.iter().map(|r| r.id.addr).collect();
-        assert!(
-            !replicas.contains(&victim_addr),
-            "{key} still routes to the dead node"
-        );
-        // A replica serves the request itself; any other node forwards it to the owner.
-        let expected = if replicas.contains(&via.local_addr()) {
-            via.local_addr()
-        } else {
-            route.owner().unwrap().addr
-        };
-        let id = via.request(key.as_bytes(), b"ping".to_vec()).unwrap();
-        wait_until(&format!("the response to {key}"), || {
-            responses.lock().unwrap().contains_key(&(via_index, id))
-        });
-        let (from, payload) = responses.lock().unwrap()[&(via_index, id)].clone();
-        assert_eq!(
-            from,
-            expected,
-            "{key} via {} was served by {from}",
-            via.local_addr()
-        );
-        assert_eq!(payload, expected.to_string().into_bytes());
-    }
-    let forwarded: u64 = nodes
-        .iter()
-        .map(|n| n.stats().unwrap().core.requests_forwarded)
-        .sum();
-    assert!(forwarded > 0, "no request was forwarded");
-    for node in &nodes {
-        let stats = node.stats().unwrap();
-        assert_eq!(stats.send_errors, 0, "{stats:?}");
-        assert_eq!(stats.events_dropped, 0, "{stats:?}");
-    }
-
-    for node in nodes {
-        node.shutdown().unwrap();
-    }
-    for server in servers {
-        server.join().unwrap();
-    }
+    test_support::five_nodes_converge_detect_a_failure_and_route_requests(
+        grapevine_std::spawn,
+        "runtime-std-test",
+    );
 }
 
 #[test]
 fn binding_a_port_in_use_is_an_error() {
-    let first = grapevine_std::spawn(Options::new("127.0.0.1:0".parse().unwrap())).unwrap();
-    let err = grapevine_std::spawn(Options::new(first.local_addr())).unwrap_err();
-    assert!(
-        matches!(err, grapevine_std::RuntimeError::Bind { .. }),
-        "{err}"
-    );
-    first.abort().unwrap();
+    test_support::binding_a_port_in_use_is_an_error(grapevine_std::spawn);
 }
 
 #[test]
 fn commands_after_stop_report_stopped() {
-    let node = grapevine_std::spawn(Options::new("127.0.0.1:0".parse().unwrap())).unwrap();
-    let other = node.clone();
-    node.abort().unwrap();
-    assert!(matches!(
-        other.members(),
-        Err(grapevine_std::RuntimeError::Stopped)
-    ));
+    test_support::commands_after_stop_report_stopped(grapevine_std::spawn);
 }

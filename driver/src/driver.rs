@@ -1,6 +1,4 @@
-//! The pieces every Grapevine runtime shares: the clock mapping, options, errors,
-//! the command enum, the snapshot types and the [`Driver`] that applies them to a
-//! [`grapevine::Node`].
+//! The [`Driver`]: a [`grapevine::Node`] plus the bookkeeping a runtime needs.
 //!
 //! A runtime is a short loop around a [`Driver`]:
 //!
@@ -9,7 +7,8 @@
 //!    then call [`Driver::handle_timeout`];
 //! 3. call [`Driver::flush`], which sends every transmit and delivers every event
 //!    (the core's drain rule);
-//! 4. stop when [`Driver::is_done`].
+//! 4. stop when [`Driver::is_done`], and drop the driver last: dropping it answers
+//!    [`Command::WhenStopped`].
 //!
 //! Nothing here makes a protocol decision: the driver only moves bytes, commands,
 //! events and time between the outside world and the core.
@@ -18,487 +17,17 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use grapevine::{
-    Config, ConfigError, MemberState, RequestError, RequestId, RespondError, StateError, Stats,
-};
+use grapevine::Status;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-/// A core event with socket addresses.
-pub type Event = grapevine::Event<SocketAddr>;
-/// A node identity with a socket address.
-pub type NodeId = grapevine::NodeId<SocketAddr>;
-/// The core node every runtime drives.
-pub type CoreNode = grapevine::Node<SocketAddr, ChaCha8Rng>;
-
-/// The size of the buffer a runtime receives datagrams into: the largest UDP payload.
-pub const RECV_BUFFER_SIZE: usize = 65_535;
-
-/// Maps the runtime's monotonic clock ([`std::time::Instant`]) to the core's
-/// [`grapevine::Instant`], counted from the moment the clock was created.
-///
-/// This is the only place a Grapevine runtime reads the clock.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    origin: std::time::Instant,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock {
-    /// A clock whose origin ([`grapevine::Instant::ZERO`]) is now.
-    #[allow(clippy::disallowed_methods, reason = "the runtime owns the clock")]
-    pub fn new() -> Self {
-        Clock {
-            origin: std::time::Instant::now(),
-        }
-    }
-
-    /// The current time on the core's clock.
-    #[allow(clippy::disallowed_methods, reason = "the runtime owns the clock")]
-    pub fn now(&self) -> grapevine::Instant {
-        self.to_core(std::time::Instant::now())
-    }
-
-    /// Converts a runtime instant to the core's clock (instants before the origin map to zero).
-    pub fn to_core(&self, t: std::time::Instant) -> grapevine::Instant {
-        let nanos = t.saturating_duration_since(self.origin).as_nanos();
-        grapevine::Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-
-    /// Converts a core instant to the runtime's clock, or `None` if it is too far
-    /// in the future to represent (treat that as "never").
-    pub fn to_std(&self, t: grapevine::Instant) -> Option<std::time::Instant> {
-        self.origin.checked_add(Duration::from_nanos(t.as_nanos()))
-    }
-
-    /// A fresh generation for a node identity: wall-clock microseconds since the
-    /// Unix epoch, so a restarted process at the same address is a new life.
-    #[allow(clippy::disallowed_methods, reason = "the runtime owns the clock")]
-    pub fn generation() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// Everything needed to start a node: where to bind, whom to join, and the protocol config.
-///
-/// ```
-/// use grapevine_std::Options;
-/// let options = Options::new("127.0.0.1:0".parse().unwrap())
-///     .seed("127.0.0.1:7946".parse().unwrap())
-///     .cluster_name("demo");
-/// assert_eq!(options.seeds.len(), 1);
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// The UDP address to bind. Port 0 picks an ephemeral port; the node's identity
-    /// uses the address actually bound.
-    pub bind: SocketAddr,
-    /// Addresses to join at start. Empty for the first node of a cluster.
-    pub seeds: Vec<SocketAddr>,
-    /// The protocol configuration (default: [`Config::lan`] with cluster name `grapevine`).
-    pub config: Config,
-    /// The identity's generation; `None` (the default) takes [`Clock::generation`].
-    pub generation: Option<u64>,
-    /// The seed of the node's RNG; `None` (the default) draws one from the OS.
-    pub rng_seed: Option<u64>,
-    /// How long a node keeps running after a graceful [`Command::Leave`], so that its
-    /// "left" rumour spreads; `None` (the default) uses two gossip intervals.
-    pub leave_timeout: Option<Duration>,
-    /// How many undelivered events each subscriber may hold before new events are
-    /// dropped for it (and counted in [`StatsSnapshot::events_dropped`]). Default 4096.
-    pub event_capacity: usize,
-}
-
-impl Options {
-    /// Options for a node bound to `bind`, with no seeds and [`Config::lan`].
-    pub fn new(bind: SocketAddr) -> Self {
-        Options {
-            bind,
-            seeds: Vec::new(),
-            config: Config::lan("grapevine"),
-            generation: None,
-            rng_seed: None,
-            leave_timeout: None,
-            event_capacity: 4096,
-        }
-    }
-
-    /// Adds one seed to join at start.
-    pub fn seed(mut self, seed: SocketAddr) -> Self {
-        self.seeds.push(seed);
-        self
-    }
-
-    /// Adds seeds to join at start.
-    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
-        self.seeds.extend(seeds);
-        self
-    }
-
-    /// Replaces the protocol configuration.
-    pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Sets the cluster name in the configuration.
-    pub fn cluster_name(mut self, name: impl Into<String>) -> Self {
-        self.config.cluster_name = name.into();
-        self
-    }
-
-    /// Fixes the identity's generation (tests; a runtime normally takes the wall clock).
-    pub fn generation(mut self, generation: u64) -> Self {
-        self.generation = Some(generation);
-        self
-    }
-
-    /// Fixes the seed of the node's RNG (reproducible runs).
-    pub fn rng_seed(mut self, seed: u64) -> Self {
-        self.rng_seed = Some(seed);
-        self
-    }
-
-    /// Sets how long a graceful leave keeps the node running.
-    pub fn leave_timeout(mut self, timeout: Duration) -> Self {
-        self.leave_timeout = Some(timeout);
-        self
-    }
-
-    /// Sets how many events each subscriber may hold.
-    pub fn event_capacity(mut self, capacity: usize) -> Self {
-        self.event_capacity = capacity.max(1);
-        self
-    }
-
-    /// Checks the configuration, then binds a blocking UDP socket to [`Options::bind`].
-    pub fn bind_socket(&self) -> Result<UdpSocket, RuntimeError> {
-        self.config.validate().map_err(RuntimeError::Config)?;
-        UdpSocket::bind(self.bind).map_err(|source| RuntimeError::Bind {
-            addr: self.bind,
-            source,
-        })
-    }
-}
-
-/// What can go wrong in a runtime.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum RuntimeError {
-    /// The UDP socket could not be bound (address in use, not local, no permission).
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// Another I/O error while starting the runtime.
-    Io(io::Error),
-    /// The configuration is invalid; nothing was started.
-    Config(ConfigError),
-    /// The core refused a state change; the node's state is unchanged.
-    State(StateError),
-    /// The core refused a request; nothing was sent.
-    Request(RequestError),
-    /// The core refused a response; nothing was sent.
-    Respond(RespondError),
-    /// The node has stopped (after a leave or an abort): the command was not applied.
-    Stopped,
-}
-
-impl fmt::Display for RuntimeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RuntimeError::Bind { addr, source } => write!(f, "cannot bind UDP {addr}: {source}"),
-            RuntimeError::Io(e) => write!(f, "I/O error: {e}"),
-            RuntimeError::Config(e) => write!(f, "invalid configuration: {e}"),
-            RuntimeError::State(e) => write!(f, "state change refused: {e}"),
-            RuntimeError::Request(e) => write!(f, "request refused: {e}"),
-            RuntimeError::Respond(e) => write!(f, "response refused: {e}"),
-            RuntimeError::Stopped => f.write_str("the node has stopped"),
-        }
-    }
-}
-
-impl std::error::Error for RuntimeError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            RuntimeError::Bind { source, .. } => Some(source),
-            RuntimeError::Io(e) => Some(e),
-            RuntimeError::Config(e) => Some(e),
-            RuntimeError::State(e) => Some(e),
-            RuntimeError::Request(e) => Some(e),
-            RuntimeError::Respond(e) => Some(e),
-            RuntimeError::Stopped => None,
-        }
-    }
-}
-
-impl From<io::Error> for RuntimeError {
-    fn from(e: io::Error) -> Self {
-        RuntimeError::Io(e)
-    }
-}
-
-/// Why waiting for an event with a timeout returned no event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecvTimeoutError {
-    /// Nothing arrived in time; the node is still running.
-    Timeout,
-    /// The node has stopped: no event will ever arrive.
-    Closed,
-}
-
-impl fmt::Display for RecvTimeoutError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecvTimeoutError::Timeout => "timed out waiting for an event",
-            RecvTimeoutError::Closed => "the node has stopped",
-        })
-    }
-}
-
-impl std::error::Error for RecvTimeoutError {}
-
-/// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
-pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
-
-impl<T> Reply<T> {
-    /// A reply that calls `f` with the answer (typically sending it on a one-shot channel).
-    pub fn new(f: impl FnOnce(T) + Send + 'static) -> Self {
-        Reply(Box::new(f))
-    }
-
-    /// Answers.
-    pub fn send(self, value: T) {
-        (self.0)(value)
-    }
-}
-
-impl<T> fmt::Debug for Reply<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Reply")
-    }
-}
-
-/// What a subscriber did with an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
-    /// The subscriber has it.
-    Delivered,
-    /// The subscriber's queue is full: this event is dropped for it and counted.
-    Full,
-    /// The subscriber is gone: forget it.
-    Closed,
-}
-
-/// Where a subscriber's events go (typically a bounded channel's `try_send`).
-pub struct EventSink(Box<dyn FnMut(&Event) -> Delivery + Send>);
-
-impl EventSink {
-    /// A sink that hands each event to `f`.
-    pub fn new(f: impl FnMut(&Event) -> Delivery + Send + 'static) -> Self {
-        EventSink(Box::new(f))
-    }
-}
-
-impl fmt::Debug for EventSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EventSink")
-    }
-}
-
-/// A command from a handle to the loop that owns the node.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Command {
-    /// Join more seeds (the node already joined [`Options::seeds`] at start).
-    Join(Vec<SocketAddr>),
-    /// Set a key in this node's state.
-    Set {
-        /// The key.
-        key: String,
-        /// The value.
-        value: Vec<u8>,
-        /// Whether the core accepted it.
-        reply: Reply<Result<(), RuntimeError>>,
-    },
-    /// Delete a key from this node's state.
-    Delete {
-        /// The key.
-        key: String,
-        /// Whether the core accepted it.
-        reply: Reply<Result<(), RuntimeError>>,
-    },
-    /// Read a key of some node's state, as this node knows it.
-    Get {
-        /// The node that owns the key.
-        node: SocketAddr,
-        /// The key.
-        key: String,
-        /// The value, if known.
-        reply: Reply<Option<Vec<u8>>>,
-    },
-    /// Send a client request for `key`; the answer arrives as [`grapevine::Event::Response`]
-    /// (or [`grapevine::Event::RequestFailed`]) on the event subscribers.
-    Request {
-        /// The key that picks the owner.
-        key: Vec<u8>,
-        /// The application's payload.
-        payload: Vec<u8>,
-        /// The request's id, or why the core refused it.
-        reply: Reply<Result<RequestId, RuntimeError>>,
-    },
-    /// Answer a [`grapevine::Event::Request`].
-    Respond {
-        /// The id from the event.
-        id: RequestId,
-        /// The application's payload.
-        payload: Vec<u8>,
-        /// Whether the core accepted it.
-        reply: Reply<Result<(), RuntimeError>>,
-    },
-    /// List every known member.
-    Members(Reply<Vec<Member>>),
-    /// Read the counters.
-    Stats(Reply<StatsSnapshot>),
-    /// The token ring as this node sees it.
-    Ring(Reply<RingSnapshot>),
-    /// Where a key routes.
-    Route {
-        /// The key.
-        key: Vec<u8>,
-        /// The replica set and ring digest.
-        reply: Reply<Route>,
-    },
-    /// Add an event subscriber. The first subscriber also receives the events raised
-    /// before it subscribed (up to [`Options::event_capacity`] of them).
-    Subscribe(EventSink),
-    /// Leave gracefully: spread "left", keep running for the leave timeout, then stop.
-    Leave,
-    /// Stop at once without leaving: peers will detect this node as failed.
-    Abort,
-}
-
-/// One member as a node sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Member {
-    /// Address and generation.
-    pub id: NodeId,
-    /// Alive, suspect, dead or left.
-    pub state: MemberState,
-    /// The member's incarnation number (bumped when it refutes a suspicion).
-    pub incarnation: u64,
-    /// How long ago this node last received a valid datagram from the member's
-    /// address; `None` if never (or for the local node itself).
-    pub last_heard: Option<Duration>,
-    /// How long ago this node's view of the member last changed (state or incarnation).
-    pub since: Duration,
-    /// Whether this is the node being asked.
-    pub local: bool,
-}
-
-impl Member {
-    /// The member's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.id.addr
-    }
-}
-
-/// The node's counters plus the runtime's own.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct StatsSnapshot {
-    /// The core's counters.
-    pub core: Stats,
-    /// Time since the runtime started.
-    pub uptime: Duration,
-    /// Members (including this node) in state alive or suspect.
-    pub members_live: usize,
-    /// Every known member, tombstones included.
-    pub members_known: usize,
-    /// The node's current ring digest.
-    pub ring_digest: u64,
-    /// Events dropped because a subscriber's queue was full.
-    pub events_dropped: u64,
-    /// Datagrams the socket refused to send.
-    pub send_errors: u64,
-    /// Errors from the socket's receive.
-    pub recv_errors: u64,
-}
-
-/// One replica of a key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RouteReplica {
-    /// The replica's identity.
-    pub id: NodeId,
-    /// Its state as the asking node sees it (alive or suspect: the ring holds no others).
-    pub state: MemberState,
-}
-
-/// Where a key routes, as a node sees the ring.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Route {
-    /// The key.
-    pub key: Vec<u8>,
-    /// The key's token on the ring.
-    pub token: i64,
-    /// The replicas in ring order, owner first.
-    pub replicas: Vec<RouteReplica>,
-    /// The ring digest of the asking node.
-    pub ring_digest: u64,
-}
-
-impl Route {
-    /// The key's owner: the first replica, which serves requests for the key
-    /// unless it fails to answer (then the next one does).
-    pub fn owner(&self) -> Option<&NodeId> {
-        self.replicas.first().map(|r| &r.id)
-    }
-}
-
-/// One node's part of the token ring.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct Ownership {
-    /// The node's address.
-    pub addr: SocketAddr,
-    /// How many tokens it holds on the ring.
-    pub tokens: usize,
-    /// The fraction of all keys it owns (is the first replica of), 0 to 1.
-    pub primary: f64,
-    /// The fraction of all keys it holds a replica of, 0 to 1.
-    pub replica: f64,
-}
-
-/// The token ring as one node sees it.
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub struct RingSnapshot {
-    /// The ring digest: equal on nodes that agree.
-    pub digest: u64,
-    /// The configured replication factor.
-    pub replication_factor: usize,
-    /// Every `(token, owner)` in ring order.
-    pub tokens: Vec<(i64, SocketAddr)>,
-    /// Each node's share of the key space, exact (range arithmetic, no sampling).
-    pub ownership: Vec<Ownership>,
-}
+use crate::{
+    Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
+    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -522,6 +51,8 @@ pub struct Driver {
     events_dropped: u64,
     send_errors: u64,
     recv_errors: u64,
+    /// Answered when the driver is dropped: the loop has ended.
+    stop_waiters: Vec<Reply<Result<(), RuntimeError>>>,
 }
 
 impl fmt::Debug for Driver {
@@ -572,6 +103,7 @@ impl Driver {
             events_dropped: 0,
             send_errors: 0,
             recv_errors: 0,
+            stop_waiters: Vec::new(),
         };
         let seeds: Vec<SocketAddr> = options
             .seeds
@@ -591,6 +123,11 @@ impl Driver {
     /// The core node, read-only.
     pub fn node(&self) -> &CoreNode {
         &self.node
+    }
+
+    /// How many undelivered events each subscriber may hold ([`Options::event_capacity`]).
+    pub fn event_capacity(&self) -> usize {
+        self.event_capacity
     }
 
     /// The clock the driver reads.
@@ -685,13 +222,14 @@ impl Driver {
             Command::Subscribe(sink) => self.subscribe(sink),
             Command::Leave => self.leave(),
             Command::Abort => self.phase = Phase::Done,
+            Command::WhenStopped(reply) => self.stop_waiters.push(reply),
         }
     }
 
     fn subscribe(&mut self, mut sink: EventSink) {
         if let Some(backlog) = self.backlog.take() {
             for event in &backlog {
-                match (sink.0)(event) {
+                match sink.deliver(event) {
                     Delivery::Delivered => {}
                     Delivery::Full => self.events_dropped += 1,
                     Delivery::Closed => return,
@@ -740,7 +278,7 @@ impl Driver {
                 continue;
             }
             let mut dropped = 0;
-            self.sinks.retain_mut(|sink| match (sink.0)(&event) {
+            self.sinks.retain_mut(|sink| match sink.deliver(&event) {
                 Delivery::Delivered => true,
                 Delivery::Full => {
                     dropped += 1;
@@ -810,7 +348,7 @@ impl Driver {
         let mut members_known = 0;
         for m in self.node.members() {
             members_known += 1;
-            if matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+            if matches!(m.state, Status::Alive | Status::Suspect) {
                 members_live += 1;
             }
         }
@@ -873,6 +411,22 @@ impl Driver {
     }
 }
 
+/// Dropping the driver is the end of the loop: answer [`Command::WhenStopped`].
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        for waiter in self.stop_waiters.drain(..) {
+            waiter.send(if panicked {
+                Err(RuntimeError::Io(io::Error::other(
+                    "the node's loop panicked",
+                )))
+            } else {
+                Ok(())
+            });
+        }
+    }
+}
+
 fn log_event(event: &Event) {
     match event {
         Event::MemberJoined(id) => {
@@ -895,20 +449,10 @@ fn random_seed(generation: u64, addr: SocketAddr) -> u64 {
     hasher.finish()
 }
 
-/// The address a local wake-up datagram should be sent to: the socket's own
-/// address, with an unspecified IP replaced by loopback.
-pub fn wake_target(local_addr: SocketAddr) -> SocketAddr {
-    let ip = match local_addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, local_addr.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Config;
     use std::sync::mpsc;
 
     fn driver(options: Options) -> Driver {
@@ -1063,22 +607,6 @@ mod tests {
             second
                 .try_iter()
                 .any(|e| matches!(e, Event::Response { .. }))
-        );
-    }
-
-    #[test]
-    fn wake_target_replaces_unspecified_ips() {
-        assert_eq!(
-            wake_target("0.0.0.0:5".parse().unwrap()),
-            "127.0.0.1:5".parse().unwrap()
-        );
-        assert_eq!(
-            wake_target("[::]:5".parse().unwrap()),
-            "[::1]:5".parse().unwrap()
-        );
-        assert_eq!(
-            wake_target("10.0.0.1:5".parse().unwrap()),
-            "10.0.0.1:5".parse().unwrap()
         );
     }
 }

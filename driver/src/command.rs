@@ -1,0 +1,137 @@
+//! What a handle sends to the loop that owns the node, and how answers and events come back.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use grapevine::RequestId;
+
+use crate::{Event, Member, RingSnapshot, Route, RuntimeError, StatsSnapshot};
+
+/// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
+pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
+
+impl<T> Reply<T> {
+    /// A reply that calls `f` with the answer (typically sending it on a one-shot channel).
+    pub fn new(f: impl FnOnce(T) + Send + 'static) -> Self {
+        Reply(Box::new(f))
+    }
+
+    /// Answers.
+    pub fn send(self, value: T) {
+        (self.0)(value)
+    }
+}
+
+impl<T> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// What a subscriber did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The subscriber has it.
+    Delivered,
+    /// The subscriber's queue is full: this event is dropped for it and counted.
+    Full,
+    /// The subscriber is gone: forget it.
+    Closed,
+}
+
+/// Where a subscriber's events go (typically a bounded channel's `try_send`).
+pub struct EventSink(Box<dyn FnMut(&Event) -> Delivery + Send>);
+
+impl EventSink {
+    /// A sink that hands each event to `f`.
+    pub fn new(f: impl FnMut(&Event) -> Delivery + Send + 'static) -> Self {
+        EventSink(Box::new(f))
+    }
+
+    /// Hands `event` to the subscriber.
+    pub(crate) fn deliver(&mut self, event: &Event) -> Delivery {
+        (self.0)(event)
+    }
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EventSink")
+    }
+}
+
+/// A command from a handle to the loop that owns the node.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// Join more seeds (the node already joined [`Options::seeds`](crate::Options::seeds) at start).
+    Join(Vec<SocketAddr>),
+    /// Set a key in this node's state.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+        /// Whether the core accepted it.
+        reply: Reply<Result<(), RuntimeError>>,
+    },
+    /// Delete a key from this node's state.
+    Delete {
+        /// The key.
+        key: String,
+        /// Whether the core accepted it.
+        reply: Reply<Result<(), RuntimeError>>,
+    },
+    /// Read a key of some node's state, as this node knows it.
+    Get {
+        /// The node that owns the key.
+        node: SocketAddr,
+        /// The key.
+        key: String,
+        /// The value, if known.
+        reply: Reply<Option<Vec<u8>>>,
+    },
+    /// Send a client request for `key`; the answer arrives as [`grapevine::Event::Response`]
+    /// (or [`grapevine::Event::RequestFailed`]) on the event subscribers.
+    Request {
+        /// The key that picks the owner.
+        key: Vec<u8>,
+        /// The application's payload.
+        payload: Vec<u8>,
+        /// The request's id, or why the core refused it.
+        reply: Reply<Result<RequestId, RuntimeError>>,
+    },
+    /// Answer a [`grapevine::Event::Request`].
+    Respond {
+        /// The id from the event.
+        id: RequestId,
+        /// The application's payload.
+        payload: Vec<u8>,
+        /// Whether the core accepted it.
+        reply: Reply<Result<(), RuntimeError>>,
+    },
+    /// List every known member.
+    Members(Reply<Vec<Member>>),
+    /// Read the counters.
+    Stats(Reply<StatsSnapshot>),
+    /// The token ring as this node sees it.
+    Ring(Reply<RingSnapshot>),
+    /// Where a key routes.
+    Route {
+        /// The key.
+        key: Vec<u8>,
+        /// The replica set and ring digest.
+        reply: Reply<Route>,
+    },
+    /// Add an event subscriber. The first subscriber also receives the events raised
+    /// before it subscribed (up to [`Options::event_capacity`](crate::Options::event_capacity) of them).
+    Subscribe(EventSink),
+    /// Leave gracefully: spread "left", keep running for the leave timeout, then stop.
+    Leave,
+    /// Stop at once without leaving: peers will detect this node as failed.
+    Abort,
+    /// Answer once the loop has ended (when the [`Driver`](crate::Driver) is dropped):
+    /// `Ok`, or an error if the loop ended in a panic. A reply that is dropped
+    /// unanswered (the loop ended before reading this command) means the same as `Ok`.
+    WhenStopped(Reply<Result<(), RuntimeError>>),
+}

@@ -1,0 +1,83 @@
+//! What the Grapevine runtimes share, in a crate that is not itself a runtime.
+//!
+//! The runtimes are siblings: `grapevine-std` (a thread on a blocking
+//! `std::net::UdpSocket`), `grapevine-tokio` and `grapevine-smol` (one task each).
+//! None depends on another; each depends on this crate and adds only its event loop
+//! and its command channel. Here live:
+//!
+//! - [`Clock`]: the runtime's monotonic clock mapped to [`grapevine::Instant`];
+//! - [`Options`] and [`RuntimeError`];
+//! - [`Command`], with [`Reply`] and [`EventSink`]: what a handle asks of the loop;
+//! - the snapshots a handle gets back: [`Member`], [`StatsSnapshot`], [`Route`],
+//!   [`RingSnapshot`];
+//! - the [`Driver`]: a [`grapevine::Node`] plus subscribers, counters and the leave
+//!   timer, which a runtime's loop feeds with datagrams, commands and time;
+//! - [`Handle`], the one client type every runtime returns from `spawn`: each request
+//!   returns a [`Pending`] answer that async code `.await`s and threads `.wait()` for,
+//!   and [`Handle::events`] returns [`Events`], read the same two ways.
+//!
+//! Nothing here makes a protocol decision: the core does that.
+//!
+//! # Example
+//!
+//! A runtime cut down to its bones: a channel for commands, a driver, one turn of the
+//! loop by hand.
+//!
+//! ```
+//! use std::sync::mpsc;
+//! use grapevine_driver::{Clock, Driver, Handle, Options, RuntimeError};
+//!
+//! # fn main() -> Result<(), RuntimeError> {
+//! let options = Options::new("127.0.0.1:0".parse().unwrap());
+//! let socket = options.bind_socket()?;
+//! let mut driver = Driver::new(&options, socket.local_addr()?, Clock::new())?;
+//! let (commands, inbox) = mpsc::channel();
+//! let handle = Handle::new(&driver, move |command| {
+//!     commands.send(command).map_err(|_| RuntimeError::Stopped)
+//! });
+//!
+//! let members = handle.members(); // sent now, answered by the loop
+//! // One turn of the loop: apply commands, fire due timers, drain the core.
+//! while let Ok(command) = inbox.try_recv() {
+//!     driver.handle_command(command);
+//! }
+//! driver.handle_timeout();
+//! driver.flush(|dest, payload| socket.send_to(payload, dest).map(drop));
+//!
+//! let members = members.wait()?;
+//! assert_eq!(members.len(), 1);
+//! assert!(members[0].local);
+//! # Ok(())
+//! # }
+//! ```
+
+mod clock;
+mod command;
+mod driver;
+mod handle;
+mod options;
+mod snapshot;
+mod sync;
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod test_support;
+
+use std::net::SocketAddr;
+
+pub use clock::Clock;
+pub use command::{Command, Delivery, EventSink, Reply};
+pub use driver::Driver;
+pub use grapevine::{Config, RequestId, Status};
+pub use handle::{Events, Handle, Pending, Recv};
+pub use options::{Options, RecvTimeoutError, RuntimeError};
+pub use snapshot::{Member, Ownership, RingSnapshot, Route, RouteReplica, StatsSnapshot};
+
+/// A core event with socket addresses.
+pub type Event = grapevine::Event<SocketAddr>;
+/// A node identity with a socket address.
+pub type NodeId = grapevine::NodeId<SocketAddr>;
+/// The core node every runtime drives.
+pub type CoreNode = grapevine::Node<SocketAddr, rand_chacha::ChaCha8Rng>;
+
+/// The size of the buffer a runtime receives datagrams into: the largest UDP payload.
+pub const RECV_BUFFER_SIZE: usize = 65_535;

@@ -1,0 +1,116 @@
+//! Plain-data snapshots of a node, as answers to a handle's questions.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use grapevine::{Stats, Status};
+
+use crate::NodeId;
+
+/// One member as a node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Member {
+    /// Address and generation.
+    pub id: NodeId,
+    /// Alive, suspect, dead or left.
+    pub state: Status,
+    /// The member's incarnation number (bumped when it refutes a suspicion).
+    pub incarnation: u64,
+    /// How long ago this node last received a valid datagram from the member's
+    /// address; `None` if never (or for the local node itself).
+    pub last_heard: Option<Duration>,
+    /// How long ago this node's view of the member last changed (state or incarnation).
+    pub since: Duration,
+    /// Whether this is the node being asked.
+    pub local: bool,
+}
+
+impl Member {
+    /// The member's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.id.addr
+    }
+}
+
+/// The node's counters plus the runtime's own.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// The core's counters.
+    pub core: Stats,
+    /// Time since the runtime started.
+    pub uptime: Duration,
+    /// Members (including this node) in state alive or suspect.
+    pub members_live: usize,
+    /// Every known member, tombstones included.
+    pub members_known: usize,
+    /// The node's current ring digest.
+    pub ring_digest: u64,
+    /// Events dropped because a subscriber's queue was full.
+    pub events_dropped: u64,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
+    /// Errors from the socket's receive.
+    pub recv_errors: u64,
+}
+
+/// One replica of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteReplica {
+    /// The replica's identity.
+    pub id: NodeId,
+    /// Its state as the asking node sees it (alive or suspect: the ring holds no others).
+    pub state: Status,
+}
+
+/// Where a key routes, as a node sees the ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Route {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The key's token on the ring.
+    pub token: i64,
+    /// The replicas in ring order, owner first.
+    pub replicas: Vec<RouteReplica>,
+    /// The ring digest of the asking node.
+    pub ring_digest: u64,
+}
+
+impl Route {
+    /// The key's owner: the first replica, which serves requests for the key
+    /// unless it fails to answer (then the next one does).
+    pub fn owner(&self) -> Option<&NodeId> {
+        self.replicas.first().map(|r| &r.id)
+    }
+}
+
+/// One node's part of the token ring.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Ownership {
+    /// The node's address.
+    pub addr: SocketAddr,
+    /// How many tokens it holds on the ring.
+    pub tokens: usize,
+    /// The fraction of all keys it owns (is the first replica of), 0 to 1.
+    pub primary: f64,
+    /// The fraction of all keys it holds a replica of, 0 to 1.
+    pub replica: f64,
+}
+
+/// The token ring as one node sees it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RingSnapshot {
+    /// The ring digest: equal on nodes that agree.
+    pub digest: u64,
+    /// The configured replication factor.
+    pub replication_factor: usize,
+    /// Every `(token, owner)` in ring order.
+    pub tokens: Vec<(i64, SocketAddr)>,
+    /// Each node's share of the key space, exact (range arithmetic, no sampling).
+    pub ownership: Vec<Ownership>,
+}
