@@ -302,4 +302,194 @@ mod tests {
         assert_eq!(a.root, b.root);
         assert_eq!(a.members.iter().map(|m| m.len()).sum::<usize>(), 100);
     }
+
+    // ----- the descent, without the simulator ---------------------------------------
+
+    use crate::membership::{MemberClaim, NodeId, Status};
+    use crate::outbox::testing::decoded;
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn tree(members: impl IntoIterator<Item = (u32, u64)>) -> AntiEntropy<u32> {
+        let mut t = AntiEntropy::new(&Config::lan("t"), SeededState(1));
+        for (a, state) in members {
+            t.set(&a, Some(entry_hash(&a, 1, 0, state)));
+        }
+        t
+    }
+
+    fn entry(addr: &u32) -> Option<DigestEntry<u32>> {
+        Some(DigestEntry {
+            claim: MemberClaim {
+                id: NodeId::new(*addr, 1),
+                incarnation: 0,
+                status: Status::Alive,
+            },
+            state_hash: u64::from(*addr),
+            watermark: 0,
+        })
+    }
+
+    #[test]
+    fn equal_roots_end_the_exchange() {
+        let a = tree((0..50).map(|i| (i, 0)));
+        let b = tree((0..50).rev().map(|i| (i, 0)));
+        let mut reply = Vec::new();
+        assert!(a.on_root(b.root(), &mut reply));
+        assert!(reply.is_empty());
+        assert_eq!(
+            decoded(&[a.root_message()]),
+            alloc::vec![Message::SyncRoot { root: a.root() }]
+        );
+    }
+
+    #[test]
+    fn descent_touches_only_the_differing_bucket() {
+        const ODD: u32 = 7;
+        let a = tree((0..200).map(|i| (i, 0)));
+        let b = tree((0..200).map(|i| (i, u64::from(i == ODD))));
+        let bucket = bucket_of(&ODD);
+        let group = bucket / SYNC_FANOUT;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+
+        // a opens; b differs and answers with its groups.
+        let mut reply = Vec::new();
+        assert!(!b.on_root(a.root(), &mut reply));
+        let groups = match &decoded(&reply)[..] {
+            [
+                Message::SyncLevel {
+                    depth: 0,
+                    index: 0,
+                    hashes,
+                },
+            ] => hashes.clone(),
+            other => panic!("expected b's groups, got {other:?}"),
+        };
+        assert_eq!(groups.len(), SYNC_FANOUT);
+        let differing: Vec<usize> = (0..SYNC_FANOUT)
+            .filter(|&g| groups[g] != a.groups[g])
+            .collect();
+        assert_eq!(differing, alloc::vec![group]);
+
+        // a names only the differing group, with its buckets.
+        let mut reply = Vec::new();
+        let mut asked = Vec::new();
+        a.on_level(0, 0, &groups, &mut rng, &mut reply, |b| {
+            asked.push(b);
+            Vec::new()
+        });
+        assert!(asked.is_empty(), "no digest at depth 0");
+        let buckets = match &decoded(&reply)[..] {
+            [
+                Message::SyncLevel {
+                    depth: 1,
+                    index,
+                    hashes,
+                },
+            ] if usize::from(*index) == group => hashes.clone(),
+            other => panic!("expected group {group} alone, got {other:?}"),
+        };
+        assert_eq!(buckets[..], a.buckets[group * SYNC_FANOUT..][..SYNC_FANOUT]);
+
+        // b asks for a digest of only the differing bucket.
+        let mut reply = Vec::new();
+        let mut asked = Vec::new();
+        let budget = 1200;
+        b.on_level(1, group as u16, &buckets, &mut rng, &mut reply, |k| {
+            asked.push(k);
+            b.digest_message(k, budget, entry)
+        });
+        assert_eq!(asked, alloc::vec![bucket]);
+        match &decoded(&reply)[..] {
+            [
+                Message::SyncDigest {
+                    bucket: k,
+                    complete: true,
+                    entries,
+                },
+            ] => {
+                assert_eq!(usize::from(*k), bucket);
+                let mut listed: Vec<u32> = entries.iter().map(|e| e.claim.id.addr).collect();
+                let mut expected = b.bucket(bucket).to_vec();
+                listed.sort_unstable();
+                expected.sort_unstable();
+                assert_eq!(listed, expected, "the bucket's members, and only them");
+                assert!(listed.contains(&ODD));
+            }
+            other => panic!("expected one digest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn descent_names_at_most_four_groups_per_round() {
+        let a = tree((0..400).map(|i| (i, 0)));
+        let b = tree((0..400).map(|i| (i, 1)));
+        let differing = (0..SYNC_FANOUT)
+            .filter(|&g| a.groups[g] != b.groups[g])
+            .count();
+        assert!(differing > SYNC_GROUPS_PER_ROUND);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut reply = Vec::new();
+        a.on_level(0, 0, &b.groups, &mut rng, &mut reply, |_| unreachable!());
+        assert_eq!(reply.len(), SYNC_GROUPS_PER_ROUND);
+    }
+
+    #[test]
+    fn malformed_levels_are_ignored() {
+        let a = tree((0..50).map(|i| (i, 0)));
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut reply = Vec::new();
+        let mut digest = |_| -> Vec<u8> { unreachable!() };
+        a.on_level(0, 0, &[1, 2, 3], &mut rng, &mut reply, &mut digest);
+        a.on_level(0, 1, &[0; SYNC_FANOUT], &mut rng, &mut reply, &mut digest);
+        a.on_level(
+            1,
+            SYNC_FANOUT as u16,
+            &[0; SYNC_FANOUT],
+            &mut rng,
+            &mut reply,
+            &mut digest,
+        );
+        a.on_level(2, 0, &[0; SYNC_FANOUT], &mut rng, &mut reply, &mut digest);
+        assert!(reply.is_empty());
+    }
+
+    #[test]
+    fn digest_is_cut_short_by_the_budget() {
+        // Every member in one bucket, more than fit.
+        let members: Vec<u32> = (0..10_000).filter(|a| bucket_of(a) == 3).take(40).collect();
+        let t = tree(members.iter().map(|&a| (a, 0)));
+        assert_eq!(t.bucket(3).len(), 40);
+        let one = postcard::experimental::serialized_size(&entry(&members[0]).unwrap()).unwrap();
+        match &decoded(&[t.digest_message(3, one * 5, entry)])[..] {
+            [
+                Message::SyncDigest {
+                    bucket: 3,
+                    complete,
+                    entries,
+                },
+            ] => {
+                assert!(!complete);
+                assert!(!entries.is_empty() && entries.len() <= 5);
+            }
+            other => panic!("expected a digest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn round_timer_fires_once_per_interval() {
+        let interval = Config::lan("t").gossip_interval;
+        let mut t = tree([]);
+        assert!(!t.round_due(Instant::MAX), "not started");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        t.start(Instant::ZERO, &mut rng);
+        let first = t.poll_timeout().expect("started");
+        assert!(
+            first < Instant::ZERO + interval,
+            "jittered into the first interval"
+        );
+        assert!(t.round_due(first));
+        assert!(!t.round_due(first), "once");
+        assert_eq!(t.poll_timeout(), Some(first + interval));
+    }
 }

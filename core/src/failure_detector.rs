@@ -547,4 +547,368 @@ mod tests {
         assert!((node_scale(1000) - 3.0).abs() < 0.05);
         assert!((node_scale(10_000) - 4.0).abs() < 0.05);
     }
+
+    // ----- the part's verbs, without the simulator ----------------------------------
+
+    use crate::hash::SeededState;
+    use crate::outbox::testing::{outbox, sent};
+
+    const ME: u32 = 1;
+
+    fn detector() -> Detector<u32> {
+        Detector::new(&Config::lan("t"), SeededState(1), 0)
+    }
+
+    /// Our membership, with `others` alive at generation 1, incarnation 0.
+    fn members(others: &[u32]) -> Membership<u32> {
+        let mut m = Membership::new(NodeId::new(ME, 1), 64, SeededState(1));
+        m.join(core::iter::empty());
+        for &a in others {
+            m.apply(&alive(a), Instant::ZERO);
+        }
+        m
+    }
+
+    fn alive(addr: u32) -> MemberClaim<u32> {
+        MemberClaim {
+            id: NodeId::new(addr, 1),
+            incarnation: 0,
+            status: Status::Alive,
+        }
+    }
+
+    fn suspect(addr: u32) -> MemberClaim<u32> {
+        MemberClaim {
+            status: Status::Suspect,
+            ..alive(addr)
+        }
+    }
+
+    /// Opens a probe at `now` and returns its target and sequence number, read from
+    /// the ping it sent.
+    fn open(
+        d: &mut Detector<u32>,
+        now: Instant,
+        m: &Membership<u32>,
+        out: &mut Outbox<u32, rand_chacha::ChaCha8Rng>,
+    ) -> (u32, u32) {
+        d.open_probe(now, m, out);
+        let mut sent = sent(out);
+        assert_eq!(sent.len(), 1, "one direct ping");
+        let (to, msgs) = sent.remove(0);
+        match msgs[..] {
+            [Message::Ping { seq }] => (to, seq),
+            _ => panic!("expected a lone ping, got {msgs:?}"),
+        }
+    }
+
+    #[test]
+    fn suspicion_timeout_falls_with_each_confirmation_to_the_minimum_at_k() {
+        let config = Config::lan("t");
+        let n = 10;
+        let mut d = detector();
+        assert_eq!(d.poll_timeout(), None, "nothing started, nothing suspected");
+        d.suspect(Instant::ZERO, &suspect(7), Some(2), n);
+        let min = config
+            .probe_interval
+            .mul_f64(f64::from(config.suspicion_mult) * node_scale(n));
+        let max = min.saturating_mul(config.suspicion_max_mult);
+        assert_eq!(
+            d.poll_timeout(),
+            Some(Instant::ZERO + max),
+            "no confirmation yet"
+        );
+        // K = min(indirect_probes, n - 2) = 3 independent confirmations.
+        let k = config.indirect_probes.min(n - 2);
+        assert_eq!(k, 3);
+        let mut last = max;
+        for (i, accuser) in [3, 4, 5].into_iter().enumerate() {
+            assert!(d.confirm(&7, 0, accuser), "confirmation {i} is new");
+            let t = d.poll_timeout().expect("a suspicion runs") - Instant::ZERO;
+            if i + 1 < k {
+                assert!(t < last && t > min, "confirmation {i}: {t:?}");
+            } else {
+                assert_eq!(t, min, "K confirmations reach the minimum");
+            }
+            last = t;
+        }
+        // Beyond K, repeated, or at another incarnation: not counted.
+        assert!(!d.confirm(&7, 0, 6));
+        assert!(!d.confirm(&7, 0, 3));
+        assert!(!d.confirm(&7, 1, 8));
+        assert!(!d.confirm(&9, 0, 8), "no suspicion of 9");
+        assert_eq!(d.poll_timeout(), Some(Instant::ZERO + min));
+        // The suspicion runs out at the minimum: a death claim at its incarnation.
+        let m = members(&[7]);
+        let mut out = outbox(ME);
+        let just_before = Instant::ZERO + min - Duration::from_nanos(1);
+        assert!(d.handle_timeout(just_before, &m, &mut out).is_empty());
+        let dead = d.handle_timeout(Instant::ZERO + min, &m, &mut out);
+        assert_eq!(
+            dead,
+            alloc::vec![MemberClaim {
+                id: NodeId::new(7, 1),
+                incarnation: 0,
+                status: Status::Dead,
+            }]
+        );
+        assert_eq!(d.poll_timeout(), None, "the suspicion is gone");
+    }
+
+    #[test]
+    fn suspicion_in_a_tiny_cluster_starts_at_the_minimum() {
+        let config = Config::lan("t");
+        let mut d = detector();
+        // Two nodes: no one is left to confirm, so K = 0.
+        d.suspect(Instant::ZERO, &suspect(7), Some(ME), 2);
+        let min = config
+            .probe_interval
+            .mul_f64(f64::from(config.suspicion_mult) * node_scale(2));
+        assert_eq!(d.poll_timeout(), Some(Instant::ZERO + min));
+        assert!(!d.confirm(&7, 0, 3), "no confirmation expected");
+        d.forget(&7);
+        assert_eq!(d.poll_timeout(), None);
+    }
+
+    #[test]
+    fn relay_answers_the_origin_with_a_nack_when_its_ping_times_out() {
+        let config = Config::lan("t");
+        let mut d = detector();
+        let m = members(&[2, 3]);
+        let mut out = outbox(ME);
+        let mut reply = Vec::new();
+        let origin = NodeId::new(2, 1);
+        d.on_ping_req(
+            Instant::ZERO,
+            &origin,
+            77,
+            NodeId::new(3, 1),
+            &mut reply,
+            &mut out,
+        );
+        assert!(reply.is_empty(), "a relay answers later, not in the reply");
+        let pinged = sent(&mut out);
+        assert_eq!(pinged.len(), 1);
+        assert_eq!(pinged[0].0, 3, "the relay pings the target");
+        assert!(matches!(pinged[0].1[..], [Message::Ping { .. }]));
+        let nack_at = Instant::ZERO + config.probe_timeout.mul_f64(0.8);
+        assert_eq!(d.poll_timeout(), Some(nack_at));
+        assert!(
+            nack_at < Instant::ZERO + config.probe_timeout,
+            "before the origin's deadline"
+        );
+
+        assert!(
+            d.handle_timeout(nack_at - Duration::from_nanos(1), &m, &mut out)
+                .is_empty()
+        );
+        assert!(sent(&mut out).is_empty(), "not yet");
+        assert!(d.handle_timeout(nack_at, &m, &mut out).is_empty());
+        let nacks = sent(&mut out);
+        assert_eq!(nacks.len(), 1);
+        assert_eq!(nacks[0].0, 2, "sent to the origin");
+        assert_eq!(
+            nacks[0].1,
+            alloc::vec![Message::Nack { seq: 77 }],
+            "with its seq"
+        );
+        assert_eq!(d.poll_timeout(), None, "the relay is done");
+        d.handle_timeout(nack_at + config.probe_timeout, &m, &mut out);
+        assert!(sent(&mut out).is_empty(), "one nack only");
+    }
+
+    #[test]
+    fn relay_passes_the_targets_ack_to_the_origin_and_no_nack_follows() {
+        let config = Config::lan("t");
+        let mut d = detector();
+        let m = members(&[2, 3, 4]);
+        let mut out = outbox(ME);
+        let mut reply = Vec::new();
+        d.on_ping_req(
+            Instant::ZERO,
+            &NodeId::new(2, 1),
+            77,
+            NodeId::new(3, 1),
+            &mut reply,
+            &mut out,
+        );
+        let Message::Ping { seq } = sent(&mut out)[0].1[0] else {
+            panic!("expected a ping");
+        };
+        // An ack with the right seq from someone else is not the target's.
+        d.on_ack(&4, seq, &mut out);
+        assert!(sent(&mut out).is_empty());
+        d.on_ack(&3, seq, &mut out);
+        let acks = sent(&mut out);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].0, 2);
+        assert_eq!(acks[0].1, alloc::vec![Message::Ack { seq: 77 }]);
+        d.handle_timeout(Instant::ZERO + config.probe_timeout, &m, &mut out);
+        assert!(sent(&mut out).is_empty(), "an answered relay sends no nack");
+    }
+
+    #[test]
+    fn ping_req_about_ourselves_is_acked_in_the_reply() {
+        let mut d = detector();
+        let mut out = outbox(ME);
+        let mut reply = Vec::new();
+        d.on_ping_req(
+            Instant::ZERO,
+            &NodeId::new(2, 1),
+            5,
+            NodeId::new(ME, 1),
+            &mut reply,
+            &mut out,
+        );
+        assert_eq!(
+            crate::outbox::testing::decoded(&reply),
+            alloc::vec![Message::Ack { seq: 5 }]
+        );
+        assert!(sent(&mut out).is_empty());
+        assert_eq!(d.poll_timeout(), None, "no relay kept");
+    }
+
+    #[test]
+    fn ack_from_an_address_not_asked_does_not_count() {
+        let m = members(&[2, 3]);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        let stranger = if target == 2 { 3 } else { 2 };
+        d.on_ack(&stranger, seq, &mut out);
+        d.on_ack(&9, seq, &mut out);
+        let claim = d.close_probe(&m).expect("no ack counted: a suspicion");
+        assert_eq!(claim.id, NodeId::new(target, 1));
+        assert_eq!(claim.status, Status::Suspect);
+
+        // The target's own ack, but for another seq, does not count either.
+        let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        d.on_ack(&target, seq.wrapping_add(1), &mut out);
+        assert!(d.close_probe(&m).is_some());
+
+        // The target's ack with the probe's seq does.
+        let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        d.on_ack(&target, seq, &mut out);
+        assert_eq!(d.close_probe(&m), None);
+    }
+
+    #[test]
+    fn ack_relayed_by_a_helper_counts() {
+        let config = Config::lan("t");
+        let m = members(&[2, 3]);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        let helper = if target == 2 { 3 } else { 2 };
+        let indirect_at = Instant::ZERO + config.probe_timeout;
+        assert_eq!(
+            d.poll_timeout(),
+            Some(indirect_at),
+            "the indirect round is next"
+        );
+        d.handle_timeout(indirect_at, &m, &mut out);
+        let sent = sent(&mut out);
+        assert_eq!(sent.len(), 2, "a second direct ping and one ping-req");
+        assert_eq!(sent[0], (target, alloc::vec![Message::Ping { seq }]));
+        assert_eq!(
+            sent[1],
+            (
+                helper,
+                alloc::vec![Message::PingReq {
+                    seq,
+                    target: NodeId::new(target, 1)
+                }]
+            )
+        );
+        assert_eq!(out.stats().indirect_probes, 1);
+        d.on_ack(&helper, seq, &mut out);
+        assert_eq!(d.close_probe(&m), None);
+    }
+
+    #[test]
+    fn close_probe_without_ack_suspects_and_raises_health() {
+        let m = members(&[2]);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        assert_eq!(d.close_probe(&m), None, "no probe in flight");
+        assert_eq!(d.health(), 0);
+        let (target, _) = open(&mut d, Instant::ZERO, &m, &mut out);
+        assert_eq!(target, 2);
+        assert_eq!(out.stats().probes, 1);
+        assert_eq!(
+            d.close_probe(&m),
+            Some(MemberClaim {
+                id: NodeId::new(2, 1),
+                incarnation: 0,
+                status: Status::Suspect,
+            })
+        );
+        assert_eq!(d.health(), 1, "no helper to nack: the fault may be ours");
+        assert_eq!(d.close_probe(&m), None, "closed once");
+
+        // An acked probe lowers health again.
+        let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        d.on_ack(&target, seq, &mut out);
+        assert_eq!(d.close_probe(&m), None);
+        assert_eq!(d.health(), 0);
+    }
+
+    #[test]
+    fn missing_nacks_raise_health_each() {
+        let config = Config::lan("t");
+        let m = members(&[2, 3, 4]);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        let (_, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
+        d.handle_timeout(Instant::ZERO + config.probe_timeout, &m, &mut out);
+        let helpers = sent(&mut out).len() - 1;
+        assert_eq!(helpers, 2, "every other live member helps");
+        d.on_nack(seq, &mut out);
+        d.on_nack(seq.wrapping_add(1), &mut out);
+        assert_eq!(out.stats().nacks, 1, "a nack for another probe is ignored");
+        assert!(d.close_probe(&m).is_some());
+        assert_eq!(d.health(), 1, "one of two helpers did not nack");
+
+        let (_, _) = open(&mut d, Instant::ZERO, &m, &mut out);
+        // Lifeguard: with health 1 the probe timeout doubles.
+        let indirect_at = Instant::ZERO + config.probe_timeout * 2;
+        assert_eq!(d.poll_timeout(), Some(indirect_at));
+        d.handle_timeout(indirect_at, &m, &mut out);
+        assert_eq!(sent(&mut out).len(), 3);
+        assert!(d.close_probe(&m).is_some());
+        assert_eq!(d.health(), 3, "neither helper nacked");
+    }
+
+    #[test]
+    fn no_suspicion_of_a_member_that_changed_meanwhile() {
+        let mut m = members(&[2]);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        open(&mut d, Instant::ZERO, &m, &mut out);
+        // It died (or restarted) while we probed: the claim would be stale.
+        m.apply(
+            &MemberClaim {
+                status: Status::Dead,
+                ..alive(2)
+            },
+            Instant::ZERO,
+        );
+        assert_eq!(d.close_probe(&m), None);
+        assert_eq!(d.health(), 1, "the missed ack still counts against us");
+    }
+
+    #[test]
+    fn a_suspect_target_is_told_of_the_suspicion_with_the_ping() {
+        let mut m = members(&[2]);
+        m.apply(&suspect(2), Instant::ZERO);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        d.open_probe(Instant::ZERO, &m, &mut out);
+        let sent = sent(&mut out);
+        assert_eq!(sent.len(), 1);
+        assert!(matches!(
+            sent[0].1[..],
+            [Message::Ping { .. }, Message::Member(ref c)] if *c == suspect(2)
+        ));
+    }
 }

@@ -625,4 +625,302 @@ mod tests {
             Change::Joined
         );
     }
+
+    // ----- the part's verbs ---------------------------------------------------------
+
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn about(addr: u32, generation: u64, incarnation: u64, status: Status) -> MemberClaim<u32> {
+        MemberClaim {
+            id: NodeId::new(addr, generation),
+            incarnation,
+            status,
+        }
+    }
+
+    fn applied(change: Change, entered_live: bool, refused: bool) -> Applied {
+        Applied {
+            change,
+            entered_live,
+            refused,
+        }
+    }
+
+    /// The live and dead rosters hold exactly the live and the gone members, each
+    /// once, with their positions right.
+    fn assert_rosters(m: &Membership<u32>) {
+        assert_eq!(m.live.len() + m.dead.len(), m.map.len());
+        for (addr, member) in &m.map {
+            assert_eq!(m.is_live(addr), member.status.is_live(), "{addr}");
+            assert_eq!(
+                m.dead.pos.contains_key(addr),
+                !member.status.is_live(),
+                "{addr}"
+            );
+        }
+        for roster in [&m.live, &m.dead] {
+            assert_eq!(roster.list.len(), roster.pos.len());
+            for (i, a) in roster.list.iter().enumerate() {
+                assert_eq!(roster.pos.get(a), Some(&i));
+            }
+        }
+    }
+
+    fn table(max: usize) -> Membership<u32> {
+        let mut m = Membership::new(NodeId::new(0, 1), max, crate::hash::SeededState(1));
+        m.join([0, 9]);
+        m
+    }
+
+    #[test]
+    fn apply_reports_each_change_and_keeps_rosters_in_step() {
+        use Status::*;
+        let mut m = table(16);
+        let t = Instant::from_secs(1);
+        let steps = [
+            (about(1, 1, 0, Alive), applied(Change::Joined, true, false)),
+            (about(1, 1, 0, Alive), applied(Change::None, false, false)),
+            (
+                about(1, 1, 1, Alive),
+                applied(Change::Refreshed, false, false),
+            ),
+            (
+                about(1, 1, 1, Suspect),
+                applied(Change::Suspected, false, false),
+            ),
+            (about(1, 1, 1, Suspect), applied(Change::None, false, false)),
+            (about(1, 1, 1, Alive), applied(Change::None, false, false)),
+            (
+                about(1, 1, 2, Alive),
+                applied(Change::Recovered, false, false),
+            ),
+            (about(1, 1, 2, Dead), applied(Change::Died, false, false)),
+            (about(1, 1, 2, Suspect), applied(Change::None, false, false)),
+            (
+                about(1, 1, 3, Dead),
+                applied(Change::Refreshed, false, false),
+            ),
+            (
+                about(1, 1, 4, Alive),
+                applied(Change::Recovered, true, false),
+            ),
+            (about(1, 1, 4, Left), applied(Change::Left, false, false)),
+            (
+                about(1, 1, 5, Suspect),
+                applied(Change::Recovered, true, false),
+            ),
+            (about(1, 1, 5, Dead), applied(Change::Died, false, false)),
+            (about(1, 2, 0, Alive), applied(Change::Joined, true, false)),
+            (about(1, 1, 9, Alive), applied(Change::None, false, false)),
+            (about(1, 3, 0, Dead), applied(Change::Died, false, false)),
+            (
+                about(1, 4, 0, Suspect),
+                applied(Change::Joined, true, false),
+            ),
+            (about(2, 1, 0, Dead), applied(Change::None, false, false)),
+            (about(3, 1, 0, Suspect), applied(Change::None, false, false)),
+        ];
+        for (i, (claim, expected)) in steps.iter().enumerate() {
+            assert_eq!(m.apply(claim, t), *expected, "step {i}: {claim:?}");
+            assert_rosters(&m);
+        }
+        assert_eq!(m.len(), 1, "claims of death about strangers add nothing");
+        let one = m.get(&1).expect("known");
+        assert_eq!(one.rank(), (4, 0, Suspect));
+        assert_eq!(m.live(), &[1]);
+    }
+
+    #[test]
+    fn since_moves_only_when_the_status_or_life_changes() {
+        use Status::*;
+        let mut m = table(16);
+        m.apply(&about(1, 1, 0, Alive), Instant::from_secs(1));
+        m.apply(&about(1, 1, 1, Alive), Instant::from_secs(2));
+        assert_eq!(m.get(&1).map(|x| x.since), Some(Instant::from_secs(1)));
+        m.apply(&about(1, 1, 1, Suspect), Instant::from_secs(3));
+        assert_eq!(m.get(&1).map(|x| x.since), Some(Instant::from_secs(3)));
+        m.apply(&about(1, 2, 0, Alive), Instant::from_secs(4));
+        assert_eq!(m.get(&1).map(|x| x.since), Some(Instant::from_secs(4)));
+    }
+
+    #[test]
+    fn full_table_refuses_new_members_only() {
+        use Status::*;
+        let mut m = table(2);
+        let t = Instant::ZERO;
+        assert_eq!(
+            m.apply(&about(1, 1, 0, Alive), t),
+            applied(Change::Joined, true, false)
+        );
+        assert_eq!(
+            m.apply(&about(2, 1, 0, Alive), t),
+            applied(Change::Joined, true, false)
+        );
+        assert_eq!(
+            m.apply(&about(3, 1, 0, Alive), t),
+            applied(Change::None, false, true)
+        );
+        assert_eq!(m.get(&3).map(|x| x.rank()), None);
+        assert_eq!(m.len(), 2);
+        // Only a proof of life is refused: an accusation of a stranger never enters.
+        assert_eq!(
+            m.apply(&about(3, 1, 0, Suspect), t),
+            applied(Change::None, false, false)
+        );
+        // Known members still change, dead ones included.
+        assert_eq!(
+            m.apply(&about(2, 1, 0, Dead), t),
+            applied(Change::Died, false, false)
+        );
+        assert_eq!(
+            m.apply(&about(2, 2, 0, Alive), t),
+            applied(Change::Joined, true, false)
+        );
+        assert_rosters(&m);
+        // Room again once a dead member expires.
+        m.apply(&about(1, 1, 0, Dead), t);
+        let retention = core::time::Duration::from_secs(60);
+        assert!(
+            m.expire_dead(
+                t + retention - core::time::Duration::from_nanos(1),
+                retention
+            )
+            .is_empty()
+        );
+        assert_eq!(m.expire_dead(t + retention, retention), alloc::vec![1]);
+        assert_rosters(&m);
+        assert_eq!(
+            m.apply(&about(3, 1, 0, Alive), t),
+            applied(Change::Joined, true, false)
+        );
+    }
+
+    #[test]
+    fn refute_ignores_repeats_or_raises() {
+        use Status::*;
+        let mut m = Membership::new(NodeId::new(0, 5), 16, crate::hash::SeededState(1));
+        // Not in the cluster yet: nothing to refute.
+        assert_eq!(m.refute(&about(0, 5, 0, Suspect)), Refutation::Ignore);
+        m.join([]);
+        assert_eq!(
+            m.refute(&about(0, 5, 0, Alive)),
+            Refutation::Ignore,
+            "not an accusation"
+        );
+        assert_eq!(
+            m.refute(&about(0, 4, 9, Dead)),
+            Refutation::Ignore,
+            "an older life"
+        );
+        assert_eq!(
+            m.refute(&about(0, 6, 0, Dead)),
+            Refutation::Ignore,
+            "another life"
+        );
+        assert_eq!(m.incarnation(), 0);
+
+        assert_eq!(m.refute(&about(0, 5, 0, Suspect)), Refutation::Raised);
+        assert_eq!(m.incarnation(), 1);
+        assert_eq!(
+            m.refute(&about(0, 5, 0, Suspect)),
+            Refutation::Repeat,
+            "stale accusation"
+        );
+        assert_eq!(m.incarnation(), 1);
+        assert_eq!(m.refute(&about(0, 5, 1, Dead)), Refutation::Raised);
+        assert_eq!(m.incarnation(), 2);
+        assert_eq!(
+            m.refute(&about(0, 5, 7, Left)),
+            Refutation::Raised,
+            "jumps past it"
+        );
+        assert_eq!(m.incarnation(), 8);
+        assert_eq!(m.own_claim(), about(0, 5, 8, Alive));
+
+        // Our own claim beats every accusation refuted so far.
+        for accusation in [
+            about(0, 5, 0, Suspect),
+            about(0, 5, 1, Dead),
+            about(0, 5, 7, Left),
+        ] {
+            assert!(supersedes(m.own_claim().rank(), accusation.rank()));
+        }
+
+        assert!(m.leave());
+        assert_eq!(
+            m.refute(&about(0, 5, 8, Dead)),
+            Refutation::Ignore,
+            "we left"
+        );
+        assert_eq!(m.own_claim(), about(0, 5, 8, Left));
+        m.join([]);
+        assert_eq!(
+            m.own_claim(),
+            about(0, 5, 9, Alive),
+            "back above our own leaving"
+        );
+    }
+
+    #[test]
+    fn compare_says_whose_claim_is_newer() {
+        use Status::*;
+        let mut m = table(16);
+        m.apply(&about(1, 1, 2, Alive), Instant::ZERO);
+        assert_eq!(m.compare(&m.own_claim()), Compared::Same);
+        assert_eq!(m.compare(&about(0, 1, 0, Suspect)), Compared::AboutMe);
+        assert_eq!(
+            m.compare(&about(1, 1, 1, Dead)),
+            Compared::OursNewer(about(1, 1, 2, Alive))
+        );
+        assert_eq!(
+            m.compare(&about(1, 1, 2, Alive)),
+            Compared::TheirsNewer,
+            "equal"
+        );
+        assert_eq!(m.compare(&about(1, 1, 2, Suspect)), Compared::TheirsNewer);
+        assert_eq!(
+            m.compare(&about(5, 1, 0, Dead)),
+            Compared::TheirsNewer,
+            "unknown"
+        );
+    }
+
+    #[test]
+    fn pick_live_is_distinct_live_and_never_the_exception() {
+        use Status::*;
+        let mut m = table(64);
+        for a in 1..=20 {
+            m.apply(&about(a, 1, 0, Alive), Instant::ZERO);
+        }
+        for a in 11..=20 {
+            m.apply(&about(a, 1, 0, Dead), Instant::ZERO);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..50 {
+            let picked = m.pick_live(&mut rng, 3, Some(&4));
+            assert_eq!(picked.len(), 3);
+            for (i, a) in picked.iter().enumerate() {
+                assert!((1..=10).contains(a) && *a != 4, "{a}");
+                assert!(!picked[..i].contains(a), "distinct");
+            }
+        }
+        // Fewer live members than asked for: all of them but the exception.
+        let mut few = table(8);
+        for a in [1, 2, 3] {
+            few.apply(&about(a, 1, 0, Alive), Instant::ZERO);
+        }
+        let mut picked = few.pick_live(&mut rng, 3, Some(&2));
+        picked.sort_unstable();
+        assert_eq!(picked, alloc::vec![1, 3]);
+        assert!(table(8).pick_live(&mut rng, 3, None).is_empty());
+    }
+
+    #[test]
+    fn join_drops_ourselves_from_the_seeds() {
+        let m = table(8);
+        assert_eq!(m.seeds(), &[9]);
+        assert!(m.is_active());
+        assert!(!m.is_live_owner(&NodeId::new(0, 1)), "never ourselves");
+    }
 }

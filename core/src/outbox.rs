@@ -251,3 +251,46 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.stats.bytes_in += len as u64;
     }
 }
+
+/// Helpers for the parts' unit tests: an outbox, and its transmits decoded.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use rand_chacha::ChaCha8Rng;
+    use rand_chacha::rand_core::SeedableRng;
+
+    /// An outbox for the node at `me` (generation 1), with a seeded RNG.
+    pub(crate) fn outbox(me: u32) -> Outbox<u32, ChaCha8Rng> {
+        Outbox::new(
+            &Config::lan("t"),
+            &NodeId::new(me, 1),
+            ChaCha8Rng::seed_from_u64(1),
+            SeededState(1),
+        )
+    }
+
+    /// Drains the outbox's transmits, each decoded into its destination and messages.
+    pub(crate) fn sent<R: RngCore>(out: &mut Outbox<u32, R>) -> Vec<(u32, Vec<Message<u32>>)> {
+        let mut all = Vec::new();
+        while let Some(t) = out.poll_transmit() {
+            let (sender, messages) =
+                decode_body::<u32>(&t.payload[HEADER_LEN..]).expect("a datagram we framed");
+            assert_eq!(sender.addr, *out.me());
+            all.push((t.dest, messages));
+        }
+        all
+    }
+
+    /// Drains the outbox's events.
+    pub(crate) fn events<R: RngCore>(out: &mut Outbox<u32, R>) -> Vec<Event<u32>> {
+        core::iter::from_fn(|| out.poll_event()).collect()
+    }
+
+    /// Decodes the messages a part put in a reply.
+    pub(crate) fn decoded(reply: &[Vec<u8>]) -> Vec<Message<u32>> {
+        reply
+            .iter()
+            .map(|m| postcard::from_bytes(m).expect("a message we encoded"))
+            .collect()
+    }
+}

@@ -506,3 +506,350 @@ fn first_live<A: Address>(set: &ReplicaSet<A>, except: Option<&A>) -> Option<A> 
         .or_else(|| candidates().find(|r| r.state == Status::Suspect))
         .map(|r| r.id.addr.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::testing::{events, outbox, sent};
+    use alloc::vec;
+    use core::time::Duration;
+
+    const ME: u32 = 1;
+
+    fn me() -> NodeId<u32> {
+        NodeId::new(ME, 1)
+    }
+
+    fn router() -> Router<u32> {
+        Router::new(&Config::lan("t"), SeededState(1))
+    }
+
+    fn set(replicas: &[(u32, Status)]) -> ReplicaSet<u32> {
+        ReplicaSet {
+            token: 0,
+            replicas: replicas
+                .iter()
+                .map(|&(a, state)| Replica {
+                    id: NodeId::new(a, 1),
+                    state,
+                })
+                .collect(),
+        }
+    }
+
+    /// The one forwarded request in `sent`: its destination and content.
+    fn forwarded(sent: &[(u32, Vec<Message<u32>>)]) -> (u32, ForwardedRequest<u32>) {
+        assert_eq!(sent.len(), 1, "exactly one datagram: {sent:?}");
+        match &sent[0].1[..] {
+            [Message::Request(req)] => (sent[0].0, req.clone()),
+            other => panic!("expected a forwarded request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timed_out_request_fails_over_once_then_fails_with_timeout() {
+        let timeout = Config::lan("t").request_timeout;
+        let replicas = set(&[(2, Status::Alive), (3, Status::Alive), (4, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let t0 = Instant::ZERO;
+        let id = r
+            .request(t0, b"k", b"p".to_vec(), &route, &me(), &mut out)
+            .expect("accepted");
+        let (to, req) = forwarded(&sent(&mut out));
+        assert_eq!(to, 2, "the first live replica");
+        assert_eq!(
+            (req.origin, req.id, req.key, req.payload),
+            (me(), id.0, b"k".to_vec(), b"p".to_vec())
+        );
+        assert_eq!(r.poll_timeout(), Some(t0 + timeout));
+
+        r.handle_timeout(
+            t0 + timeout - Duration::from_nanos(1),
+            &route,
+            &me(),
+            &mut out,
+        );
+        assert!(
+            sent(&mut out).is_empty() && events(&mut out).is_empty(),
+            "not yet"
+        );
+
+        let t1 = t0 + timeout;
+        r.handle_timeout(t1, &route, &me(), &mut out);
+        let (to, req) = forwarded(&sent(&mut out));
+        assert_eq!(to, 3, "failed over to the next live replica");
+        assert_eq!(req.id, id.0, "under the same id");
+        assert!(events(&mut out).is_empty());
+        assert_eq!(out.stats().requests_failed_over, 1);
+        assert_eq!(r.poll_timeout(), Some(t1 + timeout));
+
+        r.handle_timeout(t1 + timeout, &route, &me(), &mut out);
+        assert!(
+            sent(&mut out).is_empty(),
+            "no second fail-over (4 is never tried)"
+        );
+        assert_eq!(
+            events(&mut out),
+            vec![Event::RequestFailed {
+                id,
+                reason: RequestFailure::Timeout
+            }]
+        );
+        assert_eq!(out.stats().requests_failed_over, 1);
+        assert_eq!(r.poll_timeout(), None, "forgotten");
+
+        // A late answer is dropped, not reported.
+        r.on_response(
+            &NodeId::new(3, 1),
+            ForwardedResponse {
+                id: id.0,
+                payload: vec![],
+            },
+            &mut out,
+        );
+        assert!(events(&mut out).is_empty());
+        assert_eq!(out.stats().responses_dropped, 1);
+    }
+
+    #[test]
+    fn timed_out_request_with_no_other_live_replica_fails_with_no_replica() {
+        let timeout = Config::lan("t").request_timeout;
+        // The other replica is dead (the ring should not hold it, but the router must
+        // not try it if it does).
+        let replicas = set(&[(2, Status::Alive), (3, Status::Dead)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let id = r
+            .request(Instant::ZERO, b"k", vec![], &route, &me(), &mut out)
+            .expect("accepted");
+        assert_eq!(forwarded(&sent(&mut out)).0, 2);
+        r.handle_timeout(Instant::ZERO + timeout, &route, &me(), &mut out);
+        assert!(sent(&mut out).is_empty());
+        assert_eq!(
+            events(&mut out),
+            vec![Event::RequestFailed {
+                id,
+                reason: RequestFailure::NoReplica
+            }]
+        );
+        assert_eq!(out.stats().requests_failed_over, 0);
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn suspect_replica_is_tried_after_the_alive_ones() {
+        let replicas = set(&[(2, Status::Suspect), (3, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        r.request(Instant::ZERO, b"k", vec![], &route, &me(), &mut out)
+            .expect("accepted");
+        assert_eq!(forwarded(&sent(&mut out)).0, 3);
+        // ... and is failed over to when the alive one times out.
+        r.handle_timeout(
+            Instant::ZERO + Config::lan("t").request_timeout,
+            &route,
+            &me(),
+            &mut out,
+        );
+        assert_eq!(forwarded(&sent(&mut out)).0, 2);
+    }
+
+    #[test]
+    fn lost_target_fails_over_at_once() {
+        let replicas = set(&[(2, Status::Alive), (3, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let id = r
+            .request(Instant::ZERO, b"k", vec![], &route, &me(), &mut out)
+            .expect("accepted");
+        let _ = sent(&mut out);
+        r.target_lost(Instant::ZERO, &3, &route, &me(), &mut out);
+        assert!(sent(&mut out).is_empty(), "no request waits on 3");
+        let now = Instant::from_millis(10);
+        r.target_lost(now, &2, &route, &me(), &mut out);
+        assert_eq!(forwarded(&sent(&mut out)).0, 3);
+        assert_eq!(
+            r.poll_timeout(),
+            Some(now + Config::lan("t").request_timeout)
+        );
+        // The replica failed over to answers.
+        r.on_response(
+            &NodeId::new(3, 1),
+            ForwardedResponse {
+                id: id.0,
+                payload: vec![9],
+            },
+            &mut out,
+        );
+        assert_eq!(
+            events(&mut out),
+            vec![Event::Response {
+                id,
+                from: NodeId::new(3, 1),
+                payload: vec![9]
+            }]
+        );
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn request_refused_without_a_live_replica() {
+        let mut r = router();
+        let mut out = outbox(ME);
+        let empty = |_: &[u8]| set(&[]);
+        assert_eq!(
+            r.request(Instant::ZERO, b"k", vec![], &empty, &me(), &mut out),
+            Err(RequestError::NoReplica)
+        );
+        let dead = |_: &[u8]| set(&[(2, Status::Dead), (3, Status::Left)]);
+        assert_eq!(
+            r.request(Instant::ZERO, b"k", vec![], &dead, &me(), &mut out),
+            Err(RequestError::NoReplica)
+        );
+        assert!(sent(&mut out).is_empty());
+        assert_eq!(r.poll_timeout(), None, "a refused request leaves no trace");
+        let max = Router::max_request_bytes(&out);
+        assert_eq!(
+            r.request(Instant::ZERO, b"k", vec![0; max], &empty, &me(), &mut out),
+            Err(RequestError::TooLarge { len: max + 1, max })
+        );
+    }
+
+    #[test]
+    fn duplicate_forwarded_request_is_delivered_once() {
+        let replicas = set(&[(ME, Status::Alive), (3, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let origin = NodeId::new(2, 1);
+        let req = ForwardedRequest {
+            origin: origin.clone(),
+            id: 41,
+            hops: 3,
+            key: b"k".to_vec(),
+            payload: b"p".to_vec(),
+        };
+        r.on_forwarded(Instant::ZERO, req.clone(), &route, &me(), &mut out);
+        r.on_forwarded(Instant::ZERO, req.clone(), &route, &me(), &mut out);
+        let delivered = events(&mut out);
+        assert_eq!(delivered.len(), 1, "delivered once: {delivered:?}");
+        let Event::Request {
+            id,
+            ref key,
+            ref payload,
+        } = delivered[0]
+        else {
+            panic!("expected a request event");
+        };
+        assert_eq!((key.as_slice(), payload.as_slice()), (&b"k"[..], &b"p"[..]));
+        assert_eq!(out.stats().requests_duplicate, 1);
+        assert_eq!(out.stats().requests_local, 1);
+
+        // The same id from another origin is another request.
+        let other = ForwardedRequest {
+            origin: NodeId::new(3, 1),
+            ..req.clone()
+        };
+        r.on_forwarded(Instant::ZERO, other, &route, &me(), &mut out);
+        assert_eq!(events(&mut out).len(), 1);
+
+        // The answer goes back to the origin under the origin's id, once.
+        r.respond(id, b"r".to_vec(), &me(), &mut out)
+            .expect("awaited");
+        let answers = sent(&mut out);
+        assert_eq!(
+            answers,
+            vec![(
+                2,
+                vec![Message::Response(ForwardedResponse {
+                    id: 41,
+                    payload: b"r".to_vec()
+                })]
+            )]
+        );
+        assert_eq!(
+            r.respond(id, vec![], &me(), &mut out),
+            Err(RespondError::UnknownRequest)
+        );
+        // A replay after the answer is still a duplicate.
+        r.on_forwarded(Instant::ZERO, req, &route, &me(), &mut out);
+        assert!(events(&mut out).is_empty());
+        assert_eq!(out.stats().requests_duplicate, 2);
+    }
+
+    #[test]
+    fn forwarded_request_for_someone_else_is_passed_on_while_hops_remain() {
+        let replicas = set(&[(2, Status::Alive), (3, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let req = ForwardedRequest {
+            origin: NodeId::new(2, 1),
+            id: 7,
+            hops: 2,
+            key: b"k".to_vec(),
+            payload: vec![],
+        };
+        r.on_forwarded(Instant::ZERO, req.clone(), &route, &me(), &mut out);
+        let (to, passed) = forwarded(&sent(&mut out));
+        assert_eq!(to, 3, "never back to the origin");
+        assert_eq!(passed.hops, 1);
+        r.on_forwarded(Instant::ZERO, passed, &route, &me(), &mut out);
+        assert!(sent(&mut out).is_empty(), "out of hops");
+        assert!(events(&mut out).is_empty());
+    }
+
+    #[test]
+    fn request_for_a_local_key_is_delivered_here_and_answered_as_an_event() {
+        let replicas = set(&[(2, Status::Alive), (ME, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let id = r
+            .request(Instant::ZERO, b"k", b"p".to_vec(), &route, &me(), &mut out)
+            .expect("accepted");
+        assert!(sent(&mut out).is_empty(), "not forwarded");
+        assert_eq!(
+            events(&mut out),
+            vec![Event::Request {
+                id,
+                key: b"k".to_vec(),
+                payload: b"p".to_vec()
+            }]
+        );
+        r.respond(id, b"r".to_vec(), &me(), &mut out)
+            .expect("awaited");
+        assert_eq!(
+            events(&mut out),
+            vec![Event::Response {
+                id,
+                from: me(),
+                payload: b"r".to_vec()
+            }]
+        );
+    }
+
+    #[test]
+    fn unanswered_local_request_expires_after_twice_the_timeout() {
+        let timeout = Config::lan("t").request_timeout;
+        let replicas = set(&[(ME, Status::Alive)]);
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let id = r
+            .request(Instant::ZERO, b"k", vec![], &route, &me(), &mut out)
+            .expect("accepted");
+        assert_eq!(r.poll_timeout(), Some(Instant::ZERO + timeout * 2));
+        r.handle_timeout(Instant::ZERO + timeout * 2, &route, &me(), &mut out);
+        assert_eq!(r.poll_timeout(), None);
+        assert_eq!(
+            r.respond(id, vec![], &me(), &mut out),
+            Err(RespondError::UnknownRequest)
+        );
+    }
+}

@@ -773,4 +773,316 @@ mod tests {
         assert_eq!(s.merge("j", 2, Some(vec![0; 10]), budget), Merge::Full);
         assert_eq!(s, before);
     }
+
+    // ----- the store's verbs, without the simulator ---------------------------------
+
+    use crate::outbox::testing::{decoded, events, outbox, sent};
+    use core::time::Duration;
+
+    fn store() -> Store<u32> {
+        Store::new(&Config::lan("t"), SeededState(1))
+    }
+
+    fn no_hook() -> impl FnMut(&u32, &str, Option<&[u8]>) {
+        |_, _, _| {}
+    }
+
+    fn pages_of(reply: &[Vec<u8>]) -> Vec<StatePage<u32>> {
+        decoded(reply)
+            .into_iter()
+            .map(|m| match m {
+                Message::StatePage(p) => p,
+                other => panic!("expected a page, got {other:?}"),
+            })
+            .collect()
+    }
+
+    fn delta(
+        owner: &NodeId<u32>,
+        key: &str,
+        version: u64,
+        value: Option<&[u8]>,
+    ) -> StateDelta<u32> {
+        StateDelta {
+            owner: owner.clone(),
+            key: key.to_string(),
+            version,
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn written_state_round_trips_through_pages() {
+        let a_id = NodeId::new(1, 1);
+        let mut a = store();
+        let mut a_out = outbox(1);
+        a.adopt(&a_id);
+        let t = Instant::ZERO;
+        let d = a.write(t, &a_id, "x", Some(vec![1])).expect("fits");
+        assert_eq!(d, delta(&a_id, "x", 1, Some(&[1])));
+        a.write(t, &a_id, "y", Some(vec![2])).expect("fits");
+        a.write(t, &a_id, "x", Some(vec![3])).expect("fits");
+        a.write(t, &a_id, "z", None).expect("fits");
+        let held = a.get(&1).expect("ours").clone();
+        assert_eq!((held.max_version, held.watermark), (4, 4));
+
+        // b knows nothing of a's state: it asks from 0.
+        let mut reply = Vec::new();
+        a.pages(&2, &a_id, 0, &mut reply, &mut a_out);
+        assert!(sent(&mut a_out).is_empty(), "pages go in the reply");
+        let pages = pages_of(&reply);
+        assert_eq!(pages.len(), 1);
+        assert_eq!(
+            (pages[0].after, pages[0].upto, pages[0].reset),
+            (0, 4, false)
+        );
+        let versions: Vec<u64> = pages[0].entries.iter().map(|e| e.1).collect();
+        assert_eq!(
+            versions,
+            vec![2, 3, 4],
+            "ascending, overwritten versions gone"
+        );
+
+        let mut b = store();
+        let mut b_out = outbox(2);
+        let mut seen = Vec::new();
+        let hook = &mut |o: &u32, k: &str, v: Option<&[u8]>| {
+            seen.push((*o, k.to_string(), v.map(<[u8]>::to_vec)))
+        };
+        for p in pages {
+            b.apply_page(t, p, &mut b_out, hook);
+        }
+        assert_eq!(
+            b.get(&1),
+            Some(&held),
+            "the same content, hash and watermark"
+        );
+        assert_eq!(b.value(&1, "x"), Some(&[3][..]));
+        assert_eq!(b.summary(&1, 1), a.summary(&1, 1));
+        assert_eq!(seen.len(), 3);
+        assert_eq!(events(&mut b_out).len(), 3, "one StateChanged per key");
+        assert_eq!(b_out.stats().deltas_applied, 3);
+
+        // Nothing new: no page.
+        let mut reply = Vec::new();
+        a.pages(&2, &a_id, 4, &mut reply, &mut a_out);
+        assert!(reply.is_empty());
+
+        // A later write travels alone.
+        a.write(t, &a_id, "w", Some(vec![5])).expect("fits");
+        a.pages(
+            &2,
+            &a_id,
+            b.get(&1).map_or(0, |s| s.watermark),
+            &mut reply,
+            &mut a_out,
+        );
+        let pages = pages_of(&reply);
+        assert_eq!(pages.len(), 1);
+        assert_eq!(pages[0].entries, vec![("w".to_string(), 5, Some(vec![5]))]);
+        b.apply_page(t, pages[0].clone(), &mut b_out, &mut no_hook());
+        assert_eq!(b.get(&1), a.get(&1));
+        // Applying a page twice changes nothing.
+        b.apply_page(t, pages[0].clone(), &mut b_out, &mut no_hook());
+        assert_eq!(b.get(&1), a.get(&1));
+        assert_eq!(events(&mut b_out).len(), 1);
+    }
+
+    #[test]
+    fn pages_of_another_life_are_not_sent() {
+        let a_id = NodeId::new(1, 1);
+        let mut a = store();
+        let mut out = outbox(1);
+        a.write(Instant::ZERO, &a_id, "x", Some(vec![1]))
+            .expect("fits");
+        let mut reply = Vec::new();
+        a.pages(&2, &NodeId::new(1, 2), 0, &mut reply, &mut out);
+        a.pages(&2, &NodeId::new(3, 1), 0, &mut reply, &mut out);
+        assert!(reply.is_empty());
+    }
+
+    #[test]
+    fn own_tombstone_is_collected_after_the_grace_only() {
+        let grace = Config::lan("t").tombstone_grace;
+        let me = NodeId::new(1, 1);
+        let mut s = store();
+        let t0 = Instant::from_secs(10);
+        s.write(t0, &me, "k", Some(vec![1])).expect("fits");
+        s.write(t0, &me, "k", None).expect("fits");
+        let hash = s.hash_of(&1, 1);
+        s.collect_tombstones(t0 + grace - Duration::from_nanos(1));
+        assert!(
+            s.get(&1).is_some_and(|st| st.entries.contains_key("k")),
+            "within the grace"
+        );
+        s.collect_tombstones(t0 + grace);
+        let st = s.get(&1).expect("ours");
+        assert!(!st.entries.contains_key("k"), "collected at the grace");
+        assert_eq!(st.gc_floor, 2);
+        assert_eq!(
+            s.hash_of(&1, 1),
+            hash,
+            "collecting changes nothing peers compare"
+        );
+    }
+
+    #[test]
+    fn rewritten_tombstone_is_not_collected() {
+        let grace = Config::lan("t").tombstone_grace;
+        let me = NodeId::new(1, 1);
+        let mut s = store();
+        s.write(Instant::ZERO, &me, "k", None).expect("fits");
+        s.write(Instant::ZERO, &me, "k", Some(vec![1]))
+            .expect("fits");
+        s.collect_tombstones(Instant::ZERO + grace);
+        assert_eq!(s.value(&1, "k"), Some(&[1][..]));
+        assert_eq!(s.get(&1).map(|st| st.gc_floor), Some(0));
+    }
+
+    #[test]
+    fn remote_tombstone_waits_for_the_watermark_to_cover_it() {
+        let grace = Config::lan("t").tombstone_grace;
+        let owner = NodeId::new(3, 1);
+        let mut s = store();
+        let mut out = outbox(1);
+        let t0 = Instant::ZERO;
+        assert!(s.apply_delta(
+            t0,
+            delta(&owner, "a", 1, Some(&[1])),
+            &mut out,
+            &mut no_hook()
+        ));
+        // Version 2 is still on its way; the delete (version 3) arrives first.
+        assert!(s.apply_delta(t0, delta(&owner, "k", 3, None), &mut out, &mut no_hook()));
+        assert_eq!(s.get(&3).map(|st| st.watermark), Some(1));
+
+        // Past the grace, but version 2 may still carry an older "k": kept.
+        let t1 = t0 + grace;
+        s.collect_tombstones(t1);
+        assert!(s.get(&3).is_some_and(|st| st.entries.contains_key("k")));
+
+        // Version 2 arrives: the watermark covers the tombstone now, but it was
+        // requeued for another grace.
+        assert!(s.apply_delta(
+            t1,
+            delta(&owner, "b", 2, Some(&[2])),
+            &mut out,
+            &mut no_hook()
+        ));
+        assert_eq!(s.get(&3).map(|st| st.watermark), Some(3));
+        s.collect_tombstones(t1 + grace - Duration::from_nanos(1));
+        assert!(s.get(&3).is_some_and(|st| st.entries.contains_key("k")));
+        s.collect_tombstones(t1 + grace);
+        let st = s.get(&3).expect("held");
+        assert!(!st.entries.contains_key("k"), "collected once covered");
+        assert_eq!(st.gc_floor, 3);
+
+        // An older value of the collected key is not news.
+        assert!(!s.apply_delta(
+            t1 + grace,
+            delta(&owner, "k", 2, Some(&[9])),
+            &mut out,
+            &mut no_hook()
+        ));
+        assert_eq!(s.value(&3, "k"), None);
+    }
+
+    #[test]
+    fn peer_behind_the_collected_floor_gets_a_reset() {
+        let grace = Config::lan("t").tombstone_grace;
+        let a_id = NodeId::new(1, 1);
+        let mut a = store();
+        let mut a_out = outbox(1);
+        let t0 = Instant::ZERO;
+        a.write(t0, &a_id, "k", Some(vec![1])).expect("fits");
+        a.write(t0, &a_id, "j", Some(vec![2])).expect("fits");
+        // b holds versions 1 and 2.
+        let mut b = store();
+        let mut b_out = outbox(2);
+        let mut reply = Vec::new();
+        a.pages(&2, &a_id, 0, &mut reply, &mut a_out);
+        for p in pages_of(&reply) {
+            b.apply_page(t0, p, &mut b_out, &mut no_hook());
+        }
+        let _ = events(&mut b_out);
+        // a deletes "k" and collects it; b never hears of the delete.
+        a.write(t0, &a_id, "k", None).expect("fits");
+        a.collect_tombstones(t0 + grace);
+        assert_eq!(a.get(&1).map(|st| st.gc_floor), Some(3));
+
+        let mut reply = Vec::new();
+        a.pages(&2, &a_id, 2, &mut reply, &mut a_out);
+        assert!(
+            reply.is_empty(),
+            "a reset is sent at once, not in the reply"
+        );
+        let sent = sent(&mut a_out);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, 2);
+        let Message::StatePage(page) = sent[0].1[0].clone() else {
+            panic!("expected a page");
+        };
+        assert!(page.reset && page.after == 0);
+        b.apply_page(t0 + grace, page, &mut b_out, &mut no_hook());
+        assert_eq!(b.value(&1, "k"), None, "the deleted key is dropped");
+        assert_eq!(b.value(&1, "j"), Some(&[2][..]));
+        assert_eq!(b.summary(&1, 1), a.summary(&1, 1));
+        assert_eq!(
+            b.get(&1).map(|st| st.gc_floor),
+            Some(3),
+            "the floor is passed on"
+        );
+        assert!(events(&mut b_out).iter().any(|e| matches!(
+            e,
+            Event::StateChanged { key, value: None, .. } if key == "k"
+        )));
+    }
+
+    #[test]
+    fn reconcile_asks_for_what_we_lack_and_sends_what_they_lack() {
+        let a_id = NodeId::new(1, 1);
+        let mut a = store();
+        let mut out = outbox(2);
+        a.write(Instant::ZERO, &a_id, "x", Some(vec![1]))
+            .expect("fits");
+        let (hash, watermark) = a.summary(&1, 1);
+        let entry = |state_hash, watermark| DigestEntry {
+            claim: crate::membership::MemberClaim {
+                id: a_id.clone(),
+                incarnation: 0,
+                status: crate::membership::Status::Alive,
+            },
+            state_hash,
+            watermark,
+        };
+        // We (node 2) hold a's state; peer 3 holds none of it.
+        let mut reply = Vec::new();
+        a.reconcile(
+            &3,
+            &entry(hash, watermark),
+            &entry(0, 0),
+            &mut reply,
+            &mut out,
+        );
+        let msgs = decoded(&reply);
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert_eq!(
+            msgs[0],
+            Message::SyncRequest {
+                owner: a_id.clone(),
+                after: watermark
+            }
+        );
+        assert!(matches!(&msgs[1], Message::StatePage(p) if p.after == 0 && p.entries.len() == 1));
+        // Same content: nothing to say.
+        let mut reply = Vec::new();
+        a.reconcile(
+            &3,
+            &entry(hash, watermark),
+            &entry(hash, watermark),
+            &mut reply,
+            &mut out,
+        );
+        assert!(reply.is_empty());
+    }
 }

@@ -248,3 +248,222 @@ impl<A: Address> Placement<A> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::membership::{MemberClaim, NodeId};
+    use alloc::vec;
+
+    fn placement() -> Placement<u32> {
+        Placement::new(&Config::lan("t"), SeededState(1))
+    }
+
+    fn encoded(tokens: &[Token]) -> Vec<u8> {
+        postcard::to_allocvec(tokens).expect("encodes")
+    }
+
+    fn announce(p: &mut Placement<u32>, addr: u32, tokens: &[Token]) {
+        p.key_changed(&addr, TOKENS_KEY, Some(&encoded(tokens)), true);
+    }
+
+    const TOKENS: [(u32, [Token; 2]); 3] =
+        [(1, [-9_000, 100]), (2, [-5_000, 4_000]), (3, [0, 7_000])];
+
+    #[test]
+    fn digest_does_not_depend_on_the_order_tokens_were_learned_in() {
+        let mut a = placement();
+        for (addr, t) in TOKENS {
+            announce(&mut a, addr, &t);
+        }
+        let mut b = placement();
+        // Another order, with a superseded announcement and a member that went away.
+        announce(&mut b, 3, &[1, 2, 3]);
+        announce(&mut b, 9, &[55]);
+        for (addr, t) in TOKENS.iter().rev() {
+            announce(&mut b, *addr, t);
+        }
+        b.key_changed(&9, TOKENS_KEY, None, true);
+        assert_ne!(a.digest(), 0);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(*a.ring(), *b.ring());
+        assert_eq!(a.ring().nodes(), 3);
+        assert_eq!(b.tokens_of(&3), vec![0, 7_000]);
+        assert!(b.tokens_of(&9).is_empty());
+        // A different view has a different digest.
+        announce(&mut b, 3, &[0, 7_001]);
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn member_not_on_ring_leaves_it_and_comes_back() {
+        let mut p = placement();
+        for (addr, t) in TOKENS {
+            announce(&mut p, addr, &t);
+        }
+        let full = p.digest();
+        assert!(p.ring().tokens().any(|(_, n)| *n == 2));
+
+        p.member_changed(&2, false);
+        assert_ne!(p.digest(), full);
+        assert_eq!(p.ring().nodes(), 2);
+        assert!(p.ring().tokens().all(|(_, n)| *n != 2), "2 left the ring");
+        assert_eq!(p.tokens_of(&2), vec![-5_000, 4_000], "its tokens are kept");
+        p.member_changed(&2, false);
+        assert_eq!(p.ring().nodes(), 2, "idempotent");
+
+        // Tokens learned while off the ring do not put it back.
+        announce_off(&mut p, 2, &[-5_000, 4_000]);
+        assert_eq!(p.ring().nodes(), 2);
+
+        p.member_changed(&2, true);
+        assert_eq!(p.digest(), full);
+        assert_eq!(p.ring().nodes(), 3);
+
+        // Forgotten tokens: off the ring for good, even if it is live.
+        p.forget(&2);
+        p.member_changed(&2, true);
+        assert_eq!(p.ring().nodes(), 2);
+    }
+
+    fn announce_off(p: &mut Placement<u32>, addr: u32, tokens: &[Token]) {
+        p.key_changed(&addr, TOKENS_KEY, Some(&encoded(tokens)), false);
+    }
+
+    #[test]
+    fn malformed_or_empty_tokens_take_a_member_off_the_ring() {
+        let mut p = placement();
+        announce(&mut p, 1, &[5]);
+        p.key_changed(&1, TOKENS_KEY, Some(&[0xff, 0xff]), true);
+        assert_eq!(p.digest(), 0);
+        assert!(p.ring().is_empty());
+        announce(&mut p, 1, &[5]);
+        announce(&mut p, 1, &[]);
+        assert_eq!(p.digest(), 0);
+        assert!(p.ring().is_empty());
+    }
+
+    #[test]
+    fn ring_agreed_fires_once() {
+        let mut p = placement();
+        for (addr, t) in TOKENS {
+            announce(&mut p, addr, &t);
+        }
+        let mine = p.digest().to_le_bytes();
+        let other = (p.digest() ^ 1).to_le_bytes();
+
+        // Not everyone published ours yet.
+        let theirs = [Some(&mine[..]), Some(&other[..]), None];
+        assert_eq!(p.check_agreement(Some(&mine), theirs.into_iter()), None);
+        // Nothing changed since: not even looked at.
+        let all = [Some(&mine[..]); 3];
+        assert_eq!(p.check_agreement(Some(&mine), all.into_iter()), None);
+
+        // A member published the digest: everyone agrees.
+        p.key_changed(&2, RING_KEY, Some(&mine), true);
+        assert_eq!(
+            p.check_agreement(Some(&mine), all.into_iter()),
+            Some(Event::RingAgreed { digest: p.digest() })
+        );
+        // Once for that digest.
+        p.key_changed(&3, RING_KEY, Some(&mine), true);
+        assert_eq!(p.check_agreement(Some(&mine), all.into_iter()), None);
+
+        // A new ring, agreed again: a new event.
+        announce(&mut p, 4, &[42]);
+        let next = p.digest().to_le_bytes();
+        let all = [Some(&next[..]); 4];
+        assert_eq!(
+            p.check_agreement(Some(&next), all.into_iter()),
+            Some(Event::RingAgreed { digest: p.digest() })
+        );
+    }
+
+    #[test]
+    fn no_agreement_on_a_digest_we_do_not_hold_or_did_not_publish() {
+        let mut p = placement();
+        announce(&mut p, 1, &[5]);
+        let stale = (p.digest() ^ 1).to_le_bytes();
+        let all = [Some(&stale[..]); 2];
+        assert_eq!(p.check_agreement(Some(&stale), all.into_iter()), None);
+        p.key_changed(&1, RING_KEY, None, true);
+        assert_eq!(p.check_agreement(None, core::iter::empty()), None);
+    }
+
+    #[test]
+    fn digest_is_published_after_holding_still_two_rounds() {
+        let mut p = placement();
+        assert_eq!(p.digest_to_publish(None), None, "no ring");
+        announce(&mut p, 1, &[5]);
+        let d = p.digest().to_le_bytes();
+        assert_eq!(p.digest_to_publish(None), None, "new");
+        assert_eq!(p.digest_to_publish(None), None, "one round still");
+        assert_eq!(p.digest_to_publish(None), Some(d), "two rounds still");
+        assert_eq!(p.digest_to_publish(Some(&d)), None, "already published");
+        announce(&mut p, 2, &[6]);
+        assert_eq!(p.digest_to_publish(Some(&d)), None, "moved: start again");
+    }
+
+    #[test]
+    fn route_reports_each_replicas_liveness() {
+        let mut members = Membership::new(NodeId::new(1, 1), 16, SeededState(1));
+        members.join(core::iter::empty());
+        for a in [2, 3] {
+            members.apply(
+                &MemberClaim {
+                    id: NodeId::new(a, 1),
+                    incarnation: 0,
+                    status: Status::Alive,
+                },
+                Instant::ZERO,
+            );
+        }
+        members.apply(
+            &MemberClaim {
+                id: NodeId::new(3, 1),
+                incarnation: 0,
+                status: Status::Suspect,
+            },
+            Instant::ZERO,
+        );
+        let mut p = placement();
+        assert!(p.route(b"k", &members).replicas.is_empty(), "empty ring");
+        for (addr, t) in TOKENS {
+            announce(&mut p, addr, &t);
+        }
+        let set = p.route(b"k", &members);
+        assert_eq!(set.token, token_for(b"k"));
+        assert_eq!(set.replicas.len(), 3);
+        for r in &set.replicas {
+            let expected = if r.id.addr == 3 {
+                Status::Suspect
+            } else {
+                Status::Alive
+            };
+            assert_eq!(r.state, expected, "{r:?}");
+        }
+        assert!(
+            set.replicas.iter().any(|r| r.id == NodeId::new(1, 1)),
+            "ourselves"
+        );
+    }
+
+    #[test]
+    fn tokens_are_chosen_at_once_by_the_first_node_else_after_three_rounds() {
+        let round = core::time::Duration::from_secs(1);
+        let mut p = placement();
+        assert!(p.on_join(Instant::ZERO, false, true, round));
+        assert!(!p.on_join(Instant::ZERO, true, false, round), "has tokens");
+        assert!(!p.on_join(Instant::ZERO, false, false, round));
+        assert!(!p.tokens_due(Instant::ZERO + round * 3 - core::time::Duration::from_nanos(1)));
+        assert!(p.tokens_due(Instant::ZERO + round * 3));
+        p.peer_in_sync(Instant::from_secs(1));
+        assert!(p.tokens_due(Instant::from_secs(1)), "in sync: choose now");
+        let mut rng =
+            <rand_chacha::ChaCha8Rng as rand_chacha::rand_core::SeedableRng>::seed_from_u64(1);
+        let bytes = p.choose_tokens(&mut rng);
+        let tokens: Vec<Token> = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(tokens.len(), Config::lan("t").vnodes);
+        assert!(!p.tokens_due(Instant::MAX), "chosen");
+    }
+}
