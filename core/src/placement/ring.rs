@@ -4,14 +4,159 @@
 //! token at or after the key's token, walking clockwise, and its further replicas are
 //! the next distinct nodes on the walk.
 //!
+//! Nodes may carry a [`Location`] (datacenter and rack): with
+//! [`Replication::PerDatacenter`] the replicas follow Cassandra's
+//! `NetworkTopologyStrategy`, a replica count per datacenter spread over distinct
+//! racks first ([`Ring::replicas_for`]).
+//!
 //! Everything here is a pure function of its inputs: every node that sees the same
 //! claims builds the same [`Ring`], and the same [`Ring::digest`].
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::hash::{Hash, Hasher};
 
+use serde::{Deserialize, Serialize};
+
 use super::murmur::token_for;
 use crate::hash::StableHasher;
+
+/// Where a node sits: its datacenter and its rack within it, as Cassandra's snitch
+/// reports them. Racks are named per datacenter: `rack1` in `dc1` and `rack1` in
+/// `dc2` are different racks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Location {
+    /// The datacenter's name.
+    pub datacenter: String,
+    /// The rack's name, within the datacenter.
+    pub rack: String,
+}
+
+impl Default for Location {
+    /// `dc1` / `rack1`, Cassandra's defaults, where every node of a [`Ring::new`] sits.
+    fn default() -> Self {
+        Location {
+            datacenter: String::from(DEFAULT_DC),
+            rack: String::from(DEFAULT_RACK),
+        }
+    }
+}
+
+const DEFAULT_DC: &str = "dc1";
+const DEFAULT_RACK: &str = "rack1";
+
+impl Location {
+    /// The location `datacenter` / `rack`.
+    pub fn new(datacenter: impl Into<String>, rack: impl Into<String>) -> Self {
+        Location {
+            datacenter: datacenter.into(),
+            rack: rack.into(),
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        self.datacenter == DEFAULT_DC && self.rack == DEFAULT_RACK
+    }
+}
+
+/// How many replicas a key has, and where: Cassandra's `SimpleStrategy` or
+/// `NetworkTopologyStrategy`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum Replication {
+    /// `rf` distinct nodes clockwise from the key's token, locations ignored: the
+    /// same as [`Ring::replicas`].
+    Simple(usize),
+    /// A replica count per datacenter, spread over that datacenter's racks (see
+    /// [`Ring::replicas_for`]). A datacenter with no node on the ring gets no
+    /// replica; one listed twice takes its last count, as in a map.
+    PerDatacenter(Vec<(String, usize)>),
+}
+
+impl Replication {
+    /// The number of replicas asked for, summed over datacenters (a datacenter
+    /// listed twice counted once, with its last count). A ring with fewer nodes
+    /// than asked for returns fewer.
+    pub fn total(&self) -> usize {
+        match self {
+            Replication::Simple(rf) => *rf,
+            Replication::PerDatacenter(dcs) => dcs
+                .iter()
+                .enumerate()
+                .filter(|&(i, (dc, _))| dcs.iter().skip(i + 1).all(|(later, _)| later != dc))
+                .map(|(_, (_, rf))| *rf)
+                .sum(),
+        }
+    }
+
+    /// The replica count of datacenter `dc`: its last entry, or 0 if unlisted.
+    fn count_in(&self, dc: &str) -> usize {
+        match self {
+            Replication::Simple(rf) => *rf,
+            Replication::PerDatacenter(dcs) => dcs
+                .iter()
+                .rev()
+                .find(|(d, _)| d == dc)
+                .map_or(0, |(_, rf)| *rf),
+        }
+    }
+}
+
+/// The topology derived from the owners' locations, as small integers for the
+/// replica walk: built once per ring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Topology {
+    /// Distinct datacenter names, sorted.
+    dcs: Vec<String>,
+    /// Per owner id, the index of its datacenter in `dcs`.
+    dc_of: Vec<usize>,
+    /// Per owner id, the index of its rack among all distinct `(dc, rack)` pairs.
+    rack_of: Vec<usize>,
+    /// Per datacenter, how many distinct racks and owners it has.
+    racks_in: Vec<usize>,
+    nodes_in: Vec<usize>,
+    /// Number of distinct `(dc, rack)` pairs.
+    racks: usize,
+}
+
+impl Topology {
+    fn new(locations: &[Location]) -> Self {
+        let mut sorted: Vec<&Location> = locations.iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut dcs: Vec<String> = Vec::new();
+        let mut racks_in: Vec<usize> = Vec::new();
+        for l in &sorted {
+            if dcs.last() != Some(&l.datacenter) {
+                dcs.push(l.datacenter.clone());
+                racks_in.push(0);
+            }
+            if let Some(r) = racks_in.last_mut() {
+                *r += 1;
+            }
+        }
+        let mut nodes_in = alloc::vec![0; dcs.len()];
+        let mut dc_of = Vec::with_capacity(locations.len());
+        let mut rack_of = Vec::with_capacity(locations.len());
+        for l in locations {
+            let dc = dcs.binary_search(&l.datacenter).unwrap_or(0);
+            dc_of.push(dc);
+            rack_of.push(sorted.binary_search(&l).unwrap_or(0));
+            if let Some(n) = nodes_in.get_mut(dc) {
+                *n += 1;
+            }
+        }
+        Topology {
+            dcs,
+            dc_of,
+            rack_of,
+            racks_in,
+            nodes_in,
+            racks: sorted.len(),
+        }
+    }
+}
 
 /// A position on the ring, ordered as a signed integer, as Cassandra orders its
 /// `LongToken`s, so that token ranges read the same as in `nodetool ring`.
@@ -49,6 +194,11 @@ pub struct Ring<N> {
     ids: Vec<usize>,
     /// Number of distinct owners.
     nodes: usize,
+    /// Per owner id, the index in `entries` of its first token.
+    first: Vec<usize>,
+    /// Per owner id, its location.
+    locations: Vec<Location>,
+    topology: Topology,
 }
 
 impl<N> Default for Ring<N> {
@@ -57,6 +207,9 @@ impl<N> Default for Ring<N> {
             entries: Vec::new(),
             ids: Vec::new(),
             nodes: 0,
+            first: Vec::new(),
+            locations: Vec::new(),
+            topology: Topology::default(),
         }
     }
 }
@@ -67,28 +220,126 @@ impl<N: Clone + Ord> Ring<N> {
     /// The result depends only on the set of `(node, token)` claims: the input order,
     /// repeated entries for one node and repeated tokens do not matter. A node whose
     /// every token is taken by smaller nodes, or which claims none, is not in the ring.
+    ///
+    /// Every node sits at the default [`Location`]; see [`Ring::new_located`].
     pub fn new(entries: impl IntoIterator<Item = (N, Vec<Token>)>) -> Ring<N> {
+        Ring::build(
+            entries
+                .into_iter()
+                .map(|(node, tokens)| (node, tokens, None)),
+        )
+    }
+
+    /// Builds the ring from each node's claimed tokens and its location.
+    ///
+    /// Tokens are resolved exactly as by [`Ring::new`]. A node given different
+    /// locations in different entries sits at the smallest of them (by `Ord`), so the
+    /// result still depends only on the set of entries, not on their order.
+    pub fn new_located(entries: impl IntoIterator<Item = (N, Vec<Token>, Location)>) -> Ring<N> {
+        Ring::build(
+            entries
+                .into_iter()
+                .map(|(node, tokens, location)| (node, tokens, Some(location))),
+        )
+    }
+
+    fn build(entries: impl IntoIterator<Item = (N, Vec<Token>, Option<Location>)>) -> Ring<N> {
         let mut claims: Vec<(Token, N)> = Vec::new();
-        for (node, tokens) in entries {
+        let mut located: Vec<(N, Location)> = Vec::new();
+        for (node, tokens, location) in entries {
             claims.extend(tokens.into_iter().map(|t| (t, node.clone())));
+            if let Some(l) = location {
+                located.push((node, l));
+            }
         }
         // Sorting by (token, node) puts the smallest claimant first; dedup keeps it.
         claims.sort_unstable();
         claims.dedup_by(|later, first| later.0 == first.0);
+        // Likewise the smallest location of each node comes first.
+        located.sort_unstable();
+        located.dedup_by(|later, first| later.0 == first.0);
 
         let mut owners: Vec<&N> = claims.iter().map(|(_, n)| n).collect();
         owners.sort_unstable();
         owners.dedup();
+        let nodes = owners.len();
+        let mut first = alloc::vec![usize::MAX; nodes];
         let ids = claims
             .iter()
-            .map(|(_, n)| owners.binary_search(&n).unwrap_or(0))
+            .enumerate()
+            .map(|(i, (_, n))| {
+                let id = owners.binary_search(&n).unwrap_or(0);
+                if let Some(f @ &mut usize::MAX) = first.get_mut(id) {
+                    *f = i;
+                }
+                id
+            })
             .collect();
-        let nodes = owners.len();
+        let locations: Vec<Location> = owners
+            .iter()
+            .map(|n| {
+                located
+                    .binary_search_by(|(m, _)| m.cmp(n))
+                    .ok()
+                    .and_then(|i| located.get(i))
+                    .map_or_else(Location::default, |(_, l)| l.clone())
+            })
+            .collect();
+        let topology = Topology::new(&locations);
         Ring {
             entries: claims,
             ids,
             nodes,
+            first,
+            locations,
+            topology,
         }
+    }
+
+    /// The owner id of `node`, if it holds a token.
+    fn id_of(&self, node: &N) -> Option<usize> {
+        let mut lo = 0;
+        let mut hi = self.nodes;
+        // Owner ids are ranks by `Ord`: binary search through each one's first token.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (_, n) = self.first.get(mid).and_then(|&i| self.entries.get(i))?;
+            match n.cmp(node) {
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Where `node` sits, if it holds a token on the ring.
+    pub fn location(&self, node: &N) -> Option<&Location> {
+        self.id_of(node).and_then(|id| self.locations.get(id))
+    }
+
+    /// The sub-ring of the nodes in datacenter `dc`, with their tokens and
+    /// locations: what a per-datacenter allocation balances against. Empty when no
+    /// node of the ring is in `dc`.
+    pub fn in_datacenter(&self, dc: &str) -> Ring<N> {
+        let mut tokens: Vec<Vec<Token>> = alloc::vec![Vec::new(); self.nodes];
+        for (&(t, _), &id) in self.entries.iter().zip(&self.ids) {
+            if self.locations.get(id).is_some_and(|l| l.datacenter == dc) {
+                if let Some(v) = tokens.get_mut(id) {
+                    v.push(t);
+                }
+            }
+        }
+        Ring::new_located(
+            tokens
+                .into_iter()
+                .zip(&self.first)
+                .zip(&self.locations)
+                .filter(|((t, _), _)| !t.is_empty())
+                .filter_map(|((t, &f), l)| {
+                    self.entries.get(f).map(|(_, n)| (n.clone(), t, l.clone()))
+                }),
+        )
     }
 }
 
@@ -173,6 +424,105 @@ impl<N> Ring<N> {
         self.replicas(token_for(key), rf)
     }
 
+    /// The natural replicas of `token` under `replication`, in the order they were
+    /// chosen walking clockwise from `token`: the first is the first node chosen
+    /// after the token.
+    ///
+    /// [`Replication::Simple`] is exactly [`Ring::replicas`]. With
+    /// [`Replication::PerDatacenter`] each datacenter gets `min(count, its nodes)`
+    /// replicas by Cassandra's `NetworkTopologyStrategy` rule: walking clockwise,
+    /// a node of that datacenter is taken if its rack has no replica yet; a node
+    /// of an already used rack is set aside, in walk order, until every rack of the
+    /// datacenter present on the ring has a replica, at which point the set-aside
+    /// nodes are taken first (up to the count) and then any node met afterwards.
+    /// (Cassandra 4.0 reorders the same choice: it yields the same set of replicas.)
+    pub fn replicas_for(&self, token: Token, replication: &Replication) -> Vec<&N> {
+        let mut idx = Vec::new();
+        match replication {
+            Replication::Simple(rf) => self.replica_entries(token, *rf, &mut idx),
+            Replication::PerDatacenter(_) => {
+                self.located_replica_entries(token, replication, &mut idx);
+            }
+        }
+        idx.into_iter()
+            .filter_map(|i| self.entries.get(i).map(|(_, n)| n))
+            .collect()
+    }
+
+    /// Indices into `entries` of the `PerDatacenter` replicas of `token`, in the
+    /// order chosen (see [`Ring::replicas_for`]).
+    fn located_replica_entries(
+        &self,
+        token: Token,
+        replication: &Replication,
+        out: &mut Vec<usize>,
+    ) {
+        out.clear();
+        let topo = &self.topology;
+        // How many replicas each datacenter still needs.
+        let mut need: Vec<usize> = topo
+            .dcs
+            .iter()
+            .zip(&topo.nodes_in)
+            .map(|(dc, &n)| replication.count_in(dc).min(n))
+            .collect();
+        let total: usize = need.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let mut rack_used = alloc::vec![false; topo.racks];
+        let mut racks_left: Vec<usize> = topo.racks_in.clone();
+        // Nodes met in an already used rack: (datacenter, entry index), walk order.
+        let mut skipped: Vec<(usize, usize)> = Vec::new();
+        let start = self.successor(token);
+        let len = self.entries.len();
+        let id_at = |i: usize| self.ids.get(i).copied().unwrap_or(usize::MAX);
+        let mut take = |i: usize, dc: usize, out: &mut Vec<usize>| {
+            let id = id_at(i);
+            let fresh = need.get(dc).is_some_and(|&n| n > 0) && out.iter().all(|&j| id_at(j) != id);
+            if fresh {
+                out.push(i);
+                if let Some(n) = need.get_mut(dc) {
+                    *n -= 1;
+                }
+            }
+            fresh
+        };
+        for step in 0..len {
+            let i = (start + step) % len;
+            let id = id_at(i);
+            let dc = topo.dc_of.get(id).copied().unwrap_or(0);
+            let rl = racks_left.get(dc).copied().unwrap_or(0);
+            if rl == 0 {
+                take(i, dc, out);
+            } else {
+                let rack = topo.rack_of.get(id).copied().unwrap_or(0);
+                match rack_used.get(rack) {
+                    Some(true) => skipped.push((dc, i)),
+                    Some(false) if take(i, dc, out) => {
+                        if let Some(used) = rack_used.get_mut(rack) {
+                            *used = true;
+                        }
+                        if let Some(r) = racks_left.get_mut(dc) {
+                            *r -= 1;
+                        }
+                        if rl == 1 {
+                            // Every rack is used: take the set-aside nodes now.
+                            for &(d, j) in skipped.iter().filter(|(d, _)| *d == dc) {
+                                take(j, d, out);
+                            }
+                            skipped.retain(|&(d, _)| d != dc);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if out.len() == total {
+                break;
+            }
+        }
+    }
+
     /// Replica load per owner id, in units of 2^-64 of the ring, counting each range
     /// once for each of its replicas.
     ///
@@ -227,6 +577,53 @@ impl<N> Ring<N> {
         }
         (max as f64) * (loads.len() as f64) / (total as f64)
     }
+
+    /// [`Ring::max_over_mean`] under any [`Replication`]: for
+    /// [`Replication::PerDatacenter`], each datacenter's nodes are compared with
+    /// their own mean (the datacenter's replicas over its nodes) and the worst
+    /// datacenter is returned.
+    ///
+    /// Computed by walking every range's replicas: O(T · walk), meant for tests and
+    /// tools, not for a hot path. 1.0 when there is nothing to balance.
+    pub fn max_over_mean_for(&self, replication: &Replication) -> f64 {
+        let Replication::PerDatacenter(_) = replication else {
+            return self.max_over_mean(replication.total());
+        };
+        let mut loads = alloc::vec![0u128; self.nodes];
+        let mut idx = Vec::new();
+        let len = self.entries.len();
+        for i in 0..len {
+            let (Some(&(start, _)), Some(&(end, _))) =
+                (self.entries.get((i + len - 1) % len), self.entries.get(i))
+            else {
+                continue;
+            };
+            self.located_replica_entries(end, replication, &mut idx);
+            for &j in &idx {
+                if let Some(l) = self.ids.get(j).and_then(|&id| loads.get_mut(id)) {
+                    *l += clockwise(start, end);
+                }
+            }
+        }
+        let topo = &self.topology;
+        let mut worst = 1.0f64;
+        for dc in 0..topo.dcs.len() {
+            let in_dc = || {
+                loads
+                    .iter()
+                    .zip(&topo.dc_of)
+                    .filter(move |&(_, &d)| d == dc)
+                    .map(|(&l, _)| l)
+            };
+            let total: u128 = in_dc().sum();
+            let max = in_dc().max().unwrap_or(0);
+            let n = topo.nodes_in.get(dc).copied().unwrap_or(0);
+            if total > 0 {
+                worst = worst.max((max as f64) * (n as f64) / (total as f64));
+            }
+        }
+        worst
+    }
 }
 
 impl<N: Clone> Ring<N> {
@@ -260,12 +657,24 @@ impl<N: Hash> Ring<N> {
     /// It is as portable as `N`'s `Hash` impl: tokens and the length are hashed as
     /// fixed-width integers, but a node type that hashes a `usize` (or an enum
     /// discriminant) hashes differently on 32- and 64-bit targets.
+    ///
+    /// Locations other than the default are covered too (a ring of default
+    /// locations, as [`Ring::new`] builds, digests as it did before locations).
     pub fn digest(&self) -> u64 {
         let mut h = StableHasher::default();
         h.write_u64(self.entries.len() as u64);
         for (t, n) in &self.entries {
             h.write_u64(*t as u64);
             n.hash(&mut h);
+        }
+        for (id, l) in self.locations.iter().enumerate() {
+            if !l.is_default() {
+                h.write_u64(id as u64);
+                h.write(l.datacenter.as_bytes());
+                h.write_u8(0xff);
+                h.write(l.rack.as_bytes());
+                h.write_u8(0xff);
+            }
         }
         h.finish()
     }
@@ -415,6 +824,56 @@ mod tests {
         }
 
         #[test]
+        fn simple_replication_is_replicas(claims in small_claims(), token in any::<i64>(), rf in 0usize..10) {
+            let ring = Ring::new(claims);
+            prop_assert_eq!(ring.replicas_for(token, &Replication::Simple(rf)), ring.replicas(token, rf));
+            prop_assert_eq!(ring.max_over_mean_for(&Replication::Simple(rf)), ring.max_over_mean(rf));
+            // One datacenter with one rack: the same walk.
+            let per = Replication::PerDatacenter(vec![("dc1".into(), rf)]);
+            prop_assert_eq!(ring.replicas_for(token, &per), ring.replicas(token, rf));
+        }
+
+        #[test]
+        fn located_replicas_are_distinct_and_complete(
+            claims in small_claims(),
+            racks in prop::collection::vec((0u8..2, 0u8..3), 8),
+            token in any::<i64>(),
+            rf1 in 0usize..5,
+            rf2 in 0usize..5,
+        ) {
+            let ring = Ring::new_located(claims.into_iter().map(|(n, t)| {
+                let (dc, rack) = racks[usize::from(n)];
+                (n, t, Location::new(alloc::format!("dc{dc}"), alloc::format!("r{rack}")))
+            }));
+            let rep = Replication::PerDatacenter(vec![("dc0".into(), rf1), ("dc1".into(), rf2)]);
+            let reps = ring.replicas_for(token, &rep);
+            for (dc, rf) in [("dc0", rf1), ("dc1", rf2)] {
+                let sub = ring.in_datacenter(dc);
+                let in_dc: Vec<_> = reps.iter().filter(|n| ring.location(n).unwrap().datacenter == dc).collect();
+                prop_assert_eq!(in_dc.len(), rf.min(sub.nodes()));
+                let mut distinct = in_dc.clone();
+                distinct.sort();
+                distinct.dedup();
+                prop_assert_eq!(distinct.len(), in_dc.len());
+                // As many distinct racks as possible.
+                let mut used: Vec<_> = in_dc.iter().map(|n| &ring.location(n).unwrap().rack).collect();
+                used.sort();
+                used.dedup();
+                let mut all: Vec<_> = sub.tokens().map(|(_, n)| &sub.location(n).unwrap().rack).collect();
+                all.sort();
+                all.dedup();
+                prop_assert_eq!(used.len(), rf.min(all.len()).min(in_dc.len()));
+            }
+            if let Some(first) = reps.first() {
+                let first_dc = &ring.location(first).unwrap().datacenter;
+                let wanted = |n: &&u8| { let d = &ring.location(n).unwrap().datacenter; (d == "dc0" && rf1 > 0) || (d == "dc1" && rf2 > 0) };
+                // The first replica is the first node met of a datacenter that wants any.
+                let met = ring.replicas(token, ring.nodes()).into_iter().find(wanted);
+                prop_assert_eq!(Some(*first), met, "{}", first_dc);
+            }
+        }
+
+        #[test]
         fn allocation_never_collides(claims in small_claims(), count in 0usize..20, seed in any::<u64>()) {
             let ring = Ring::new(claims);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -423,6 +882,160 @@ mod tests {
             prop_assert!(tokens.windows(2).all(|w| w[0] < w[1]));
             prop_assert!(tokens.iter().all(|t| *t != Token::MIN && ring.owner(*t).is_none_or(|_| ring.tokens().all(|(r, _)| r != *t))));
         }
+    }
+
+    // ---------------------------------------------------------------- topology
+
+    /// Nodes `dc{d}-r{r}-n{i}` for every datacenter, rack and index, 16 random
+    /// tokens each, at their location.
+    fn located_ring(dcs: &[&str], racks: usize, per_rack: usize, seed: u64) -> Ring<String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut entries = Vec::new();
+        for dc in dcs {
+            for r in 0..racks {
+                for i in 0..per_rack {
+                    let tokens = crate::placement::random_tokens(16, &mut rng);
+                    let name = alloc::format!("{dc}-r{r}-n{i}");
+                    entries.push((name, tokens, Location::new(*dc, alloc::format!("r{r}"))));
+                }
+            }
+        }
+        Ring::new_located(entries)
+    }
+
+    #[test]
+    fn three_replicas_on_three_racks() {
+        let ring = located_ring(&["dc1"], 3, 3, 1);
+        let rep = Replication::PerDatacenter(vec![("dc1".into(), 3)]);
+        assert_eq!(rep.total(), 3);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..10_000 {
+            let token = rng.next_u64() as i64;
+            let reps = ring.replicas_for(token, &rep);
+            assert_eq!(reps.len(), 3);
+            let mut racks: Vec<_> = reps
+                .iter()
+                .map(|n| &ring.location(n).unwrap().rack)
+                .collect();
+            racks.sort();
+            racks.dedup();
+            assert_eq!(racks.len(), 3, "token {token}: {reps:?}");
+            // The first replica is the first node met: its rack is new by definition.
+            assert_eq!(reps[0], ring.owner(token).unwrap());
+        }
+    }
+
+    #[test]
+    fn two_replicas_per_datacenter_on_distinct_racks() {
+        let ring = located_ring(&["dc1", "dc2"], 2, 2, 3);
+        let rep = Replication::PerDatacenter(vec![("dc1".into(), 2), ("dc2".into(), 2)]);
+        assert_eq!(rep.total(), 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for _ in 0..10_000 {
+            let token = rng.next_u64() as i64;
+            let reps = ring.replicas_for(token, &rep);
+            assert_eq!(reps.len(), 4);
+            for dc in ["dc1", "dc2"] {
+                let mut racks: Vec<_> = reps
+                    .iter()
+                    .map(|n| ring.location(n).unwrap())
+                    .filter(|l| l.datacenter == dc)
+                    .map(|l| &l.rack)
+                    .collect();
+                assert_eq!(racks.len(), 2, "token {token} {dc}: {reps:?}");
+                racks.dedup();
+                assert_eq!(racks.len(), 2, "token {token} {dc}: {reps:?}");
+            }
+        }
+        let dc2 = ring.in_datacenter("dc2");
+        assert_eq!(dc2.nodes(), 4);
+        assert_eq!(dc2.len(), 64);
+        assert!(
+            dc2.tokens()
+                .all(|(t, n)| ring.owner(t) == Some(n) && n.starts_with("dc2"))
+        );
+        assert_eq!(
+            dc2.location(&"dc2-r1-n0".into()),
+            Some(&Location::new("dc2", "r1"))
+        );
+        assert!(ring.in_datacenter("dc3").is_empty());
+        // Both datacenters' nodes hold about half their datacenter's data twice over.
+        let mom = ring.max_over_mean_for(&rep);
+        assert!((1.0..2.0).contains(&mom), "{mom}");
+    }
+
+    /// Hand-made walks: racks first, set-aside nodes once every rack is used, in
+    /// walk order; the count capped by the datacenter's nodes; unlisted datacenters
+    /// get nothing.
+    #[test]
+    fn network_topology_walk() {
+        let l = |dc: &str, r: &str| Location::new(dc, r);
+        let ring = Ring::new_located([
+            ("a", vec![10], l("dc1", "r1")),
+            ("b", vec![20], l("dc1", "r1")),
+            ("x", vec![25], l("dc2", "r1")),
+            ("c", vec![30], l("dc1", "r1")),
+            ("d", vec![40], l("dc1", "r2")),
+            ("e", vec![50], l("dc1", "r3")),
+        ]);
+        let per = |v: &[(&str, usize)]| {
+            Replication::PerDatacenter(v.iter().map(|(d, n)| ((*d).into(), *n)).collect())
+        };
+        // a (r1), skip b and c, d (r2), e (r3): all racks used, then b.
+        assert_eq!(
+            ring.replicas_for(0, &per(&[("dc1", 4)])),
+            vec![&"a", &"d", &"e", &"b"]
+        );
+        assert_eq!(ring.replicas_for(0, &per(&[("dc1", 2)])), vec![&"a", &"d"]);
+        // From 45: e (r3), a (r1), skip b and c, d (r2).
+        assert_eq!(
+            ring.replicas_for(45, &per(&[("dc1", 3)])),
+            vec![&"e", &"a", &"d"]
+        );
+        // From 35 every rack is used by the third: b is then taken as met.
+        assert_eq!(
+            ring.replicas_for(35, &per(&[("dc1", 4), ("dc2", 1)])),
+            vec![&"d", &"e", &"a", &"b", &"x"]
+        );
+        // From 0, x is chosen when met, b only once e completes dc1's racks.
+        assert_eq!(
+            ring.replicas_for(0, &per(&[("dc1", 4), ("dc2", 1)])),
+            vec![&"a", &"x", &"d", &"e", &"b"]
+        );
+        assert_eq!(ring.replicas_for(0, &per(&[("dc1", 9)])).len(), 5);
+        assert_eq!(
+            ring.replicas_for(0, &per(&[("dc9", 3)])),
+            Vec::<&&str>::new()
+        );
+        assert_eq!(ring.replicas_for(0, &per(&[("dc2", 3)])), vec![&"x"]);
+        // The last count of a datacenter listed twice wins.
+        assert_eq!(per(&[("dc1", 1), ("dc2", 1), ("dc1", 2)]).total(), 3);
+        assert_eq!(
+            ring.replicas_for(0, &per(&[("dc1", 1), ("dc1", 2)])).len(),
+            2
+        );
+        assert_eq!(ring.location(&"x"), Some(&l("dc2", "r1")));
+        assert_eq!(ring.location(&"zz"), None);
+        // Locations count in equality and in the digest; default ones do not change it.
+        let plain = Ring::new([("a", vec![1]), ("b", vec![2])]);
+        let default = Ring::new_located([
+            ("a", vec![1], Location::default()),
+            ("b", vec![2], l("dc1", "rack1")),
+        ]);
+        assert_eq!(plain, default);
+        assert_eq!(plain.digest(), default.digest());
+        let moved = Ring::new_located([
+            ("a", vec![1], l("dc1", "r2")),
+            ("b", vec![2], Location::default()),
+        ]);
+        assert_ne!(plain, moved);
+        assert_ne!(plain.digest(), moved.digest());
+        // Two locations for one node: the smaller wins, whatever the order.
+        let twice = Ring::new_located([
+            ("a", vec![1], l("dc2", "r1")),
+            ("a", vec![3], l("dc1", "r9")),
+        ]);
+        assert_eq!(twice.location(&"a"), Some(&l("dc1", "r9")));
     }
 
     #[test]
