@@ -12,14 +12,14 @@ use grapevine::wire::{
     BodyBuilder, DigestEntry, ForwardedRequest, ForwardedResponse, MemberClaim, Message,
     StateDelta, StatePage, decode_body, encode_message,
 };
-use grapevine::{MemberState, NodeId};
+use grapevine::{NodeId, Status};
 use grapevine_benches::fixtures::id;
 
 fn claim(i: usize) -> MemberClaim<SocketAddr> {
     MemberClaim {
         id: id(i),
         incarnation: 3,
-        status: MemberState::Alive,
+        status: Status::Alive,
     }
 }
 
@@ -82,6 +82,7 @@ fn messages() -> Vec<(&'static str, Message<SocketAddr>)> {
                         watermark: 40,
                     })
                     .collect(),
+                placements: Vec::new(),
             },
         ),
         (

@@ -7,7 +7,9 @@ use grapevine::hash::cluster_id;
 use grapevine::wire::{
     BodyBuilder, HEADER_LEN, Header, MemberClaim, Message, StateDelta, decode_body,
 };
-use grapevine::{Config, Duration, Instant, MemberState, Node, NodeId, TOKENS_KEY};
+use grapevine::{
+    Config, Duration, Instant, Location, Node, NodeId, PlacementRecord, Status, Topology,
+};
 use grapevine_sim::node_addr;
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
@@ -44,7 +46,7 @@ pub fn alive(i: usize, incarnation: u64) -> Message<SocketAddr> {
     Message::Member(MemberClaim {
         id: id(i),
         incarnation,
-        status: MemberState::Alive,
+        status: Status::Alive,
     })
 }
 
@@ -97,12 +99,15 @@ impl Fixture {
             let vnodes = f.node.config().vnodes;
             for i in 1..=members {
                 let toks = grapevine::placement::random_tokens(vnodes, &mut rng);
-                let value = postcard_tokens(&toks);
-                let msg = Message::State(StateDelta {
-                    owner: id(i),
-                    key: TOKENS_KEY.into(),
+                let msg = Message::Placement(PlacementRecord {
+                    name: format!("member-{i}"),
+                    addr: id(i).addr,
+                    generation: id(i).generation,
                     version: 1,
-                    value: Some(value),
+                    epoch: id(i).generation.max(1),
+                    status: Topology::Normal,
+                    location: Location::default(),
+                    tokens: toks,
                 });
                 let pkt = packet(&id(i), &[msg]);
                 f.node
@@ -175,11 +180,6 @@ impl Fixture {
     }
 }
 
-fn postcard_tokens(tokens: &[grapevine::Token]) -> Vec<u8> {
-    // The same encoding as the core's: postcard, as a Vec<i64>.
-    postcard::to_allocvec(tokens).expect("tokens encode")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +189,7 @@ mod tests {
         let f = Fixture::new(50, true);
         assert_eq!(f.node.ring().nodes(), 51);
         assert_eq!(f.node.route(b"key").replicas.len(), 3);
-        let toks = f.node.tokens_of(&id(7).addr);
+        let toks = f.node.tokens_of("member-7");
         assert_eq!(toks.len(), 16);
     }
 }

@@ -18,9 +18,11 @@ use crate::config::Config;
 use crate::hash::{Map, SeededState, mix64, stable_hash};
 use crate::membership::Membership;
 use crate::outbox::{below, jitter};
+use crate::placement::Rank;
 use crate::state::Store;
 use crate::time::Instant;
 use crate::wire::{DigestEntry, Message, encode_message};
+use alloc::string::String;
 
 /// Children per node of the tree: 16 groups of 16 buckets.
 pub const SYNC_FANOUT: usize = 16;
@@ -34,7 +36,7 @@ const SYNC_GROUPS_PER_ROUND: usize = 4;
 pub const BUCKETS: usize = SYNC_FANOUT * SYNC_FANOUT;
 
 /// The bucket an address falls in: the same on every node.
-pub fn bucket_of<A: core::hash::Hash>(addr: &A) -> usize {
+pub fn bucket_of<A: core::hash::Hash + ?Sized>(addr: &A) -> usize {
     (stable_hash(addr) % BUCKETS as u64) as usize
 }
 
@@ -98,6 +100,10 @@ pub(crate) struct AntiEntropy<A> {
     entries: Map<A, u64>,
     /// Members by bucket, so a digest lists a bucket without scanning every member.
     members: [Vec<A>; BUCKETS],
+    /// Placement records by name: leaves of the same tree, so that one exchange
+    /// repairs membership, state and placement alike.
+    records: Map<String, u64>,
+    names: [Vec<String>; BUCKETS],
     next_round: Option<Instant>,
     interval: Duration,
 }
@@ -110,6 +116,8 @@ impl<A: crate::Address> AntiEntropy<A> {
             root: 0,
             entries: Map::with_hasher(hasher),
             members: core::array::from_fn(|_| Vec::new()),
+            records: Map::with_hasher(hasher),
+            names: core::array::from_fn(|_| Vec::new()),
             next_round: None,
             interval: config.gossip_interval,
         }
@@ -169,6 +177,32 @@ impl<A: crate::Address> AntiEntropy<A> {
         match (old, hash) {
             (None, Some(_)) => self.members[b].push(addr.clone()),
             (Some(_), None) => self.members[b].retain(|a| a != addr),
+            _ => {}
+        }
+    }
+
+    /// The placement records in `bucket`, by name.
+    pub fn names(&self, bucket: usize) -> &[String] {
+        self.names.get(bucket).map_or(&[], Vec::as_slice)
+    }
+
+    /// Sets (or with `None`, removes) a placement record's contribution.
+    pub fn set_record(&mut self, name: &str, hash: Option<u64>) {
+        let old = match hash {
+            Some(h) => self.records.insert(String::from(name), h),
+            None => self.records.remove(name),
+        };
+        if old == hash {
+            return;
+        }
+        let b = bucket_of(name);
+        let delta = old.unwrap_or(0) ^ hash.unwrap_or(0);
+        self.buckets[b] ^= delta;
+        self.groups[b / SYNC_FANOUT] ^= delta;
+        self.root ^= delta;
+        match (old, hash) {
+            (None, Some(_)) => self.names[b].push(String::from(name)),
+            (Some(_), None) => self.names[b].retain(|n| n != name),
             _ => {}
         }
     }
@@ -247,12 +281,14 @@ impl<A: crate::Address> AntiEntropy<A> {
         }
     }
 
-    /// A digest of `bucket` fitting `budget` bytes: one entry per member in it.
+    /// A digest of `bucket` fitting `budget` bytes: one entry per member in it, then
+    /// the rank of each placement record in it.
     pub fn digest_message(
         &self,
         bucket: usize,
         budget: usize,
         entry_of: impl Fn(&A) -> Option<DigestEntry<A>>,
+        rank_of: impl Fn(&str) -> Option<Rank>,
     ) -> Vec<u8> {
         let mut entries = Vec::new();
         let mut size = 0;
@@ -269,10 +305,27 @@ impl<A: crate::Address> AntiEntropy<A> {
             size += len;
             entries.push(e);
         }
+        let mut placements = Vec::new();
+        for name in self.names(bucket) {
+            if !complete {
+                break;
+            }
+            let Some(rank) = rank_of(name) else {
+                continue;
+            };
+            let len = name.len() + 32;
+            if size + len > budget {
+                complete = false;
+                break;
+            }
+            size += len;
+            placements.push((name.clone(), rank));
+        }
         encode_message(&Message::SyncDigest {
             bucket: bucket as u16,
             complete,
             entries,
+            placements,
         })
     }
 }
@@ -397,7 +450,7 @@ mod tests {
         let budget = 1200;
         b.on_level(1, group as u16, &buckets, &mut rng, &mut reply, |k| {
             asked.push(k);
-            b.digest_message(k, budget, entry)
+            b.digest_message(k, budget, entry, |_| None)
         });
         assert_eq!(asked, alloc::vec![bucket]);
         match &decoded(&reply)[..] {
@@ -406,6 +459,7 @@ mod tests {
                     bucket: k,
                     complete: true,
                     entries,
+                    ..
                 },
             ] => {
                 assert_eq!(usize::from(*k), bucket);
@@ -461,12 +515,13 @@ mod tests {
         let t = tree(members.iter().map(|&a| (a, 0)));
         assert_eq!(t.bucket(3).len(), 40);
         let one = postcard::experimental::serialized_size(&entry(&members[0]).unwrap()).unwrap();
-        match &decoded(&[t.digest_message(3, one * 5, entry)])[..] {
+        match &decoded(&[t.digest_message(3, one * 5, entry, |_| None)])[..] {
             [
                 Message::SyncDigest {
                     bucket: 3,
                     complete,
                     entries,
+                    ..
                 },
             ] => {
                 assert!(!complete);

@@ -4,6 +4,9 @@
 //! Cassandra for the ring; each field says where its default comes from.
 
 use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::placement::Replication;
 use core::fmt;
 use core::time::Duration;
 
@@ -55,8 +58,13 @@ pub struct Config {
     /// Tokens each node announces on the ring (Cassandra 4.0 num_tokens: 16). Zero makes
     /// a member that owns no ranges (membership only: a client, or a pure SWIM cluster).
     pub vnodes: usize,
-    /// Distinct nodes in a replica set (Cassandra's usual RF: 3).
+    /// Distinct nodes in a replica set (Cassandra's usual RF: 3), racks and
+    /// datacenters ignored (SimpleStrategy). Used when `datacenter_replication` is empty.
     pub replication_factor: usize,
+    /// Replicas per datacenter, distinct racks first within each (Cassandra's
+    /// NetworkTopologyStrategy), e.g. `[("dc1", 3), ("dc2", 2)]`. Empty: SimpleStrategy
+    /// with `replication_factor`.
+    pub datacenter_replication: Vec<(String, usize)>,
     /// How long a forwarded request may wait for its response before failing over.
     pub request_timeout: Duration,
     /// Forwarding hops a request may take before it is refused (guards against loops
@@ -94,6 +102,7 @@ impl Config {
             tombstone_grace: Duration::from_secs(3600),
             vnodes: 16,
             replication_factor: 3,
+            datacenter_replication: Vec::new(),
             request_timeout: Duration::from_secs(1),
             request_max_hops: 3,
             max_members: 65_536,
@@ -113,6 +122,15 @@ impl Config {
             suspicion_mult: 6,
             request_timeout: Duration::from_secs(5),
             ..Config::lan(cluster_name)
+        }
+    }
+
+    /// The replication strategy these settings describe.
+    pub fn replication(&self) -> Replication {
+        if self.datacenter_replication.is_empty() {
+            Replication::Simple(self.replication_factor)
+        } else {
+            Replication::PerDatacenter(self.datacenter_replication.clone())
         }
     }
 
@@ -165,6 +183,17 @@ impl Config {
             if value < min || value > max {
                 return Err(OutOfRange { field, min, max });
             }
+        }
+        if self
+            .datacenter_replication
+            .iter()
+            .any(|(dc, n)| dc.is_empty() || dc.len() > 64 || *n > 16)
+        {
+            return Err(OutOfRange {
+                field: "datacenter_replication",
+                min: 0,
+                max: 16,
+            });
         }
         if self.max_rumours == 0 || self.max_requests_in_flight == 0 {
             return Err(OutOfRange {

@@ -17,6 +17,7 @@ use crate::wire::BodyBuilder;
 pub(crate) enum Subject<A> {
     Member(A),
     State(A, String),
+    Placement(String),
 }
 
 #[derive(Debug)]

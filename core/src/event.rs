@@ -3,7 +3,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use alloc::boxed::Box;
+
 use crate::membership::NodeId;
+use crate::placement::{LocalPlacement, Topology};
 use crate::routing::{RequestFailure, RequestId};
 
 /// One thing that happened inside the node, drained with [`Node::poll_event`](crate::Node::poll_event).
@@ -61,4 +64,16 @@ pub enum Event<A> {
         /// The digest they agree on.
         digest: u64,
     },
+    /// Another member's topology state changed (it appeared, turned Normal, started
+    /// leaving, left or was removed): ranges are moving or have moved.
+    Topology {
+        /// The member's name.
+        name: String,
+        /// Its new state.
+        status: Topology,
+    },
+    /// This node's own placement changed (tokens taken, Normal, Left, or removed by an
+    /// operator and rejoining as new): save it, and hand it to
+    /// [`Node::restore`](crate::Node::restore) on the next start.
+    PlacementChanged(Box<LocalPlacement>),
 }

@@ -45,12 +45,12 @@ pub use config::{Config, ConfigError};
 pub use core::time::Duration;
 pub use event::Event;
 pub use keyring::{Key, Keyring, KeyringError};
-/// The former name of [`Status`], kept while the runtimes move over.
-#[doc(hidden)]
-pub use membership::Status as MemberState;
 pub use membership::{Address, MemberClaim, MemberInfo, NodeId, Status};
 pub use node::{Node, Transmit};
-pub use placement::{RING_KEY, TOKENS_KEY};
+pub use placement::{
+    LocalPlacement, Location, Owner, PlacementRecord, RING_KEY, RemoveError, Replication,
+    RestoreError, Topology,
+};
 pub use placement::{Ring, Token, token_for};
 pub use routing::{Replica, ReplicaSet, RequestError, RequestFailure, RequestId, RespondError};
 pub use state::StateError;

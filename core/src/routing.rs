@@ -19,8 +19,10 @@ use crate::event::Event;
 use crate::hash::{Map, SeededState, Set};
 use crate::membership::{Address, NodeId, Status};
 use crate::outbox::Outbox;
+use crate::placement::Topology;
 use crate::time::Instant;
 use crate::wire::{ForwardedRequest, ForwardedResponse, Message, encode_message};
+use alloc::string::String;
 
 /// Identifies a request on the node that issued it (and, for
 /// [`Event::Request`](crate::Event::Request), on the node that must answer it).
@@ -33,22 +35,33 @@ impl fmt::Display for RequestId {
     }
 }
 
-/// One node of a replica set, with its liveness as this node sees it.
+/// One node of a replica set, with its liveness and its topology state as this node
+/// sees them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replica<A> {
-    /// The replica.
+    /// The replica's current process: its address and generation.
     pub id: NodeId<A>,
-    /// Its state ([`Status::Alive`] or [`Status::Suspect`]; the ring holds no others).
+    /// The replica's stable name.
+    pub name: String,
+    /// Its liveness: a dead natural replica is still a replica (placement follows
+    /// topology, not liveness), but requests go to live ones.
     pub state: Status,
+    /// Its topology state (Normal or Leaving for a natural replica, Joining or Normal
+    /// for a pending one).
+    pub topology: Topology,
 }
 
-/// The replicas of a key: the owner first, then the next distinct nodes clockwise.
+/// The replicas of a key: its natural replicas in ring order (the owner first), and
+/// while members join or leave, the pending replicas that will take the range over.
+/// A store writes to both while data streams (Cassandra's pending ranges).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaSet<A> {
     /// The key's token (Cassandra's Murmur3Partitioner token).
     pub token: i64,
-    /// Up to `replication_factor` replicas, owner first; empty if the ring is.
+    /// The natural replicas, owner first; empty if the ring is.
     pub replicas: Vec<Replica<A>>,
+    /// Replicas the range is moving to, not natural replicas yet.
+    pub pending: Vec<Replica<A>>,
 }
 
 /// Why [`Node::handle_request`](crate::Node::handle_request) refused a request.
@@ -58,6 +71,9 @@ pub struct ReplicaSet<A> {
 pub enum RequestError {
     /// The ring is empty: no node announced tokens yet.
     NoReplica,
+    /// The key has natural replicas, but none of them is alive. The request is never
+    /// sent to a node that is not a replica.
+    Unavailable,
     /// `max_requests_in_flight` requests are already tracked.
     TooManyInFlight,
     /// Key and payload do not fit in one datagram.
@@ -75,6 +91,7 @@ impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RequestError::NoReplica => f.write_str("no node owns the key yet (the ring is empty)"),
+            RequestError::Unavailable => f.write_str("every replica of the key is down"),
             RequestError::TooManyInFlight => f.write_str("too many requests in flight"),
             RequestError::TooLarge { len, max } => {
                 write!(
@@ -123,15 +140,18 @@ impl core::error::Error for RespondError {}
 pub enum RequestFailure {
     /// Neither the first replica nor the one failed over to answered in time.
     Timeout,
-    /// No live replica was left to try.
-    NoReplica,
+    /// No live natural replica was left to try.
+    Unavailable,
+    /// This node left the cluster before the answer came.
+    Left,
 }
 
 impl fmt::Display for RequestFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RequestFailure::Timeout => "timed out",
-            RequestFailure::NoReplica => "no live replica",
+            RequestFailure::Unavailable => "no live replica",
+            RequestFailure::Left => "the node left",
         })
     }
 }
@@ -142,7 +162,8 @@ struct Outgoing<A> {
     key: Vec<u8>,
     payload: Vec<u8>,
     target: A,
-    tried: u8,
+    /// The replicas tried so far, `target` last.
+    tried: Vec<A>,
     deadline: Instant,
 }
 
@@ -234,8 +255,8 @@ impl<A: Address> Router<A> {
         if set.replicas.iter().any(|r| r.id == *me) {
             self.deliver_locally(now, id, None, key.to_vec(), payload, out);
         } else {
-            let Some(target) = first_live(&set, None) else {
-                return Err(RequestError::NoReplica);
+            let Some(target) = first_live(&set, &[]) else {
+                return Err(RequestError::Unavailable);
             };
             let deadline = now + self.request_timeout;
             self.forward(target.clone(), id, key.to_vec(), payload.clone(), me, out);
@@ -244,8 +265,8 @@ impl<A: Address> Router<A> {
                 Outgoing {
                     key: key.to_vec(),
                     payload,
+                    tried: alloc::vec![target.clone()],
                     target,
-                    tried: 1,
                     deadline,
                 },
             );
@@ -350,7 +371,7 @@ impl<A: Address> Router<A> {
                 self.deliver_locally(now, id, origin, req.key, req.payload, out);
             }
         } else if req.hops > 1 {
-            if let Some(next) = first_live(&set, Some(&req.origin.addr)) {
+            if let Some(next) = first_live(&set, core::slice::from_ref(&req.origin.addr)) {
                 let fwd = ForwardedRequest {
                     hops: req.hops - 1,
                     ..req
@@ -427,33 +448,40 @@ impl<A: Address> Router<A> {
         let Some(o) = self.outgoing.remove(&id) else {
             return;
         };
-        if o.tried < 2 {
-            let set = route(&o.key);
-            if let Some(next) = first_live(&set, Some(&o.target)).filter(|a| *a != me.addr) {
-                out.count().requests_failed_over += 1;
-                self.forward(next.clone(), id, o.key.clone(), o.payload.clone(), me, out);
-                let deadline = now + self.request_timeout;
-                self.outgoing.insert(
-                    id,
-                    Outgoing {
-                        target: next,
-                        tried: o.tried + 1,
-                        deadline,
-                        ..o
-                    },
-                );
-                return;
-            }
+        if o.tried.len() >= 2 {
             out.event(Event::RequestFailed {
                 id: RequestId(id),
-                reason: RequestFailure::NoReplica,
+                reason: RequestFailure::Timeout,
             });
             return;
         }
-        out.event(Event::RequestFailed {
-            id: RequestId(id),
-            reason: RequestFailure::Timeout,
-        });
+        let set = route(&o.key);
+        if set.replicas.iter().any(|r| r.id == *me) {
+            // The ring moved and we are a replica now: serve it here.
+            self.deliver_locally(now, id, None, o.key, o.payload, out);
+            return;
+        }
+        let Some(next) = first_live(&set, &o.tried) else {
+            out.event(Event::RequestFailed {
+                id: RequestId(id),
+                reason: RequestFailure::Unavailable,
+            });
+            return;
+        };
+        out.count().requests_failed_over += 1;
+        self.forward(next.clone(), id, o.key.clone(), o.payload.clone(), me, out);
+        let deadline = now + self.request_timeout;
+        let mut tried = o.tried;
+        tried.push(next.clone());
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                target: next,
+                tried,
+                deadline,
+                ..o
+            },
+        );
     }
 
     /// We left: every request issued here fails.
@@ -461,7 +489,7 @@ impl<A: Address> Router<A> {
         for (id, _) in self.outgoing.drain() {
             out.event(Event::RequestFailed {
                 id: RequestId(id),
-                reason: RequestFailure::NoReplica,
+                reason: RequestFailure::Left,
             });
         }
     }
@@ -498,9 +526,9 @@ impl<A: Address> Router<A> {
     }
 }
 
-/// The first live replica (alive before suspect), never `except`.
-fn first_live<A: Address>(set: &ReplicaSet<A>, except: Option<&A>) -> Option<A> {
-    let candidates = || set.replicas.iter().filter(|r| Some(&r.id.addr) != except);
+/// The first live natural replica (alive before suspect), never one in `except`.
+fn first_live<A: Address>(set: &ReplicaSet<A>, except: &[A]) -> Option<A> {
+    let candidates = || set.replicas.iter().filter(|r| !except.contains(&r.id.addr));
     candidates()
         .find(|r| r.state == Status::Alive)
         .or_else(|| candidates().find(|r| r.state == Status::Suspect))
@@ -531,9 +559,12 @@ mod tests {
                 .iter()
                 .map(|&(a, state)| Replica {
                     id: NodeId::new(a, 1),
+                    name: alloc::format!("n{a}"),
                     state,
+                    topology: Topology::Normal,
                 })
                 .collect(),
+            pending: Vec::new(),
         }
     }
 
@@ -616,8 +647,8 @@ mod tests {
     #[test]
     fn timed_out_request_with_no_other_live_replica_fails_with_no_replica() {
         let timeout = Config::lan("t").request_timeout;
-        // The other replica is dead (the ring should not hold it, but the router must
-        // not try it if it does).
+        // The other replica is dead: it stays a replica (placement follows topology),
+        // but the router never tries it, nor any node that is not a replica.
         let replicas = set(&[(2, Status::Alive), (3, Status::Dead)]);
         let route = |_: &[u8]| replicas.clone();
         let mut r = router();
@@ -632,7 +663,7 @@ mod tests {
             events(&mut out),
             vec![Event::RequestFailed {
                 id,
-                reason: RequestFailure::NoReplica
+                reason: RequestFailure::Unavailable
             }]
         );
         assert_eq!(out.stats().requests_failed_over, 0);
@@ -709,7 +740,7 @@ mod tests {
         let dead = |_: &[u8]| set(&[(2, Status::Dead), (3, Status::Left)]);
         assert_eq!(
             r.request(Instant::ZERO, b"k", vec![], &dead, &me(), &mut out),
-            Err(RequestError::NoReplica)
+            Err(RequestError::Unavailable)
         );
         assert!(sent(&mut out).is_empty());
         assert_eq!(r.poll_timeout(), None, "a refused request leaves no trace");

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use crate::membership::MemberClaim;
 use crate::membership::NodeId;
+use crate::placement::{PlacementRecord, Rank};
 
 /// The first two bytes of every Grapevine datagram.
 pub const MAGIC: [u8; 2] = *b"GV";
@@ -93,6 +94,8 @@ pub enum Message<A> {
         complete: bool,
         /// The sender's view.
         entries: Vec<DigestEntry<A>>,
+        /// The placement records in the bucket, by name and rank.
+        placements: Vec<(String, Rank)>,
     },
     /// Anti-entropy: send me `owner`'s keys with versions above `after`.
     SyncRequest {
@@ -107,6 +110,13 @@ pub enum Message<A> {
     Request(ForwardedRequest<A>),
     /// The answer to a forwarded request, going back to its origin.
     Response(ForwardedResponse),
+    /// One member's placement: rumour, or anti-entropy answer.
+    Placement(PlacementRecord<A>),
+    /// Anti-entropy: send me your placement record of `name` (yours ranks higher).
+    PlacementWant {
+        /// The member's name.
+        name: String,
+    },
 }
 
 /// One key of one node's state, at one version.

@@ -364,28 +364,52 @@ impl Driver {
         }
     }
 
-    /// The token ring.
+    /// The token ring: the natural replicas' tokens by owner name, and each member's
+    /// share, with its address, liveness and topology state.
     pub fn ring(&self) -> RingSnapshot {
         let ring = self.node.ring();
         let rf = self.node.config().replication_factor;
-        let tokens: Vec<(i64, SocketAddr)> = ring.tokens().map(|(t, n)| (t, *n)).collect();
-        let mut counts: HashMap<SocketAddr, usize> = HashMap::new();
-        for (_, addr) in &tokens {
-            *counts.entry(*addr).or_default() += 1;
+        let tokens: Vec<(i64, String)> = ring
+            .tokens()
+            .map(|(t, o)| (t, o.name().to_string()))
+            .collect();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (_, name) in &tokens {
+            *counts.entry(name.as_str()).or_default() += 1;
         }
-        let replica: HashMap<SocketAddr, f64> = ring.ownership(rf).into_iter().collect();
-        let ownership = ring
+        let replica: HashMap<String, f64> = ring
+            .ownership(rf)
+            .into_iter()
+            .map(|(o, share)| (o.name().to_string(), share))
+            .collect();
+        let primary: HashMap<String, f64> = ring
             .ownership(1)
             .into_iter()
-            .map(|(addr, primary)| Ownership {
-                addr,
-                tokens: counts.get(&addr).copied().unwrap_or(0),
-                primary,
-                replica: replica.get(&addr).copied().unwrap_or(0.0),
+            .map(|(o, share)| (o.name().to_string(), share))
+            .collect();
+        let members: HashMap<SocketAddr, grapevine::Status> =
+            self.node.members().map(|m| (m.id.addr, m.state)).collect();
+        let mut ownership: Vec<Ownership> = self
+            .node
+            .topology()
+            .map(|r| Ownership {
+                name: r.name.clone(),
+                addr: r.addr,
+                state: members
+                    .get(&r.addr)
+                    .copied()
+                    .unwrap_or(grapevine::Status::Dead),
+                topology: r.status,
+                datacenter: r.location.datacenter.clone(),
+                rack: r.location.rack.clone(),
+                tokens: counts.get(r.name.as_str()).copied().unwrap_or(0),
+                primary: primary.get(&r.name).copied().unwrap_or(0.0),
+                replica: replica.get(&r.name).copied().unwrap_or(0.0),
             })
             .collect();
+        ownership.sort_by(|a, b| a.name.cmp(&b.name));
         RingSnapshot {
-            digest: ring.digest(),
+            digest: self.node.ring_digest(),
             replication_factor: rf,
             tokens,
             ownership,
@@ -397,14 +421,8 @@ impl Driver {
         let set = self.node.route(&key);
         Route {
             token: set.token,
-            replicas: set
-                .replicas
-                .into_iter()
-                .map(|r| RouteReplica {
-                    id: r.id,
-                    state: r.state,
-                })
-                .collect(),
+            replicas: set.replicas.into_iter().map(RouteReplica::from).collect(),
+            pending: set.pending.into_iter().map(RouteReplica::from).collect(),
             ring_digest: self.node.ring_digest(),
             key,
         }

@@ -59,10 +59,26 @@ pub struct StatsSnapshot {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RouteReplica {
-    /// The replica's identity.
+    /// The replica's current process (address and generation).
     pub id: NodeId,
-    /// Its state as the asking node sees it (alive or suspect: the ring holds no others).
+    /// The replica's stable name.
+    pub name: String,
+    /// Its liveness as the asking node sees it: a dead natural replica is still a
+    /// replica, but requests go to live ones.
     pub state: Status,
+    /// Its topology state.
+    pub topology: grapevine::Topology,
+}
+
+impl From<grapevine::Replica<SocketAddr>> for RouteReplica {
+    fn from(r: grapevine::Replica<SocketAddr>) -> Self {
+        RouteReplica {
+            id: r.id,
+            name: r.name,
+            state: r.state,
+            topology: r.topology,
+        }
+    }
 }
 
 /// Where a key routes, as a node sees the ring.
@@ -73,15 +89,18 @@ pub struct Route {
     pub key: Vec<u8>,
     /// The key's token on the ring.
     pub token: i64,
-    /// The replicas in ring order, owner first.
+    /// The natural replicas in ring order, owner first.
     pub replicas: Vec<RouteReplica>,
+    /// Replicas the key's range is moving to while members join or leave.
+    pub pending: Vec<RouteReplica>,
     /// The ring digest of the asking node.
     pub ring_digest: u64,
 }
 
 impl Route {
-    /// The key's owner: the first replica, which serves requests for the key
-    /// unless it fails to answer (then the next one does).
+    /// The key's owner: the first natural replica. A request for the key is served by
+    /// the node it enters if that node is a replica, else by the first live replica
+    /// (then the next one, once, if it fails to answer).
     pub fn owner(&self) -> Option<&NodeId> {
         self.replicas.first().map(|r| &r.id)
     }
@@ -91,8 +110,18 @@ impl Route {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Ownership {
-    /// The node's address.
+    /// The member's stable name.
+    pub name: String,
+    /// Its last announced address.
     pub addr: SocketAddr,
+    /// Its liveness as the asking node sees it.
+    pub state: Status,
+    /// Its topology state (Joining, Normal, Leaving, Left, Removed).
+    pub topology: grapevine::Topology,
+    /// Its datacenter.
+    pub datacenter: String,
+    /// Its rack.
+    pub rack: String,
     /// How many tokens it holds on the ring.
     pub tokens: usize,
     /// The fraction of all keys it owns (is the first replica of), 0 to 1.
@@ -105,12 +134,12 @@ pub struct Ownership {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RingSnapshot {
-    /// The ring digest: equal on nodes that agree.
+    /// The ring digest (the same as in the stats): equal on nodes that agree.
     pub digest: u64,
     /// The configured replication factor.
     pub replication_factor: usize,
-    /// Every `(token, owner)` in ring order.
-    pub tokens: Vec<(i64, SocketAddr)>,
+    /// Every `(token, owner name)` in ring order.
+    pub tokens: Vec<(i64, String)>,
     /// Each node's share of the key space, exact (range arithmetic, no sampling).
     pub ownership: Vec<Ownership>,
 }

@@ -4,7 +4,7 @@ use core::fmt;
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use grapevine::{Config, Event, Instant, MemberInfo, MemberState, Node, NodeId};
+use grapevine::{Config, Event, Instant, LocalPlacement, MemberInfo, Node, NodeId, Status};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
@@ -210,6 +210,9 @@ struct Slot {
     /// Lives so far (restarts + 1); mixed into the RNG seed.
     lives: u64,
     packet_errors: u64,
+    /// What the node last asked to be saved ([`Event::PlacementChanged`]): its "data
+    /// directory", handed back to the core at a restart.
+    saved: LocalPlacement,
 }
 
 /// Builds a [`Sim`]. Every setting has a default; only the seed is required.
@@ -582,19 +585,32 @@ impl Sim {
         ))
     }
 
-    fn make_node(&self, i: usize, generation: u64, lives: u64) -> SimNode {
+    fn make_node(&self, i: usize, generation: u64, lives: u64, saved: &LocalPlacement) -> SimNode {
         let id = NodeId {
             addr: node_addr(i),
             generation,
         };
-        Node::new(self.config.clone(), id, self.rng_for(i, generation, lives))
-            .unwrap_or_else(|e| self.fail(format_args!("invalid grapevine::Config: {e}")))
+        let mut node = Node::new(self.config.clone(), id, self.rng_for(i, generation, lives))
+            .unwrap_or_else(|e| self.fail(format_args!("invalid grapevine::Config: {e}")));
+        if let Err(e) = node.restore(saved.clone()) {
+            self.fail(format_args!("node {i} refused its saved placement: {e}"));
+        }
+        node
+    }
+
+    /// The name node `i` is created with: `n{i}`.
+    pub fn default_name(i: usize) -> String {
+        format!("n{i}")
     }
 
     fn add_node_with_generation(&mut self, generation: u64) -> usize {
         let i = self.net.add_node();
         debug_assert_eq!(i, self.slots.len());
-        let node = self.make_node(i, generation, 1);
+        let saved = LocalPlacement {
+            name: Self::default_name(i),
+            ..LocalPlacement::default()
+        };
+        let node = self.make_node(i, generation, 1, &saved);
         self.slots.push(Slot {
             node,
             generation,
@@ -602,6 +618,7 @@ impl Sim {
             timer_at: None,
             lives: 1,
             packet_errors: 0,
+            saved,
         });
         self.drain(i);
         i
@@ -651,10 +668,18 @@ impl Sim {
         self.join_stagger * u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
     }
 
-    /// Node `i` leaves gracefully; it keeps running (to spread its departure) until
-    /// [`stop`](Self::stop).
+    /// Node `i` decommissions ([`Node::leave`]): Leaving, then Left after the ring
+    /// delay, then it leaves the cluster. It keeps running (to spread its departure)
+    /// until [`stop`](Self::stop).
     pub fn leave(&mut self, i: usize) {
         self.with_node(i, |n, now| n.leave(now));
+        self.slots[i].status = NodeStatus::Left;
+    }
+
+    /// Node `i` stops gracefully ([`Node::shutdown`]) without giving up its ranges; it
+    /// keeps running (to spread its departure) until [`stop`](Self::stop).
+    pub fn shutdown(&mut self, i: usize) {
+        self.with_node(i, |n, now| n.shutdown(now));
         self.slots[i].status = NodeStatus::Left;
     }
 
@@ -682,7 +707,8 @@ impl Sim {
             self.crash(i);
         }
         let lives = self.slots[i].lives + 1;
-        let node = self.make_node(i, generation, lives);
+        let saved = self.slots[i].saved.clone();
+        let node = self.make_node(i, generation, lives, &saved);
         self.net.revive(i);
         let s = &mut self.slots[i];
         s.node = node;
@@ -692,6 +718,36 @@ impl Sim {
         s.timer_at = None;
         self.drain(i);
         self.join(i, seeds);
+    }
+
+    /// Crashes node `i` (if running) and starts its saved placement (its name and
+    /// tokens, as a data directory moved to another host) as a new node at a new
+    /// address, with `generation`, joining through `seeds`. Returns the new index.
+    pub fn restart_elsewhere(&mut self, i: usize, generation: u64, seeds: &[usize]) -> usize {
+        if self.slots[i].status.is_running() {
+            self.crash(i);
+        }
+        let saved = self.slots[i].saved.clone();
+        let j = self.net.add_node();
+        debug_assert_eq!(j, self.slots.len());
+        let node = self.make_node(j, generation, 1, &saved);
+        self.slots.push(Slot {
+            node,
+            generation,
+            status: NodeStatus::Up,
+            timer_at: None,
+            lives: 1,
+            packet_errors: 0,
+            saved,
+        });
+        self.drain(j);
+        self.join(j, seeds);
+        j
+    }
+
+    /// What node `i` last asked to be saved.
+    pub fn saved_placement(&self, i: usize) -> &LocalPlacement {
+        &self.slots[i].saved
     }
 
     // ----- the drain rule -----
@@ -705,6 +761,9 @@ impl Sim {
             }
         }
         while let Some(e) = self.slots[i].node.poll_event() {
+            if let Event::PlacementChanged(saved) = &e {
+                self.slots[i].saved = (**saved).clone();
+            }
             self.record(now, i, e);
         }
         let slot = &mut self.slots[i];
@@ -979,7 +1038,7 @@ impl Sim {
     /// generation, a crashed, left or stopped node, an unknown address) Dead or Left.
     fn view_is_right(&self, m: &MemberInfo<SocketAddr>) -> (bool, bool) {
         let live = self.is_up_identity(&m.id);
-        let seen_live = matches!(m.state, MemberState::Alive | MemberState::Suspect);
+        let seen_live = matches!(m.state, Status::Alive | Status::Suspect);
         (live, live == seen_live)
     }
 
@@ -1025,7 +1084,7 @@ impl Sim {
         let mut ids: Vec<_> = self.slots[v]
             .node
             .members()
-            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .filter(|m| matches!(m.state, Status::Alive | Status::Suspect))
             .map(|m| m.id)
             .collect();
         ids.sort_unstable();
@@ -1053,7 +1112,7 @@ impl Sim {
     }
 
     /// How node `v` sees node `j`'s current generation, if it knows it.
-    pub fn state_seen(&self, v: usize, j: usize) -> Option<MemberState> {
+    pub fn state_seen(&self, v: usize, j: usize) -> Option<Status> {
         let id = self.id(j);
         self.slots[v]
             .node

@@ -6,7 +6,7 @@
 
 use core::time::Duration;
 
-use grapevine::{Config, Event, Instant, MemberState};
+use grapevine::{Config, Event, Instant, Status};
 use grapevine_sim::{EventLog, NetConfig, SeedGuard, Sim, SimBuilder, seed_from_env};
 
 // ----- bounds derived from the protocol parameters -----
@@ -131,7 +131,7 @@ fn crashed_node_is_declared_dead_everywhere() {
     );
     for v in sim.live_indices() {
         let state = sim.node(v).members().find(|m| m.id == id).map(|m| m.state);
-        sim.check(matches!(state, Some(MemberState::Dead) | None), || {
+        sim.check(matches!(state, Some(Status::Dead) | None), || {
             format!("node {v} sees crashed node {victim} as {state:?}")
         });
         let died = sim
@@ -189,7 +189,7 @@ fn graceful_leave_is_not_a_failure() {
             format!("node {v} emitted MemberLeft for the leaver {left} times")
         });
         let state = sim.state_seen(v, leaver);
-        sim.check(matches!(state, Some(MemberState::Left) | None), || {
+        sim.check(matches!(state, Some(Status::Left) | None), || {
             format!("node {v} sees the leaver as {state:?}")
         });
     }
@@ -307,7 +307,7 @@ fn restart_with_higher_generation_is_a_new_life() {
         });
         let state = sim.node(v).members().find(|m| m.id == old).map(|m| m.state);
         sim.check(
-            !matches!(state, Some(MemberState::Alive | MemberState::Suspect)),
+            !matches!(state, Some(Status::Alive | Status::Suspect)),
             || format!("node {v} still sees the old generation as {state:?}"),
         );
     }

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use grapevine::{
-    Config, Event, Instant, MemberState, NodeId, RequestError, RequestFailure, RequestId,
-    RespondError, token_for,
+    Config, Event, Instant, NodeId, RequestError, RequestFailure, RequestId, RespondError, Status,
+    token_for,
 };
 use grapevine_sim::{EventLog, NetConfig, SeedGuard, Sim, SimBuilder, seed_from_env};
 use rand_chacha::ChaCha8Rng;
@@ -315,17 +315,15 @@ fn hundred_nodes_agree_on_every_route() {
             format!("route({key:?}) = {ids:?}: want {rf} distinct replicas")
         });
         sim.check(
-            reference
-                .replicas
-                .iter()
-                .all(|r| r.state == MemberState::Alive),
+            reference.replicas.iter().all(|r| r.state == Status::Alive),
             || format!("route({key:?}) has a replica that is not alive: {reference:?}"),
         );
-        for (id, ring_addr) in ids
+        for (r, owner) in reference
+            .replicas
             .iter()
             .zip(sim.node(0).ring().replicas(reference.token, rf))
         {
-            sim.check(id.addr == *ring_addr, || {
+            sim.check(r.name == owner.name(), || {
                 format!("route({key:?}) disagrees with ring().replicas")
             });
         }

@@ -15,9 +15,7 @@ use grapevine::hash::cluster_id;
 use grapevine::wire::{
     BodyBuilder, FLAG_SEALED, HEADER_LEN, Header, MemberClaim, Message, StateDelta,
 };
-use grapevine::{
-    Config, Event, Instant, Key, Keyring, MemberState, Node, NodeId, PacketError, Status,
-};
+use grapevine::{Config, Event, Instant, Key, Keyring, Node, NodeId, PacketError, Status};
 use grapevine_sim::{EventLog, NetConfig, SeedGuard, Sim, SimBuilder, seed_from_env};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -134,7 +132,7 @@ fn keys_rotate_in_a_live_cluster_without_false_deaths() {
     let others: Vec<usize> = sim.live_indices().into_iter().filter(|&i| i != 5).collect();
     for &i in &others {
         let seen = sim.state_seen(i, 5);
-        sim.check(!matches!(seen, Some(MemberState::Alive)), || {
+        sim.check(!matches!(seen, Some(Status::Alive)), || {
             format!("node {i} still sees the cut-off node 5 as {seen:?}")
         });
     }
@@ -143,7 +141,7 @@ fn keys_rotate_in_a_live_cluster_without_false_deaths() {
     );
 }
 
-fn view(sim: &Sim, i: usize) -> Vec<(NodeId<SocketAddr>, MemberState, u64)> {
+fn view(sim: &Sim, i: usize) -> Vec<(NodeId<SocketAddr>, Status, u64)> {
     sim.node(i)
         .members()
         .map(|m| (m.id, m.state, m.incarnation))
@@ -394,7 +392,7 @@ type N = Node<u16, ChaCha8Rng>;
 
 /// One node's view: its members (id, state, incarnation) and every key it holds.
 type Snapshot = (
-    Vec<(NodeId<u16>, MemberState, u64)>,
+    Vec<(NodeId<u16>, Status, u64)>,
     BTreeSet<(u16, String, u64)>,
 );
 
@@ -651,6 +649,7 @@ fn repair_after_digest(seed: u64, forge: bool, within: Duration) -> bool {
                 bucket,
                 complete: false,
                 entries: vec![entry],
+                placements: vec![],
             }],
         );
         let from = sim.addr(0);

@@ -5,14 +5,14 @@ use alloc::vec::Vec;
 
 use rand_core::RngCore;
 
-use super::{Node, on_ring};
+use super::Node;
 use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
 use crate::dissemination::Subject;
 use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
 };
-use crate::placement::{RING_KEY, TOKENS_KEY};
+use crate::placement::RING_KEY;
 use crate::time::Instant;
 use crate::wire::{DigestEntry, Message, encode_message};
 
@@ -56,17 +56,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = delta.owner.addr.clone();
-                let (members, placement) = (&self.members, &mut self.placement);
-                let hook = &mut |a: &A, k: &str, v: Option<&[u8]>| {
-                    placement.key_changed(a, k, v, on_ring(members, a))
-                };
+                let placement = &mut self.placement;
+                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
                 if self.store.apply_delta(now, delta, &mut self.out, hook) {
                     self.refresh_tree(&owner);
                 }
             }
             Message::SyncRoot { root } => {
                 if self.gossip.on_root(root, reply) {
-                    self.placement.peer_in_sync(now);
+                    self.placement.peer_in_sync();
                 }
             }
             Message::SyncLevel {
@@ -76,8 +74,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             } => {
                 let budget = self.out.body_budget().saturating_sub(64);
                 let (members, store, gossip) = (&self.members, &self.store, &self.gossip);
+                let placement = &self.placement;
                 let digest = |bucket: usize| {
-                    gossip.digest_message(bucket, budget, |a| digest_entry(members, store, a))
+                    let entry = |a: &A| digest_entry(members, store, a);
+                    gossip.digest_message(bucket, budget, entry, |n| placement.rank_of(n))
                 };
                 gossip.on_level(depth, index, &hashes, self.out.rng(), reply, digest);
             }
@@ -85,7 +85,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 bucket,
                 complete,
                 entries,
-            } => self.on_sync_digest(now, sender, bucket, complete, entries, reply),
+                placements,
+            } => {
+                self.on_sync_digest(now, sender, bucket, complete, entries, reply);
+                self.on_placement_digest(bucket, complete, &placements, reply);
+            }
             Message::SyncRequest { owner, after } => {
                 self.store
                     .pages(&sender.addr, &owner, after, reply, &mut self.out)
@@ -95,10 +99,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = page.owner.addr.clone();
-                let (members, placement) = (&self.members, &mut self.placement);
-                let hook = &mut |a: &A, k: &str, v: Option<&[u8]>| {
-                    placement.key_changed(a, k, v, on_ring(members, a))
-                };
+                let placement = &mut self.placement;
+                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
                 self.store.apply_page(now, page, &mut self.out, hook);
                 self.refresh_tree(&owner);
             }
@@ -108,6 +110,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     .on_forwarded(now, req, &route, self.members.me(), &mut self.out);
             }
             Message::Response(resp) => self.router.on_response(sender, resp, &mut self.out),
+            Message::Placement(record) => self.on_record(record),
+            Message::PlacementWant { name } => {
+                if let Some(record) = self.placement.record(&name) {
+                    reply.push(encode_message(&Message::Placement(record.clone())));
+                }
+            }
         }
     }
 
@@ -174,23 +182,23 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Change::Joined | Change::Recovered => {
                 self.detector.forget(&addr);
                 if change == Change::Joined {
+                    // An older life's state goes; the new life's arrives with its first
+                    // key. Its placement is kept: it is the same member by name.
                     self.store.new_life(&claim.id);
-                    // A new life starts with no tokens: its old ones went with its old state.
-                    self.placement.forget(&addr);
                 }
                 if entered_live {
                     let live = self.members.live_len();
                     self.detector.member_live(&addr, live, self.out.rng());
                 }
-                self.placement.member_changed(&addr, true);
                 if change == Change::Joined {
                     self.out.event(Event::MemberJoined(claim.id.clone()));
                 } else {
                     self.out.event(Event::MemberRecovered(claim.id.clone()));
-                    if claim.status == Status::Suspect {
-                        self.detector.suspect(now, &claim, accuser.clone(), n);
-                        self.out.event(Event::MemberSuspect(claim.id.clone()));
-                    }
+                }
+                // A life first heard of as suspect is suspected here too, with a timer.
+                if claim.status == Status::Suspect {
+                    self.detector.suspect(now, &claim, accuser.clone(), n);
+                    self.out.event(Event::MemberSuspect(claim.id.clone()));
                 }
             }
             Change::Suspected => {
@@ -200,7 +208,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             Change::Died | Change::Left => {
                 self.detector.forget(&addr);
-                self.placement.member_changed(&addr, false);
                 let route = |k: &[u8]| self.placement.route(k, &self.members);
                 self.router
                     .target_lost(now, &addr, &route, self.members.me(), &mut self.out);
@@ -247,13 +254,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     pub(super) fn gossip_round(&mut self, now: Instant) {
         for addr in self.members.expire_dead(now, self.config.dead_retention) {
-            self.placement.forget(&addr);
             self.store.forget(&addr);
             self.detector.forget(&addr);
         }
         self.store.collect_tombstones(now);
-        if self.placement.tokens_due(now) {
-            self.choose_tokens(now);
+        let out = &mut self.out;
+        let outcome = self.placement.round(&mut |e| out.event(e));
+        if let Some(record) = outcome.publish {
+            self.spread_record(record);
+        }
+        if outcome.left {
+            self.shutdown(now);
         }
         let fanout = self.config.gossip_fanout;
         if self.members.has_left() {
@@ -313,9 +324,74 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
     }
 
-    pub(super) fn choose_tokens(&mut self, now: Instant) {
-        let bytes = self.placement.choose_tokens(self.out.rng());
-        let _ = self.write(now, TOKENS_KEY, Some(bytes));
+    // ----- placement records --------------------------------------------------------
+
+    /// Spreads a record we wrote (ours, or a removal) and updates its summary leaf.
+    pub(super) fn spread_record(&mut self, record: crate::placement::PlacementRecord<A>) {
+        let leaf = self.placement.leaf_hash(&record.name);
+        self.gossip.set_record(&record.name, leaf);
+        let subject = Subject::Placement(record.name.clone());
+        self.out
+            .rumour(subject, encode_message(&Message::Placement(record)));
+    }
+
+    /// A record from a peer: kept if it outranks ours, and then passed on.
+    fn on_record(&mut self, record: crate::placement::PlacementRecord<A>) {
+        let name = record.name.clone();
+        let out = &mut self.out;
+        let (news, mine) = self
+            .placement
+            .on_record(record.clone(), &mut |e| out.event(e));
+        if news {
+            let leaf = self.placement.leaf_hash(&name);
+            self.gossip.set_record(&name, leaf);
+            if mine.is_none() {
+                let subject = Subject::Placement(name);
+                self.out
+                    .rumour(subject, encode_message(&Message::Placement(record)));
+            }
+        }
+        if let Some(mine) = mine {
+            self.spread_record(mine);
+        }
+    }
+
+    /// The placement half of a peer's digest: the higher rank wins on both sides.
+    fn on_placement_digest(
+        &mut self,
+        bucket: u16,
+        complete: bool,
+        theirs: &[(alloc::string::String, crate::placement::Rank)],
+        reply: &mut Vec<Vec<u8>>,
+    ) {
+        let bucket = usize::from(bucket);
+        if bucket >= BUCKETS {
+            return;
+        }
+        for (name, rank) in theirs {
+            if bucket_of(name.as_str()) != bucket {
+                continue;
+            }
+            match self.placement.record(name) {
+                Some(r) if r.rank() > *rank => {
+                    reply.push(encode_message(&Message::Placement(r.clone())));
+                }
+                Some(r) if r.rank() == *rank => {}
+                _ => reply.push(encode_message(&Message::<A>::PlacementWant {
+                    name: name.clone(),
+                })),
+            }
+        }
+        if complete {
+            for name in self.gossip.names(bucket) {
+                if theirs.iter().any(|(n, _)| n == name) {
+                    continue;
+                }
+                if let Some(r) = self.placement.record(name) {
+                    reply.push(encode_message(&Message::Placement(r.clone())));
+                }
+            }
+        }
     }
 
     // ----- anti-entropy digests -----------------------------------------------------

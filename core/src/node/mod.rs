@@ -47,7 +47,10 @@ use crate::keyring::Keyring;
 use crate::membership::{Address, Lifecycle, MemberInfo, Membership, NodeId};
 use crate::outbox::Outbox;
 pub use crate::outbox::Transmit;
-use crate::placement::{Placement, Ring, TOKENS_KEY, Token};
+use crate::placement::{
+    LocalPlacement, Owner, Placement, PlacementRecord, RemoveError, RestoreError, Ring, Token,
+    Topology,
+};
 use crate::routing::{ReplicaSet, RequestError, RequestId, RespondError, Router};
 use crate::state::{StateError, Store, check_app_key};
 use crate::stats::Stats;
@@ -88,16 +91,6 @@ impl<A: Address, R: RngCore> core::fmt::Debug for Node<A, R> {
     }
 }
 
-/// Whether `addr` belongs on the ring as `members` sees it: ourselves while in the
-/// cluster, anyone else while alive or suspect.
-fn on_ring<A: Address>(members: &Membership<A>, addr: &A) -> bool {
-    if *addr == members.me().addr {
-        members.is_active()
-    } else {
-        members.get(addr).is_some_and(|m| m.status.is_live())
-    }
-}
-
 impl<A: Address, R: RngCore> Node<A, R> {
     /// A node that knows no one yet. Call [`Node::join`] to start it.
     pub fn new(config: Config, id: NodeId<A>, mut rng: R) -> Result<Self, ConfigError> {
@@ -109,7 +102,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             detector,
             gossip: AntiEntropy::new(&config, hasher),
             store: Store::new(&config, hasher),
-            placement: Placement::new(&config, hasher),
+            placement: Placement::new(&config, &id, hasher),
             router: Router::new(&config, hasher),
             out: Outbox::new(&config, &id, rng, hasher),
             deadline: None,
@@ -182,6 +175,44 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.gossip.root()
     }
 
+    /// Takes back what a previous life of this node saved (its name, location, and
+    /// tokens): call it after [`Node::new`] and before [`Node::join`]. A node restored
+    /// with tokens reclaims exactly those tokens when it joins.
+    pub fn restore(&mut self, saved: LocalPlacement) -> Result<(), RestoreError> {
+        if self.members.lifecycle() != Lifecycle::Idle {
+            return Err(RestoreError::AlreadyStarted);
+        }
+        self.placement.restore(saved)
+    }
+
+    /// This node's stable name (host ID). Without [`Node::restore`] it is derived from
+    /// the address, so a node that should survive an address change must be given one.
+    pub fn name(&self) -> &str {
+        self.placement.name()
+    }
+
+    /// This node's placement, as it should be saved.
+    pub fn placement(&self) -> LocalPlacement {
+        self.placement.local()
+    }
+
+    /// This node's topology state (Joining, Normal, Leaving, Left, Removed).
+    pub fn topology_state(&self) -> Topology {
+        self.placement.status()
+    }
+
+    /// Every placement record this node holds (Left and Removed ones included), for an
+    /// operator's view such as `nodetool status`.
+    pub fn topology(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+        self.placement.records()
+    }
+
+    /// Whether this node is ready to serve: it is Normal (or holds no ranges by
+    /// configuration) and every live member holds the same ring.
+    pub fn is_ready(&self) -> bool {
+        self.placement.is_ready()
+    }
+
     // ----- inputs -------------------------------------------------------------------
 
     /// Starts the node and announces it to `seeds` (none for the first node).
@@ -190,34 +221,55 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.members.join(seeds);
         let me = self.members.me().clone();
         self.refresh_tree(&me.addr);
-        self.placement.member_changed(&me.addr, true);
         self.queue_member_rumour(self.members.own_claim());
         self.detector.start(now, self.out.rng());
         self.gossip.start(now, self.out.rng());
-        let has_tokens = self
-            .store
-            .get(&me.addr)
-            .is_some_and(|s| s.entries.contains_key(TOKENS_KEY));
         let first = self.members.seeds().is_empty();
-        if self
-            .placement
-            .on_join(now, has_tokens, first, self.config.gossip_interval)
-        {
-            self.choose_tokens(now);
+        if let Some(record) = self.placement.start(self.out.rng(), first) {
+            self.spread_record(record);
+            let saved = self.placement.local();
+            self.out
+                .event(Event::PlacementChanged(alloc::boxed::Box::new(saved)));
         }
         self.contact_seeds();
         self.after_input(now);
     }
 
-    /// Leaves gracefully: spreads "left" so that no one suspects this node, and
-    /// stops probing. Keep draining outputs for a moment so the news gets out.
+    /// Decommissions this node: it turns Leaving (the members that will take its
+    /// ranges become pending replicas), then Left after [`RING_DELAY_ROUNDS`] gossip
+    /// rounds, and then leaves the cluster as [`Node::shutdown`] does. A node that
+    /// holds no ranges leaves at once. Keep driving the node (timers included) until
+    /// [`Event::PlacementChanged`] reports `Left`, then a moment more so the news gets
+    /// out.
+    ///
+    /// [`RING_DELAY_ROUNDS`]: crate::placement::RING_DELAY_ROUNDS
     pub fn leave(&mut self, now: Instant) {
+        if !self.members.is_active() {
+            return;
+        }
+        if let Some(record) = self.placement.leave() {
+            self.spread_record(record);
+            if self.placement.is_leaving() {
+                self.after_input(now);
+                return;
+            }
+            let saved = self.placement.local();
+            self.out
+                .event(Event::PlacementChanged(alloc::boxed::Box::new(saved)));
+        }
+        self.shutdown(now);
+    }
+
+    /// Stops this node gracefully without giving up its ranges: spreads "left" so that
+    /// no one suspects it, and stops probing. Its tokens stay on the ring (shown as
+    /// down), so a restart with its saved placement moves no data. Keep draining
+    /// outputs for a moment so the news gets out.
+    pub fn shutdown(&mut self, now: Instant) {
         if !self.members.leave() {
             return;
         }
         let me = self.members.me().addr.clone();
         self.refresh_tree(&me);
-        self.placement.member_changed(&me, false);
         self.detector.stop();
         let claim = self.members.own_claim();
         self.queue_member_rumour(claim.clone());
@@ -231,6 +283,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         self.router.abandon(&mut self.out);
         self.after_input(now);
+    }
+
+    /// Removes a dead member's placement, from any node (Cassandra's `removenode`):
+    /// its ranges move to the other members, the same way on every node. A live member
+    /// is refused (it decommissions itself with [`Node::leave`]). If the removed node
+    /// comes back with its old tokens, it is not taken back: it learns of the removal,
+    /// drops its tokens and joins again as a new member.
+    pub fn remove_node(&mut self, now: Instant, name: &str) -> Result<(), RemoveError> {
+        let record = self.placement.remove(name, &self.members)?;
+        self.spread_record(record);
+        self.after_input(now);
+        Ok(())
     }
 
     /// Takes one datagram from `from`. On error the datagram is dropped and counted in
@@ -359,41 +423,45 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.out
             .own_rumour(subject, encode_message(&Message::State(delta.clone())));
         self.refresh_tree(&me.addr);
-        let on_ring = self.members.is_active();
-        self.placement
-            .key_changed(&me.addr, key, delta.value.as_deref(), on_ring);
+        self.placement.key_changed(key);
         self.after_input(now);
         Ok(())
     }
 
     // ----- placement and routing ----------------------------------------------------
 
-    /// The replicas of `key`: the owner, then the next `replication_factor - 1`
-    /// distinct nodes clockwise, each with its state. All nodes agree once gossip
-    /// has converged.
+    /// The replicas of `key`: its natural replicas (the owner, then the next distinct
+    /// nodes clockwise, racks and datacenters as configured), each with its liveness
+    /// and topology state, and the pending replicas of its range while members join
+    /// or leave. All nodes agree once gossip has converged; a crash changes only the
+    /// liveness shown, never the replicas.
     pub fn route(&self, key: &[u8]) -> ReplicaSet<A> {
         self.placement.route(key, &self.members)
     }
 
-    /// The ring as this node sees it (rebuilt here if its inputs changed since).
-    pub fn ring(&self) -> Ref<'_, Ring<A>> {
+    /// The ring of natural replicas as this node sees it, owners by name (rebuilt here
+    /// if its inputs changed since).
+    pub fn ring(&self) -> Ref<'_, Ring<Owner>> {
         self.placement.ring()
     }
 
-    /// A digest of the ring as this node sees it: the XOR of `h(address, tokens)` over
-    /// the members on the ring. Two nodes with the same digest build the same ring.
+    /// A digest of the ring as this node sees it: a function of placement alone (each
+    /// on-ring member's name, epoch, location and tokens), so a crash or a restart
+    /// does not change it. Two nodes with the same digest build the same ring.
     pub fn ring_digest(&self) -> u64 {
         self.placement.digest()
     }
 
-    /// The tokens `node` announced, as this node holds them.
-    pub fn tokens_of(&self, node: &A) -> Vec<Token> {
-        self.placement.tokens_of(node)
+    /// The tokens the member named `name` holds, as this node sees it.
+    pub fn tokens_of(&self, name: &str) -> Vec<Token> {
+        self.placement.tokens_of(name)
     }
 
-    /// Accepts a client request for `key`. If this node is a replica the request is
-    /// delivered here as [`Event::Request`]; otherwise it is forwarded to the first
-    /// live replica. Either way the answer arrives as [`Event::Response`] (or
+    /// Accepts a client request for `key`. If this node is a natural replica the
+    /// request is delivered here as [`Event::Request`] (this node's application serves
+    /// it); otherwise it is forwarded to the first live natural replica, whose
+    /// application serves it. It fails over once, only among natural replicas, and
+    /// fails with `Unavailable` when none is alive. Either way the answer arrives as [`Event::Response`] (or
     /// [`Event::RequestFailed`]) with the returned id.
     pub fn handle_request(
         &mut self,

@@ -1,0 +1,710 @@
+//! The placement part: every member's [`PlacementRecord`] by name, the ring built
+//! from them, this node's own record and its way through Joining → Normal →
+//! Leaving → Left, and the cluster's agreement on the ring.
+//!
+//! Liveness never enters here except to answer "who can serve this key now": the
+//! ring is a function of the records alone, so a crash, a restart or a slow node
+//! changes neither the ring nor its digest.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::{Cell, Ref, RefCell};
+
+use rand_core::RngCore;
+
+use super::allocator::{ALLOCATION_RF, allocate_tokens_for_rf, random_tokens};
+use super::murmur::token_for;
+use super::ring::{Location, Replication, Ring, Token};
+use super::topology::{
+    LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
+};
+use crate::config::Config;
+use crate::event::Event;
+use crate::hash::{Map, SeededState, mix64, stable_hash};
+use crate::membership::{Address, Membership, NodeId, Status};
+use crate::routing::{Replica, ReplicaSet};
+
+/// The state key carrying a node's ring digest, for agreement.
+pub const RING_KEY: &str = "gv.ring";
+
+/// Gossip rounds a joiner's proposed tokens stay pending before it turns Normal, and a
+/// leaver stays Leaving before it turns Left: time for the news to reach everyone (and,
+/// for a store, to stream), as Cassandra's ring delay.
+pub const RING_DELAY_ROUNDS: u32 = 3;
+
+/// Rounds a joiner waits, at least, before allocating: it first learns the ring.
+const LEARN_ROUNDS: u32 = 3;
+
+/// Who owns a token on the ring: a member's name with the epoch of its tokens,
+/// ordered by epoch first, so that when two members claim one token the one that took
+/// it first keeps it, on every node alike.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    epoch: u64,
+    name: String,
+}
+
+/// A SplitMix64 stream: the seeded RNG of a joint allocation, so that every joiner
+/// that sees the same ring and the same joiners computes the same tokens.
+struct SplitMix(u64);
+
+impl RngCore for SplitMix {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        rand_core::impls::fill_bytes_via_next(self, dest);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+/// What a gossip round of the placement part calls for.
+#[derive(Debug)]
+pub(crate) struct RoundOutcome<A> {
+    /// Our record changed: spread it.
+    pub publish: Option<PlacementRecord<A>>,
+    /// We finished leaving: announce it to the membership layer.
+    pub left: bool,
+}
+
+/// The placement part: see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct Placement<A> {
+    records: Map<String, PlacementRecord<A>>,
+    /// Our own record (also in `records` once we started).
+    mine: PlacementRecord<A>,
+    started: bool,
+    /// Natural replicas: the members on the ring.
+    ring: RefCell<Ring<Owner>>,
+    /// What the ring becomes once the pending joins and leaves complete, if any.
+    future: RefCell<Option<Ring<Owner>>>,
+    ring_dirty: Cell<bool>,
+    /// Each on-ring member's contribution to `ring_hash`.
+    contributions: Map<String, u64>,
+    /// XOR of `h(name, epoch, location, tokens)` over the ring's members: the ring
+    /// digest, kept up to date in O(1) per change.
+    ring_hash: u64,
+    /// The digest last seen at a round, and for how many rounds it has held still.
+    stable: (u64, u32),
+    agreement_dirty: bool,
+    agreed: Option<u64>,
+    /// Rounds since we started waiting to allocate, and the joiners and ring we saw
+    /// at the last round (allocation waits until they hold still).
+    waited: u32,
+    seen: u64,
+    ready: bool,
+    /// Rounds left before a pending join turns Normal or a leave turns Left.
+    countdown: u32,
+    vnodes: usize,
+    replication: Replication,
+}
+
+impl<A: Address> Placement<A> {
+    pub fn new(config: &Config, me: &NodeId<A>, hasher: SeededState) -> Self {
+        let name = alloc::format!("{:016x}", stable_hash(&me.addr));
+        Placement {
+            records: Map::with_hasher(hasher),
+            mine: PlacementRecord {
+                name,
+                addr: me.addr.clone(),
+                generation: me.generation,
+                version: 0,
+                epoch: 0,
+                status: Topology::Joining,
+                location: Location::default(),
+                tokens: Vec::new(),
+            },
+            started: false,
+            ring: RefCell::new(Ring::default()),
+            future: RefCell::new(None),
+            ring_dirty: Cell::new(false),
+            contributions: Map::with_hasher(hasher),
+            ring_hash: 0,
+            stable: (0, 0),
+            agreement_dirty: false,
+            agreed: None,
+            waited: 0,
+            seen: 0,
+            ready: false,
+            countdown: 0,
+            vnodes: config.vnodes,
+            replication: config.replication(),
+        }
+    }
+
+    // ----- our own record -----------------------------------------------------------
+
+    /// Our name.
+    pub fn name(&self) -> &str {
+        &self.mine.name
+    }
+
+    /// What to save across restarts.
+    pub fn local(&self) -> LocalPlacement {
+        LocalPlacement {
+            name: self.mine.name.clone(),
+            location: self.mine.location.clone(),
+            tokens: self.mine.tokens.clone(),
+            epoch: self.mine.epoch,
+            status: self.started.then_some(self.mine.status),
+        }
+    }
+
+    /// Takes what a previous life saved (before we start).
+    pub fn restore(&mut self, saved: LocalPlacement) -> Result<(), RestoreError> {
+        if self.started {
+            return Err(RestoreError::AlreadyStarted);
+        }
+        if saved.name.is_empty() || saved.name.len() > MAX_NAME_LEN {
+            return Err(RestoreError::BadName);
+        }
+        if saved.location.datacenter.len() > MAX_NAME_LEN
+            || saved.location.rack.len() > MAX_NAME_LEN
+        {
+            return Err(RestoreError::BadName);
+        }
+        let sorted = saved.tokens.windows(2).all(|w| w[0] < w[1]);
+        if !sorted || saved.tokens.len() > self.vnodes.max(1) * 4 {
+            return Err(RestoreError::BadTokens);
+        }
+        let gone = saved.status.is_some_and(Topology::is_gone);
+        self.mine.name = saved.name;
+        self.mine.location = saved.location;
+        if !gone && !saved.tokens.is_empty() && saved.epoch > 0 {
+            self.mine.tokens = saved.tokens;
+            self.mine.epoch = saved.epoch;
+        }
+        Ok(())
+    }
+
+    /// We joined: announce our record. With saved tokens we take them back at once (a
+    /// restart moves nothing); the first node of a cluster takes random tokens; any
+    /// other node waits to learn the ring, then allocates.
+    pub fn start(&mut self, rng: &mut impl RngCore, first: bool) -> Option<PlacementRecord<A>> {
+        if self.started && !self.mine.status.is_gone() {
+            return None;
+        }
+        self.started = true;
+        if self.vnodes == 0 {
+            return None;
+        }
+        if !self.mine.tokens.is_empty() {
+            self.mine.status = Topology::Normal;
+        } else if first {
+            self.mine.tokens = random_tokens(self.vnodes, rng);
+            self.mine.epoch = self.mine.generation.max(1);
+            self.mine.status = Topology::Normal;
+        } else {
+            self.mine.status = Topology::Joining;
+            self.waited = 0;
+            self.ready = false;
+        }
+        Some(self.publish())
+    }
+
+    /// Decommission: Leaving now, Left after the ring delay. Returns our new record,
+    /// or `None` when we hold no ranges (then we may go at once).
+    pub fn leave(&mut self) -> Option<PlacementRecord<A>> {
+        if !self.started || self.vnodes == 0 {
+            return None;
+        }
+        match self.mine.status {
+            Topology::Normal => {
+                self.mine.status = Topology::Leaving;
+                self.countdown = RING_DELAY_ROUNDS;
+            }
+            Topology::Joining => {
+                self.mine.status = Topology::Left;
+                self.mine.tokens.clear();
+            }
+            _ => return None,
+        }
+        Some(self.publish())
+    }
+
+    /// Whether we are still on our way out (Leaving).
+    pub fn is_leaving(&self) -> bool {
+        self.mine.status == Topology::Leaving
+    }
+
+    /// Whether we are a Normal member and the cluster agrees on the ring we hold.
+    pub fn is_ready(&self) -> bool {
+        (self.vnodes == 0 || self.mine.status == Topology::Normal)
+            && self.agreed == Some(self.ring_hash)
+    }
+
+    /// Our topology state.
+    pub fn status(&self) -> Topology {
+        self.mine.status
+    }
+
+    fn publish(&mut self) -> PlacementRecord<A> {
+        self.mine.version += 1;
+        let mine = self.mine.clone();
+        self.store(mine.clone());
+        mine
+    }
+
+    /// A peer's view equals ours: we know the ring, so we may allocate at the next round.
+    pub fn peer_in_sync(&mut self) {
+        self.ready = true;
+    }
+
+    // ----- records ------------------------------------------------------------------
+
+    /// A record arrived. Returns whether it was news (to pass it on), and our own new
+    /// record if it told us that we were removed.
+    pub fn on_record(
+        &mut self,
+        record: PlacementRecord<A>,
+        out: &mut dyn FnMut(Event<A>),
+    ) -> (bool, Option<PlacementRecord<A>>) {
+        if !record.is_valid(self.vnodes.max(1) * 4) {
+            return (false, None);
+        }
+        if record.name == self.mine.name {
+            // Only we write our record; an operator's removal of our tokens is the one
+            // exception, and then we come back as a new member with new tokens.
+            let removes_us = record.status == Topology::Removed
+                && self.mine.epoch > 0
+                && record.epoch >= self.mine.epoch;
+            if !removes_us || !self.started {
+                return (false, None);
+            }
+            self.store(record);
+            self.mine.tokens.clear();
+            self.mine.epoch = 0;
+            self.mine.status = Topology::Joining;
+            self.waited = 0;
+            self.ready = false;
+            out(Event::PlacementChanged(Box::new(self.local())));
+            // Our new record (no tokens, epoch 0) ranks below the removal elsewhere,
+            // so peers keep showing the removal until we take new tokens.
+            return (true, Some(self.publish()));
+        }
+        if self
+            .records
+            .get(&record.name)
+            .is_some_and(|r| r.rank() >= record.rank())
+        {
+            return (false, None);
+        }
+        let before = self.records.get(&record.name).map(|r| r.status);
+        if before != Some(record.status) {
+            out(Event::Topology {
+                name: record.name.clone(),
+                status: record.status,
+            });
+        }
+        self.store(record);
+        (true, None)
+    }
+
+    /// Stores a record and updates the ring's inputs.
+    fn store(&mut self, record: PlacementRecord<A>) {
+        let name = record.name.clone();
+        let contribution = record
+            .status
+            .is_on_ring()
+            .then(|| stable_hash(&(&name, record.epoch, &record.location, &record.tokens)));
+        let old = match contribution {
+            Some(c) => self.contributions.insert(name.clone(), c),
+            None => self.contributions.remove(&name),
+        };
+        if old != contribution {
+            self.ring_hash ^= old.unwrap_or(0) ^ contribution.unwrap_or(0);
+            self.agreement_dirty = true;
+        }
+        self.ring_dirty.set(true);
+        self.records.insert(name, record);
+    }
+
+    /// The record of `name`, as we hold it.
+    pub fn record(&self, name: &str) -> Option<&PlacementRecord<A>> {
+        self.records.get(name)
+    }
+
+    /// Every record we hold, tombstones (Left, Removed) included.
+    pub fn records(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+        self.records.values()
+    }
+
+    /// What the anti-entropy summary holds for `name`.
+    pub fn leaf_hash(&self, name: &str) -> Option<u64> {
+        self.records
+            .get(name)
+            .map(|r| stable_hash(&(name, r.rank())))
+    }
+
+    /// The rank of `name`'s record, for a digest.
+    pub fn rank_of(&self, name: &str) -> Option<Rank> {
+        self.records.get(name).map(PlacementRecord::rank)
+    }
+
+    /// An operator removes a dead member: its tokens leave the ring on every node.
+    pub fn remove(
+        &mut self,
+        name: &str,
+        members: &Membership<A>,
+    ) -> Result<PlacementRecord<A>, RemoveError> {
+        if name == self.mine.name {
+            return Err(RemoveError::IsSelf);
+        }
+        let record = self.records.get(name).ok_or(RemoveError::Unknown)?;
+        if record.status.is_gone() {
+            return Err(RemoveError::AlreadyGone);
+        }
+        if liveness(members, &record.addr, &self.mine.addr).is_live() {
+            return Err(RemoveError::NotDead);
+        }
+        let removal = PlacementRecord {
+            status: Topology::Removed,
+            tokens: Vec::new(),
+            ..record.clone()
+        };
+        self.store(removal.clone());
+        Ok(removal)
+    }
+
+    // ----- the round ----------------------------------------------------------------
+
+    /// Once per gossip round: allocate when the ring and the other joiners have held
+    /// still, check a proposal for clashes, and count down to Normal or Left.
+    pub fn round(&mut self, out: &mut dyn FnMut(Event<A>)) -> RoundOutcome<A> {
+        let mut outcome = RoundOutcome {
+            publish: None,
+            left: false,
+        };
+        if !self.started || self.vnodes == 0 {
+            return outcome;
+        }
+        match (self.mine.status, self.mine.tokens.is_empty()) {
+            (Topology::Joining, true) => {
+                self.waited = self.waited.saturating_add(1);
+                let seen = self.joiners_signature();
+                let still = seen == self.seen;
+                self.seen = seen;
+                if still && (self.waited > LEARN_ROUNDS || self.ready) {
+                    self.allocate();
+                    self.countdown = RING_DELAY_ROUNDS;
+                    outcome.publish = Some(self.publish());
+                    out(Event::PlacementChanged(Box::new(self.local())));
+                }
+            }
+            (Topology::Joining, false) => {
+                if self.clashes() {
+                    // Someone with a better claim holds one of our tokens: start over.
+                    self.mine.tokens.clear();
+                    self.mine.epoch = 0;
+                    self.waited = 0;
+                    outcome.publish = Some(self.publish());
+                } else if self.countdown <= 1 {
+                    self.mine.status = Topology::Normal;
+                    outcome.publish = Some(self.publish());
+                    out(Event::PlacementChanged(Box::new(self.local())));
+                } else {
+                    self.countdown -= 1;
+                }
+            }
+            (Topology::Leaving, _) => {
+                if self.countdown <= 1 {
+                    self.mine.status = Topology::Left;
+                    self.mine.tokens.clear();
+                    outcome.publish = Some(self.publish());
+                    outcome.left = true;
+                    out(Event::PlacementChanged(Box::new(self.local())));
+                } else {
+                    self.countdown -= 1;
+                }
+            }
+            _ => {}
+        }
+        outcome
+    }
+
+    /// The joiners of our datacenter and the ring they allocate against: allocation
+    /// waits until this holds still for a round. A joiner that allocates stays in
+    /// the set (it is still Joining), so one allocating does not hold the others back.
+    fn joiners_signature(&self) -> u64 {
+        stable_hash(&(self.joiners(), self.ring_hash))
+    }
+
+    /// Every Joining member of our datacenter, ourselves included, by name.
+    fn joiners(&self) -> Vec<&str> {
+        let dc = &self.mine.location.datacenter;
+        let mut names: Vec<&str> = self
+            .records
+            .values()
+            .filter(|r| r.status == Topology::Joining && r.location.datacenter == *dc)
+            .map(|r| r.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Joint allocation: every joiner of our datacenter, in name order, against the
+    /// ring of that datacenter, with an RNG seeded from both. Joiners that see the same
+    /// picture compute the same tokens, so they neither collide nor unbalance each
+    /// other (as if they had joined one at a time); we take our share. Joiners that saw
+    /// different pictures may clash: [`clashes`](Self::clashes) settles that.
+    fn allocate(&mut self) {
+        let joiners = self.joiners();
+        let me = joiners
+            .iter()
+            .position(|n| *n == self.mine.name)
+            .unwrap_or(0);
+        let count = joiners.len().max(1);
+        let dc = self.mine.location.datacenter.clone();
+        let base = Ring::new_located(
+            self.records
+                .values()
+                .filter(|r| r.status.is_on_ring() && r.location.datacenter == dc)
+                .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+        );
+        let seed = stable_hash(&(&joiners, self.ring_hash));
+        let mut rng = SplitMix(seed);
+        let rf = replicas_in(&self.replication, &dc).clamp(1, 2 * ALLOCATION_RF);
+        let mut all = joint_allocation(&base, count, self.vnodes, rf, &mut rng);
+        let tokens = if me < all.len() {
+            all.swap_remove(me)
+        } else {
+            Vec::new()
+        };
+        self.mine.tokens = tokens;
+        self.mine.epoch = self.mine.generation.max(1);
+    }
+
+    /// Whether a token we propose is held by a better claim: a member on the ring, or
+    /// a joiner that took it in an earlier epoch or with a smaller name.
+    fn clashes(&self) -> bool {
+        let mine: BTreeSet<Token> = self.mine.tokens.iter().copied().collect();
+        let key = (self.mine.epoch, self.mine.name.as_str());
+        self.records.values().any(|r| {
+            r.name != self.mine.name
+                && (r.status.is_on_ring()
+                    || (r.status == Topology::Joining && (r.epoch, r.name.as_str()) < key))
+                && r.tokens.iter().any(|t| mine.contains(t))
+        })
+    }
+
+    // ----- the ring -----------------------------------------------------------------
+
+    fn rebuild(&self) {
+        if !self.ring_dirty.get() {
+            return;
+        }
+        let (Ok(mut ring), Ok(mut future)) =
+            (self.ring.try_borrow_mut(), self.future.try_borrow_mut())
+        else {
+            return;
+        };
+        *ring = Ring::new_located(
+            self.records
+                .values()
+                .filter(|r| r.status.is_on_ring())
+                .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+        );
+        let moving = self.records.values().any(|r| {
+            r.status == Topology::Leaving || (r.status == Topology::Joining && !r.tokens.is_empty())
+        });
+        *future = moving.then(|| {
+            Ring::new_located(
+                self.records
+                    .values()
+                    .filter(|r| {
+                        r.status == Topology::Normal
+                            || (r.status == Topology::Joining && !r.tokens.is_empty())
+                    })
+                    .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+            )
+        });
+        self.ring_dirty.set(false);
+    }
+
+    /// The ring of natural replicas, as this node sees it.
+    pub fn ring(&self) -> Ref<'_, Ring<Owner>> {
+        self.rebuild();
+        self.ring.borrow()
+    }
+
+    /// The ring digest: a function of placement alone (name, epoch, location and
+    /// tokens of every member on the ring). Two nodes with the same digest build the
+    /// same ring.
+    pub fn digest(&self) -> u64 {
+        self.ring_hash
+    }
+
+    /// The tokens `name` holds, as this node sees it.
+    pub fn tokens_of(&self, name: &str) -> Vec<Token> {
+        self.records
+            .get(name)
+            .map(|r| r.tokens.clone())
+            .unwrap_or_default()
+    }
+
+    /// The natural replicas of `key` with their liveness, and the pending replicas of
+    /// its range while members join or leave.
+    pub fn route(&self, key: &[u8], members: &Membership<A>) -> ReplicaSet<A> {
+        let token = token_for(key);
+        self.rebuild();
+        let replica = |o: &Owner| {
+            let r = self.records.get(&o.name)?;
+            Some(Replica {
+                id: NodeId::new(r.addr.clone(), r.generation),
+                name: r.name.clone(),
+                state: liveness(members, &r.addr, &self.mine.addr),
+                topology: r.status,
+            })
+        };
+        let ring = self.ring.borrow();
+        let replicas: Vec<Replica<A>> = ring
+            .replicas_for(token, &self.replication)
+            .into_iter()
+            .filter_map(replica)
+            .collect();
+        let pending = match self.future.borrow().as_ref() {
+            Some(future) => future
+                .replicas_for(token, &self.replication)
+                .into_iter()
+                .filter(|o| !replicas.iter().any(|r| r.name == o.name))
+                .filter_map(replica)
+                .collect(),
+            None => Vec::new(),
+        };
+        ReplicaSet {
+            token,
+            replicas,
+            pending,
+        }
+    }
+
+    // ----- agreement ----------------------------------------------------------------
+
+    /// A state key changed: `gv.ring` may change agreement.
+    pub fn key_changed(&mut self, key: &str) {
+        if key == RING_KEY {
+            self.agreement_dirty = true;
+        }
+    }
+
+    /// Once per round: the digest to publish in `gv.ring`, once it has held still for
+    /// two rounds and differs from what we published.
+    pub fn digest_to_publish(&mut self, published: Option<&[u8]>) -> Option<[u8; 8]> {
+        if self.vnodes == 0 || self.contributions.is_empty() {
+            return None;
+        }
+        let digest = self.ring_hash;
+        if self.stable.0 != digest {
+            self.stable = (digest, 0);
+            return None;
+        }
+        self.stable.1 = self.stable.1.saturating_add(1);
+        let bytes = digest.to_le_bytes();
+        (self.stable.1 >= 2 && published != Some(&bytes[..])).then_some(bytes)
+    }
+
+    /// Once per round, if anything changed: `RingAgreed` when every live member
+    /// published the digest we published and hold.
+    pub fn check_agreement<'a>(
+        &mut self,
+        mine: Option<&[u8]>,
+        mut theirs: impl Iterator<Item = Option<&'a [u8]>>,
+    ) -> Option<Event<A>> {
+        if !self.agreement_dirty {
+            return None;
+        }
+        self.agreement_dirty = false;
+        let mine = mine?;
+        let all = theirs.all(|t| t == Some(mine));
+        let digest = u64::from_le_bytes(mine.try_into().unwrap_or([0; 8]));
+        if all && self.agreed != Some(digest) && digest == self.ring_hash {
+            self.agreed = Some(digest);
+            return Some(Event::RingAgreed { digest });
+        }
+        None
+    }
+}
+
+/// The ring owner of a record.
+fn owner_of<A>(r: &PlacementRecord<A>) -> Owner {
+    Owner {
+        epoch: r.epoch,
+        name: r.name.clone(),
+    }
+}
+
+/// A record holder's liveness: ourselves are alive; anyone else as membership sees the
+/// process at its address, and dead if membership does not know it.
+fn liveness<A: Address>(members: &Membership<A>, addr: &A, me: &A) -> Status {
+    if addr == me {
+        return Status::Alive;
+    }
+    members.get(addr).map_or(Status::Dead, |m| m.status)
+}
+
+impl Owner {
+    /// The owner's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The generation at which the owner took its tokens.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl core::fmt::Display for Owner {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// The replica count of datacenter `dc` under `replication`.
+fn replicas_in(replication: &Replication, dc: &str) -> usize {
+    match replication {
+        Replication::Simple(rf) => *rf,
+        Replication::PerDatacenter(dcs) => dcs.iter().find(|(d, _)| d == dc).map_or(0, |(_, n)| *n),
+    }
+}
+
+/// Tokens for `joiners` new nodes at once, each allocated against the ring with the
+/// ones before it.
+fn joint_allocation(
+    base: &Ring<Owner>,
+    joiners: usize,
+    count: usize,
+    rf: usize,
+    rng: &mut impl RngCore,
+) -> Vec<Vec<Token>> {
+    let mut claims: Vec<(Owner, Vec<Token>)> = Vec::new();
+    for (t, o) in base.tokens() {
+        match claims.iter_mut().find(|(n, _)| n == o) {
+            Some((_, ts)) => ts.push(t),
+            None => claims.push((o.clone(), alloc::vec![t])),
+        }
+    }
+    let mut out = Vec::with_capacity(joiners);
+    for k in 0..joiners {
+        let ring = Ring::new(claims.iter().cloned());
+        let tokens = allocate_tokens_for_rf(&ring, count, rf, rng);
+        claims.push((
+            Owner {
+                epoch: u64::MAX,
+                name: alloc::format!("~{k:08}"),
+            },
+            tokens.clone(),
+        ));
+        out.push(tokens);
+    }
+    out
+}
