@@ -167,6 +167,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         let n = self.members.live_len() + 1;
         self.out.set_cluster_size(n);
+        if matches!(
+            change,
+            Change::Joined | Change::Recovered | Change::Died | Change::Left
+        ) {
+            self.placement.live_changed();
+        }
         let addr = claim.id.addr.clone();
         match change {
             Change::None => {

@@ -589,6 +589,11 @@ impl<A: Address> Placement<A> {
 
     // ----- agreement ----------------------------------------------------------------
 
+    /// Who is live changed: agreement is over the live members, so check it again.
+    pub fn live_changed(&mut self) {
+        self.agreement_dirty = true;
+    }
+
     /// A state key changed: `gv.ring` may change agreement.
     pub fn key_changed(&mut self, key: &str) {
         if key == RING_KEY {
@@ -707,4 +712,309 @@ fn joint_allocation(
         out.push(tokens);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::membership::MemberClaim;
+    use crate::time::Instant;
+    use alloc::vec;
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::SeedableRng;
+
+    fn config() -> Config {
+        Config::lan("t")
+    }
+
+    fn placement(addr: u32, name: &str) -> Placement<u32> {
+        let mut p = Placement::new(&config(), &NodeId::new(addr, 10), SeededState(1));
+        p.restore(LocalPlacement {
+            name: name.into(),
+            ..LocalPlacement::default()
+        })
+        .expect("restore");
+        p
+    }
+
+    fn record(name: &str, addr: u32, status: Topology, tokens: Vec<Token>) -> PlacementRecord<u32> {
+        PlacementRecord {
+            name: name.into(),
+            addr,
+            generation: 5,
+            version: 1,
+            epoch: if tokens.is_empty() { 0 } else { 5 },
+            status,
+            location: Location::default(),
+            tokens,
+        }
+    }
+
+    fn members(alive: &[u32], dead: &[u32]) -> Membership<u32> {
+        let mut m = Membership::new(NodeId::new(1, 10), 64, SeededState(1));
+        for &a in alive.iter().chain(dead) {
+            let claim = MemberClaim {
+                id: NodeId::new(a, 5),
+                incarnation: 0,
+                status: Status::Alive,
+            };
+            m.apply(&claim, Instant::ZERO);
+        }
+        for &a in dead {
+            let claim = MemberClaim {
+                id: NodeId::new(a, 5),
+                incarnation: 0,
+                status: Status::Dead,
+            };
+            m.apply(&claim, Instant::ZERO);
+        }
+        m
+    }
+
+    fn feed(p: &mut Placement<u32>, r: PlacementRecord<u32>) -> (bool, Vec<Event<u32>>) {
+        let mut events = Vec::new();
+        let (news, _) = p.on_record(r, &mut |e| events.push(e));
+        (news, events)
+    }
+
+    #[test]
+    fn digest_is_a_function_of_placement_only() {
+        let records = [
+            record("a", 2, Topology::Normal, vec![10, 20]),
+            record("b", 3, Topology::Normal, vec![30]),
+            record("c", 4, Topology::Joining, vec![]),
+        ];
+        let mut x = placement(1, "x");
+        let mut y = placement(1, "x");
+        for r in records.iter().cloned() {
+            feed(&mut x, r);
+        }
+        for r in records.iter().rev().cloned() {
+            feed(&mut y, r);
+        }
+        assert_eq!(x.digest(), y.digest());
+        // A new life at a new address (a restart elsewhere) changes nothing on the ring.
+        let mut moved = record("a", 9, Topology::Normal, vec![10, 20]);
+        moved.generation = 6;
+        let before = x.digest();
+        assert!(feed(&mut x, moved).0);
+        assert_eq!(x.digest(), before);
+        assert_eq!(x.record("a").map(|r| r.addr), Some(9));
+        // A joiner is not on the ring; a Normal member with other tokens is.
+        let mut other = record("b", 3, Topology::Normal, vec![31]);
+        other.version = 2;
+        feed(&mut x, other);
+        assert_ne!(x.digest(), before);
+    }
+
+    #[test]
+    fn older_records_are_ignored_and_status_changes_are_told() {
+        let mut p = placement(1, "x");
+        let (news, events) = feed(&mut p, record("a", 2, Topology::Joining, vec![]));
+        assert!(news);
+        assert_eq!(
+            events,
+            vec![Event::Topology {
+                name: "a".into(),
+                status: Topology::Joining
+            }]
+        );
+        let mut normal = record("a", 2, Topology::Normal, vec![7]);
+        normal.version = 3;
+        assert!(feed(&mut p, normal.clone()).0);
+        assert!(!feed(&mut p, normal).0, "the same record twice is no news");
+        let stale = record("a", 2, Topology::Joining, vec![]);
+        assert!(!feed(&mut p, stale).0);
+        assert_eq!(p.record("a").map(|r| r.status), Some(Topology::Normal));
+        let mut bad = record("b", 2, Topology::Normal, vec![]);
+        bad.version = 9;
+        assert!(
+            !feed(&mut p, bad).0,
+            "on the ring without tokens is malformed"
+        );
+    }
+
+    #[test]
+    fn a_dead_replica_stays_a_replica_and_removal_moves_it() {
+        let mut p = placement(1, "x");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        p.start(&mut rng, true);
+        for (name, addr, t) in [("a", 2, 1_000), ("b", 3, 2_000), ("c", 4, 3_000)] {
+            feed(&mut p, record(name, addr, Topology::Normal, vec![t]));
+        }
+        let m = members(&[2, 4], &[3]);
+        let key = b"some key";
+        let before = p.route(key, &m);
+        assert_eq!(before.replicas.len(), 3);
+        let b = before.replicas.iter().find(|r| r.name == "b");
+        assert!(b.is_none() || b.is_some_and(|r| r.state == Status::Dead));
+        // Removal: refused for ourselves, the living and strangers.
+        assert_eq!(p.remove("x", &m), Err(RemoveError::IsSelf));
+        assert_eq!(p.remove("a", &m), Err(RemoveError::NotDead));
+        assert_eq!(p.remove("zz", &m), Err(RemoveError::Unknown));
+        let digest = p.digest();
+        let removal = p.remove("b", &m).expect("b is dead");
+        assert_eq!(removal.status, Topology::Removed);
+        assert!(removal.rank() > record("b", 3, Topology::Normal, vec![2_000]).rank());
+        assert_ne!(p.digest(), digest);
+        assert!(p.ring().tokens().all(|(_, o)| o.name() != "b"));
+        assert_eq!(p.remove("b", &m), Err(RemoveError::AlreadyGone));
+        // The member's old life cannot bring the tokens back, even from a later life.
+        let mut back = record("b", 3, Topology::Normal, vec![2_000]);
+        back.generation = 50;
+        assert!(!feed(&mut p, back).0);
+    }
+
+    #[test]
+    fn a_removed_node_comes_back_as_new() {
+        let mut p = placement(1, "x");
+        p.restore(LocalPlacement {
+            name: "x".into(),
+            tokens: vec![5, 6],
+            epoch: 7,
+            ..LocalPlacement::default()
+        })
+        .expect("restore");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let start = p.start(&mut rng, false).expect("announces");
+        assert_eq!(
+            (start.status, start.tokens.clone()),
+            (Topology::Normal, vec![5, 6])
+        );
+        let mut removal = record("x", 1, Topology::Removed, vec![]);
+        removal.epoch = 7;
+        let mut events = Vec::new();
+        let (_, mine) = p.on_record(removal, &mut |e| events.push(e));
+        let mine = mine.expect("we announce our new life");
+        assert_eq!(
+            (mine.status, mine.tokens.len(), mine.epoch),
+            (Topology::Joining, 0, 0)
+        );
+        assert!(matches!(&events[..], [Event::PlacementChanged(l)] if l.tokens.is_empty()));
+    }
+
+    #[test]
+    fn joiner_learns_allocates_then_turns_normal() {
+        let mut seed = placement(1, "seed");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let first = seed.start(&mut rng, true).expect("first node");
+        assert_eq!(first.status, Topology::Normal);
+        assert_eq!(first.tokens.len(), config().vnodes);
+
+        let mut j = placement(2, "j");
+        let joining = j.start(&mut rng, false).expect("joins");
+        assert_eq!(
+            (joining.status, joining.tokens.len()),
+            (Topology::Joining, 0)
+        );
+        feed(&mut j, first);
+        let mut events = Vec::new();
+        let mut rounds = 0;
+        let proposal = loop {
+            rounds += 1;
+            assert!(rounds < 10, "never allocated");
+            if let Some(r) = j.round(&mut |e| events.push(e)).publish {
+                break r;
+            }
+        };
+        assert!(rounds > LEARN_ROUNDS, "allocated after {rounds} rounds");
+        assert_eq!(proposal.status, Topology::Joining);
+        assert_eq!(proposal.tokens.len(), config().vnodes);
+        let mut rounds = 0;
+        let normal = loop {
+            rounds += 1;
+            if let Some(r) = j.round(&mut |e| events.push(e)).publish {
+                break r;
+            }
+        };
+        assert_eq!(rounds, RING_DELAY_ROUNDS as usize);
+        assert_eq!(
+            (normal.status, normal.tokens),
+            (Topology::Normal, proposal.tokens)
+        );
+    }
+
+    #[test]
+    fn a_joiner_that_loses_a_token_clash_starts_over() {
+        let mut j = placement(2, "j");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        j.start(&mut rng, false);
+        feed(&mut j, record("seed", 1, Topology::Normal, vec![100]));
+        let proposal = loop {
+            if let Some(r) = j.round(&mut |_| {}).publish {
+                break r;
+            }
+        };
+        // An earlier joiner (smaller epoch) proposed one of our tokens.
+        let mut rival = record("a", 3, Topology::Joining, vec![proposal.tokens[0]]);
+        rival.epoch = proposal.epoch - 1;
+        feed(&mut j, rival);
+        let again = j.round(&mut |_| {}).publish.expect("starts over");
+        assert!(again.tokens.is_empty() && again.epoch == 0);
+    }
+
+    #[test]
+    fn pending_replicas_while_joining_and_leaving() {
+        let mut p = placement(1, "x");
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        p.start(&mut rng, true);
+        let m = members(&[2, 3, 4], &[]);
+        for (name, addr, t) in [("a", 2, -3_000_000_000_000_000_000), ("b", 3, 0)] {
+            feed(&mut p, record(name, addr, Topology::Normal, vec![t]));
+        }
+        let keys: Vec<Vec<u8>> = (0..200u32).map(|i| i.to_le_bytes().to_vec()).collect();
+        assert!(keys.iter().all(|k| p.route(k, &m).pending.is_empty()));
+        feed(
+            &mut p,
+            record("c", 4, Topology::Joining, vec![3_000_000_000_000_000_000]),
+        );
+        let with_c = keys.iter().filter(|k| {
+            let set = p.route(k, &m);
+            set.pending
+                .iter()
+                .any(|r| r.name == "c" && r.topology == Topology::Joining)
+                && set.replicas.iter().all(|r| r.name != "c")
+        });
+        assert!(with_c.count() > 0, "c is pending for the ranges it takes");
+        let mut normal = record("c", 4, Topology::Normal, vec![3_000_000_000_000_000_000]);
+        normal.version = 2;
+        feed(&mut p, normal);
+        assert!(keys.iter().all(|k| p.route(k, &m).pending.is_empty()));
+        let mut leaving = record("c", 4, Topology::Leaving, vec![3_000_000_000_000_000_000]);
+        leaving.version = 3;
+        feed(&mut p, leaving);
+        assert!(keys.iter().any(|k| !p.route(k, &m).pending.is_empty()));
+        assert!(
+            keys.iter()
+                .all(|k| p.route(k, &m).pending.iter().all(|r| r.name != "c"))
+        );
+    }
+
+    #[test]
+    fn restore_is_checked() {
+        let mut p = placement(1, "x");
+        assert_eq!(
+            p.restore(LocalPlacement::default()),
+            Err(RestoreError::BadName)
+        );
+        assert_eq!(
+            p.restore(LocalPlacement {
+                name: "x".into(),
+                tokens: vec![3, 2],
+                epoch: 1,
+                ..LocalPlacement::default()
+            }),
+            Err(RestoreError::BadTokens)
+        );
+        p.start(&mut ChaCha8Rng::seed_from_u64(1), true);
+        assert_eq!(
+            p.restore(LocalPlacement {
+                name: "y".into(),
+                ..LocalPlacement::default()
+            }),
+            Err(RestoreError::AlreadyStarted)
+        );
+    }
 }
