@@ -126,8 +126,26 @@ pub enum Command {
     /// Add an event subscriber. The first subscriber also receives the events raised
     /// before it subscribed (up to [`Options::event_capacity`](crate::Options::event_capacity) of them).
     Subscribe(EventSink),
-    /// Leave gracefully: spread "left", keep running for the leave timeout, then stop.
-    Leave,
+    /// Stop gracefully, keeping this node's ranges ([`Node::shutdown`](grapevine::Node::shutdown)):
+    /// spread "left" so peers do not suspect it, keep running for the leave timeout,
+    /// then stop. Its tokens stay on the ring; a restart with its data directory takes
+    /// them back.
+    Shutdown,
+    /// Decommission ([`Node::leave`](grapevine::Node::leave)): hand this node's ranges
+    /// to the others, then stop. Answered once the node reports Left, or with
+    /// [`RuntimeError::Timeout`] after [`Options::decommission_timeout`](crate::Options::decommission_timeout)
+    /// (the node keeps leaving).
+    Decommission(Reply<Result<(), RuntimeError>>),
+    /// Remove a dead member's placement by name ([`Node::remove_node`](grapevine::Node::remove_node)).
+    RemoveNode {
+        /// The member's name.
+        name: String,
+        /// Whether the core accepted it.
+        reply: Reply<Result<(), RuntimeError>>,
+    },
+    /// Answer once this node is Normal and every live member holds the same ring
+    /// ([`Node::is_ready`](grapevine::Node::is_ready)); at once if it already is.
+    Ready(Reply<Result<(), RuntimeError>>),
     /// Stop at once without leaving: peers will detect this node as failed.
     Abort,
     /// Answer once the loop has ended (when the [`Driver`](crate::Driver) is dropped):

@@ -20,10 +20,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grapevine::Status;
+use grapevine::{LocalPlacement, Status, Topology};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use crate::persist::{self, PlacementStore};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
     Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
@@ -32,7 +33,15 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
-    Leaving { until: grapevine::Instant },
+    /// Decommissioning: still serving while the core hands its ranges over; the
+    /// waiters get a timeout at `until` (the node keeps leaving).
+    Decommissioning {
+        until: grapevine::Instant,
+    },
+    /// Stopping: draining so the news gets out, then done at `until`.
+    Leaving {
+        until: grapevine::Instant,
+    },
     Done,
 }
 
@@ -53,6 +62,14 @@ pub struct Driver {
     recv_errors: u64,
     /// Answered when the driver is dropped: the loop has ended.
     stop_waiters: Vec<Reply<Result<(), RuntimeError>>>,
+    /// Answered once the node is ready.
+    ready_waiters: Vec<Reply<Result<(), RuntimeError>>>,
+    /// Answered once a decommission reports Left (or times out).
+    decommission_waiters: Vec<Reply<Result<(), RuntimeError>>>,
+    decommission_timeout: Duration,
+    /// Where the node's placement is saved, if it has a data directory.
+    store: Option<PlacementStore>,
+    persist_errors: u64,
 }
 
 impl fmt::Debug for Driver {
@@ -66,7 +83,15 @@ impl fmt::Debug for Driver {
 }
 
 impl Driver {
-    /// Creates the core node for a socket bound at `local_addr` and joins `options.seeds`.
+    /// Creates the core node for a socket bound at `local_addr`, gives it its saved
+    /// (or new) identity and placement, and joins `options.seeds`.
+    ///
+    /// With [`Options::data_dir`], the placement saved there is loaded (or a new one
+    /// is created and saved, with a name chosen once), checked against the cluster
+    /// name, [`Options::name`] and [`Options::location`], and handed to
+    /// [`Node::restore`](grapevine::Node::restore) before the node joins. A corrupt
+    /// file, another cluster's directory, or a different name or location is an error
+    /// and nothing starts.
     ///
     /// `local_addr` should be the socket's actual address; an unspecified IP
     /// (`0.0.0.0` or `::`) is kept as is, so bind to a concrete address when peers
@@ -84,8 +109,40 @@ impl Driver {
             addr: local_addr,
             generation,
         };
-        let node = CoreNode::new(options.config.clone(), id, ChaCha8Rng::seed_from_u64(seed))
+        let mut node = CoreNode::new(options.config.clone(), id, ChaCha8Rng::seed_from_u64(seed))
             .map_err(RuntimeError::Config)?;
+        let store = options
+            .data_dir
+            .as_ref()
+            .map(|dir| PlacementStore::new(dir, options.config.cluster_name.clone()));
+        let saved = match &store {
+            Some(store) => Some(persist::open(
+                store,
+                options.name.as_deref(),
+                options.location.as_ref(),
+            )?),
+            None if options.name.is_some() || options.location.is_some() => Some(LocalPlacement {
+                name: options
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| node.name().to_owned()),
+                location: options.location.clone().unwrap_or_default(),
+                ..LocalPlacement::default()
+            }),
+            None => None,
+        };
+        if let Some(saved) = saved {
+            tracing::debug!(
+                name = %saved.name,
+                tokens = saved.tokens.len(),
+                status = ?saved.status,
+                "restoring placement"
+            );
+            node.restore(saved).map_err(RuntimeError::Restore)?;
+        }
+        let decommission_timeout = options
+            .decommission_timeout
+            .unwrap_or_else(|| (options.config.gossip_interval * 20).max(Duration::from_secs(10)));
         let leave_timeout = options
             .leave_timeout
             .unwrap_or(options.config.gossip_interval * 2);
@@ -104,6 +161,11 @@ impl Driver {
             send_errors: 0,
             recv_errors: 0,
             stop_waiters: Vec::new(),
+            ready_waiters: Vec::new(),
+            decommission_waiters: Vec::new(),
+            decommission_timeout,
+            store,
+            persist_errors: 0,
         };
         let seeds: Vec<SocketAddr> = options
             .seeds
@@ -118,6 +180,11 @@ impl Driver {
     /// The node's identity.
     pub fn id(&self) -> &NodeId {
         self.node.id()
+    }
+
+    /// The node's stable name.
+    pub fn name(&self) -> &str {
+        self.node.name()
     }
 
     /// The core node, read-only.
@@ -156,7 +223,8 @@ impl Driver {
         tracing::debug!(%error, "UDP receive failed");
     }
 
-    /// Lets the core's timers fire if any is due, and ends a graceful leave whose time is up.
+    /// Lets the core's timers fire if any is due, ends a graceful leave whose time is
+    /// up, and times out a decommission that has not finished.
     pub fn handle_timeout(&mut self) {
         let now = self.clock.now();
         match self.phase {
@@ -164,6 +232,12 @@ impl Driver {
             Phase::Leaving { until } if now >= until => {
                 self.phase = Phase::Done;
                 return;
+            }
+            Phase::Decommissioning { until } if now >= until => {
+                self.phase = Phase::Running;
+                for waiter in self.decommission_waiters.drain(..) {
+                    waiter.send(Err(RuntimeError::Timeout));
+                }
             }
             _ => {}
         }
@@ -175,7 +249,7 @@ impl Driver {
     /// Applies one command from a handle.
     pub fn handle_command(&mut self, command: Command) {
         let now = self.clock.now();
-        let running = self.phase == Phase::Running;
+        let running = matches!(self.phase, Phase::Running | Phase::Decommissioning { .. });
         match command {
             Command::Join(seeds) => {
                 if running {
@@ -220,7 +294,30 @@ impl Driver {
             Command::Ring(reply) => reply.send(self.ring()),
             Command::Route { key, reply } => reply.send(self.route(key)),
             Command::Subscribe(sink) => self.subscribe(sink),
-            Command::Leave => self.leave(),
+            Command::Shutdown => self.shutdown(),
+            Command::Decommission(reply) => {
+                if running {
+                    self.decommission(reply);
+                } else {
+                    reply.send(Err(RuntimeError::Stopped));
+                }
+            }
+            Command::RemoveNode { name, reply } => reply.send(if running {
+                self.node
+                    .remove_node(now, &name)
+                    .map_err(RuntimeError::Remove)
+            } else {
+                Err(RuntimeError::Stopped)
+            }),
+            Command::Ready(reply) => {
+                if !running {
+                    reply.send(Err(RuntimeError::Stopped));
+                } else if self.node.is_ready() {
+                    reply.send(Ok(()));
+                } else {
+                    self.ready_waiters.push(reply);
+                }
+            }
             Command::Abort => self.phase = Phase::Done,
             Command::WhenStopped(reply) => self.stop_waiters.push(reply),
         }
@@ -239,25 +336,92 @@ impl Driver {
         self.sinks.push(sink);
     }
 
-    /// Every handle is gone: leave gracefully, then stop.
+    /// Every handle is gone: stop gracefully (keeping this node's ranges), then stop.
     pub fn handle_commands_closed(&mut self) {
-        self.leave();
+        self.shutdown();
     }
 
-    fn leave(&mut self) {
-        if self.phase == Phase::Running {
+    fn shutdown(&mut self) {
+        if matches!(self.phase, Phase::Running | Phase::Decommissioning { .. }) {
             let now = self.clock.now();
-            self.node.leave(now);
-            self.phase = Phase::Leaving {
-                until: now + self.leave_timeout,
-            };
+            self.node.shutdown(now);
+            self.stopping(now);
         }
     }
 
-    /// The drain rule: hands every pending transmit to `send`, then every pending
-    /// event to the subscribers. Send errors are counted and logged, never fatal
-    /// (UDP is lossy anyway; a full socket buffer is a drop).
+    /// Drain for the leave timeout, then stop.
+    fn stopping(&mut self, now: grapevine::Instant) {
+        self.phase = Phase::Leaving {
+            until: now + self.leave_timeout,
+        };
+        for waiter in self.ready_waiters.drain(..) {
+            waiter.send(Err(RuntimeError::Stopped));
+        }
+    }
+
+    fn decommission(&mut self, reply: Reply<Result<(), RuntimeError>>) {
+        let now = self.clock.now();
+        self.decommission_waiters.push(reply);
+        if self.phase == Phase::Running {
+            self.node.leave(now);
+            self.phase = Phase::Decommissioning {
+                until: now + self.decommission_timeout,
+            };
+        }
+        // A node that held no ranges left at once; one that is Leaving reports Left
+        // later (see `flush`).
+        if self.node.topology_state() != Topology::Leaving {
+            self.decommissioned(now);
+        }
+    }
+
+    fn decommissioned(&mut self, now: grapevine::Instant) {
+        for waiter in self.decommission_waiters.drain(..) {
+            waiter.send(Ok(()));
+        }
+        if !matches!(self.phase, Phase::Leaving { .. } | Phase::Done) {
+            self.stopping(now);
+        }
+    }
+
+    /// Saves a changed placement; a failure is logged and counted (the node keeps
+    /// running, but a restart may not find its tokens).
+    fn persist(&mut self, placement: &LocalPlacement) {
+        if let Some(store) = &self.store {
+            match store.save(placement) {
+                Ok(()) => tracing::debug!(
+                    name = %placement.name,
+                    tokens = placement.tokens.len(),
+                    status = ?placement.status,
+                    "placement saved"
+                ),
+                Err(error) => {
+                    self.persist_errors += 1;
+                    tracing::error!(%error, "cannot save the placement");
+                }
+            }
+        }
+    }
+
+    /// The drain rule: saves a changed placement first (before the datagrams that
+    /// announce it leave), then hands every pending transmit to `send`, then every
+    /// pending event to the subscribers, and answers readiness and decommission
+    /// waiters. Send errors are counted and logged, never fatal (UDP is lossy anyway;
+    /// a full socket buffer is a drop).
     pub fn flush(&mut self, mut send: impl FnMut(SocketAddr, &[u8]) -> io::Result<()>) {
+        let mut events = Vec::new();
+        let mut left = false;
+        while let Some(event) = self.node.poll_event() {
+            if let Event::PlacementChanged(placement) = &event {
+                self.persist(placement);
+                left |= placement.status == Some(Topology::Left);
+            }
+            events.push(event);
+        }
+        if left {
+            let now = self.clock.now();
+            self.decommissioned(now);
+        }
         while let Some(transmit) = self.node.poll_transmit() {
             if self.phase == Phase::Done {
                 continue;
@@ -267,8 +431,8 @@ impl Driver {
                 tracing::debug!(dest = %transmit.dest, %error, "UDP send failed");
             }
         }
-        while let Some(event) = self.node.poll_event() {
-            log_event(&event);
+        for event in events {
+            self.log_event(&event);
             if let Some(backlog) = &mut self.backlog {
                 if backlog.len() < self.event_capacity {
                     backlog.push_back(event);
@@ -288,6 +452,45 @@ impl Driver {
             });
             self.events_dropped += dropped;
         }
+        if !self.ready_waiters.is_empty() && self.node.is_ready() {
+            for waiter in self.ready_waiters.drain(..) {
+                waiter.send(Ok(()));
+            }
+        }
+    }
+
+    /// The name of the member at `addr`, if its placement record is known.
+    pub fn name_of(&self, addr: SocketAddr) -> Option<&str> {
+        self.node
+            .topology()
+            .filter(|r| r.addr == addr)
+            .max_by_key(|r| r.rank())
+            .map(|r| r.name.as_str())
+    }
+
+    fn log_event(&self, event: &Event) {
+        let name = |id: &NodeId| self.name_of(id.addr).unwrap_or("?").to_owned();
+        match event {
+            Event::MemberJoined(id) => {
+                tracing::debug!(member = %id.addr, name = %name(id), generation = id.generation, "member joined")
+            }
+            Event::MemberSuspect(id) => {
+                tracing::debug!(member = %id.addr, name = %name(id), "member suspect")
+            }
+            Event::MemberRecovered(id) => {
+                tracing::debug!(member = %id.addr, name = %name(id), "member recovered")
+            }
+            Event::MemberDied(id) => {
+                tracing::debug!(member = %id.addr, name = %name(id), "member died")
+            }
+            Event::MemberLeft(id) => {
+                tracing::debug!(member = %id.addr, name = %name(id), "member left")
+            }
+            Event::Topology { name, status } => {
+                tracing::debug!(%name, %status, "member topology")
+            }
+            other => tracing::trace!(event = ?other, "event"),
+        }
     }
 
     /// When the loop must wake up even if nothing arrives: the core's next timer, or
@@ -296,7 +499,9 @@ impl Driver {
         let core = self.node.poll_timeout();
         let at = match self.phase {
             Phase::Done => return Some(self.clock.origin),
-            Phase::Leaving { until } => Some(core.map_or(until, |t| t.min(until))),
+            Phase::Leaving { until } | Phase::Decommissioning { until } => {
+                Some(core.map_or(until, |t| t.min(until)))
+            }
             Phase::Running => core,
         };
         at.and_then(|t| self.clock.to_std(t))
@@ -307,7 +512,9 @@ impl Driver {
         let core = self.node.poll_timeout();
         let at = match self.phase {
             Phase::Done => return Some(Duration::ZERO),
-            Phase::Leaving { until } => Some(core.map_or(until, |t| t.min(until))),
+            Phase::Leaving { until } | Phase::Decommissioning { until } => {
+                Some(core.map_or(until, |t| t.min(until)))
+            }
             Phase::Running => core,
         };
         at.map(|t| t - self.clock.now())
@@ -322,11 +529,13 @@ impl Driver {
     pub fn members(&self) -> Vec<Member> {
         let now = self.clock.now();
         let local = self.node.id().clone();
+        let names = self.names();
         self.node
             .members()
             .map(|m| {
                 let is_local = m.id == local;
                 Member {
+                    name: names.get(&m.id.addr).cloned(),
                     since: now - m.since,
                     last_heard: if is_local {
                         None
@@ -340,6 +549,18 @@ impl Driver {
                 }
             })
             .collect()
+    }
+
+    /// Address to name, from the placement records (the highest-ranked record per address).
+    fn names(&self) -> HashMap<SocketAddr, String> {
+        let mut best: HashMap<SocketAddr, &grapevine::PlacementRecord<SocketAddr>> = HashMap::new();
+        for r in self.node.topology() {
+            let slot = best.entry(r.addr).or_insert(r);
+            if r.rank() > slot.rank() {
+                *slot = r;
+            }
+        }
+        best.into_iter().map(|(a, r)| (a, r.name.clone())).collect()
     }
 
     /// A snapshot of the counters.
@@ -361,6 +582,7 @@ impl Driver {
             events_dropped: self.events_dropped,
             send_errors: self.send_errors,
             recv_errors: self.recv_errors,
+            persist_errors: self.persist_errors,
         }
     }
 
@@ -409,6 +631,8 @@ impl Driver {
             .collect();
         ownership.sort_by(|a, b| a.name.cmp(&b.name));
         RingSnapshot {
+            name: self.node.name().to_owned(),
+            ready: self.node.is_ready(),
             digest: self.node.ring_digest(),
             replication_factor: rf,
             tokens,
@@ -442,19 +666,6 @@ impl Drop for Driver {
                 Ok(())
             });
         }
-    }
-}
-
-fn log_event(event: &Event) {
-    match event {
-        Event::MemberJoined(id) => {
-            tracing::debug!(member = %id.addr, generation = id.generation, "member joined")
-        }
-        Event::MemberSuspect(id) => tracing::debug!(member = %id.addr, "member suspect"),
-        Event::MemberRecovered(id) => tracing::debug!(member = %id.addr, "member recovered"),
-        Event::MemberDied(id) => tracing::debug!(member = %id.addr, "member died"),
-        Event::MemberLeft(id) => tracing::debug!(member = %id.addr, "member left"),
-        other => tracing::trace!(event = ?other, "event"),
     }
 }
 
@@ -523,7 +734,7 @@ mod tests {
     fn leave_then_stop() {
         let mut d =
             driver(Options::new("127.0.0.1:0".parse().unwrap()).leave_timeout(Duration::ZERO));
-        d.handle_command(Command::Leave);
+        d.handle_command(Command::Shutdown);
         assert!(!d.is_done(), "a leave drains before it stops");
         let set = ask(&mut d, |reply| Command::Set {
             key: "k".into(),

@@ -24,12 +24,17 @@ type SendCommand = dyn Fn(Command) -> Result<(), RuntimeError> + Send + Sync;
 
 struct Inner {
     id: NodeId,
+    name: String,
     event_capacity: usize,
     send: Box<SendCommand>,
 }
 
 /// A handle to a running node, the same type on every runtime. Cheap to clone; when
-/// every clone is dropped the node leaves gracefully and stops in the background.
+/// every clone is dropped the node stops gracefully in the background (as
+/// [`Handle::shutdown`]: it keeps its ranges).
+///
+/// Right after `spawn`, the node is still joining: wait for [`Handle::ready`] before
+/// sending requests.
 ///
 /// Each question or change is sent to the node's loop when the method is called and
 /// returns a [`Pending`] answer: `.await` it in async code, or `.wait()` for it on a
@@ -61,6 +66,7 @@ impl Handle {
         Handle {
             inner: Arc::new(Inner {
                 id: driver.id().clone(),
+                name: driver.name().to_owned(),
                 event_capacity: driver.event_capacity(),
                 send: Box::new(send),
             }),
@@ -93,6 +99,12 @@ impl Handle {
     /// The node's identity (its bound address and generation).
     pub fn id(&self) -> &NodeId {
         &self.inner.id
+    }
+
+    /// The node's stable name (host ID): the one saved in its data directory, the
+    /// one given in [`Options::name`](crate::Options::name), or one derived from its address.
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The node's bound UDP address.
@@ -191,10 +203,52 @@ impl Handle {
         Events { queue }
     }
 
-    /// Leaves gracefully (peers see "left", not "dead"), keeps running for the leave
-    /// timeout so the rumour spreads; the answer comes once the loop has ended.
+    /// Answered once this node is ready to serve: it is Normal (holds its tokens)
+    /// and every live member holds the same ring ([`grapevine::Node::is_ready`]).
+    /// A request sent before that may fail with `NoReplica` (no ring yet) or go to a
+    /// replica set that is still changing. On a thread, bound the wait:
+    ///
+    /// ```no_run
+    /// # fn f(node: grapevine_driver::Handle) -> Result<(), grapevine_driver::RuntimeError> {
+    /// use std::time::Duration;
+    /// match node.ready().wait_timeout(Duration::from_secs(30)) {
+    ///     Some(result) => result?,
+    ///     None => eprintln!("not ready after 30 s"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ready(&self) -> Pending<()> {
+        self.try_call(Command::Ready)
+    }
+
+    /// Decommissions this node: it turns Leaving, its ranges move to the other
+    /// members, it turns Left, and its loop stops. Answered once the node reports
+    /// Left, or with [`RuntimeError::Timeout`] after
+    /// [`Options::decommission_timeout`](crate::Options::decommission_timeout)
+    /// (the node keeps leaving). To stop without giving up ranges, use
+    /// [`Handle::shutdown`].
+    pub fn decommission(&self) -> Pending<()> {
+        self.try_call(Command::Decommission)
+    }
+
+    /// Removes the dead member called `name` from the ring (Cassandra's
+    /// `removenode`), from this node: its ranges move to the others. Refused with
+    /// [`RuntimeError::Remove`] when the member is alive, unknown, already gone, or
+    /// this node itself.
+    pub fn remove_node(&self, name: &str) -> Pending<()> {
+        self.try_call(|reply| Command::RemoveNode {
+            name: name.to_owned(),
+            reply,
+        })
+    }
+
+    /// Stops gracefully, keeping this node's ranges ([`grapevine::Node::shutdown`]):
+    /// peers see "left", not "dead", and its tokens stay on the ring (shown down), so
+    /// a restart with the same data directory moves no data. It keeps running for the
+    /// leave timeout so the news spreads; the answer comes once the loop has ended.
+    /// To hand the ranges over for good, use [`Handle::decommission`].
     pub fn shutdown(self) -> Pending<()> {
-        self.stop(Command::Leave)
+        self.stop(Command::Shutdown)
     }
 
     /// Stops at once without leaving, as if the process crashed: peers detect the

@@ -7,6 +7,8 @@
 //!
 //! - [`Clock`]: the runtime's monotonic clock mapped to [`grapevine::Instant`];
 //! - [`Options`] and [`RuntimeError`];
+//! - [`PlacementStore`]: the node's name, location and tokens in its data
+//!   directory (`placement.json`), saved on every change and restored at start;
 //! - [`Command`], with [`Reply`] and [`EventSink`]: what a handle asks of the loop;
 //! - the snapshots a handle gets back: [`Member`], [`StatsSnapshot`], [`Route`],
 //!   [`RingSnapshot`];
@@ -56,6 +58,7 @@ mod command;
 mod driver;
 mod handle;
 mod options;
+mod persist;
 mod snapshot;
 mod sync;
 #[cfg(feature = "test-support")]
@@ -67,9 +70,10 @@ use std::net::SocketAddr;
 pub use clock::Clock;
 pub use command::{Command, Delivery, EventSink, Reply};
 pub use driver::Driver;
-pub use grapevine::{Config, RequestId, Status};
+pub use grapevine::{Config, LocalPlacement, Location, RequestId, Status, Topology};
 pub use handle::{Events, Handle, Pending, Recv};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
+pub use persist::{PLACEMENT_FILE, PlacementStore};
 pub use snapshot::{Member, Ownership, RingSnapshot, Route, RouteReplica, StatsSnapshot};
 
 /// A core event with socket addresses.

@@ -3,17 +3,31 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use grapevine::{Config, ConfigError, RequestError, RespondError, StateError};
+use grapevine::{
+    Config, ConfigError, Location, RemoveError, RequestError, RespondError, RestoreError,
+    StateError,
+};
 
-/// Everything needed to start a node: where to bind, whom to join, and the protocol config.
+/// Everything needed to start a node: where to bind, whom to join, the protocol
+/// config, and the node's identity: its name, location and data directory.
+///
+/// With a [`data_dir`](Options::data_dir), the node keeps its name, location and
+/// tokens in `placement.json` there (see [`PlacementStore`](crate::PlacementStore)),
+/// so a restart takes back exactly its tokens and moves no data. Without one, the
+/// node's name is the one given (or derived from its address) and a restart joins
+/// as a new member with new tokens.
 ///
 /// ```
 /// use grapevine_driver::Options;
 /// let options = Options::new("127.0.0.1:0".parse().unwrap())
 ///     .seed("127.0.0.1:7946".parse().unwrap())
-///     .cluster_name("demo");
+///     .cluster_name("demo")
+///     .name("node-1")
+///     .location("dc1", "rack2")
+///     .data_dir("/var/lib/grapevine");
 /// assert_eq!(options.seeds.len(), 1);
 /// ```
 #[derive(Clone, Debug)]
@@ -30,12 +44,23 @@ pub struct Options {
     pub generation: Option<u64>,
     /// The seed of the node's RNG; `None` (the default) draws one from the OS.
     pub rng_seed: Option<u64>,
-    /// How long a node keeps running after a graceful [`Command::Leave`](crate::Command::Leave), so that its
+    /// How long a node keeps running after a graceful [`Command::Shutdown`](crate::Command::Shutdown) or a decommission, so that its
     /// "left" rumour spreads; `None` (the default) uses two gossip intervals.
     pub leave_timeout: Option<Duration>,
     /// How many undelivered events each subscriber may hold before new events are
     /// dropped for it (and counted in [`StatsSnapshot::events_dropped`](crate::StatsSnapshot::events_dropped)). Default 4096.
     pub event_capacity: usize,
+    /// The node's stable name (host ID). With a data directory: used the first time
+    /// (default: 16 random hex digits), and must match the saved name afterwards.
+    pub name: Option<String>,
+    /// The node's datacenter and rack (default `dc1` / `rack1`). With a data
+    /// directory it must match the saved location.
+    pub location: Option<Location>,
+    /// Where the node keeps its identity and placement across restarts.
+    pub data_dir: Option<PathBuf>,
+    /// How long [`Handle::decommission`](crate::Handle::decommission) waits for the
+    /// node to report Left; `None` (the default) uses 20 gossip intervals, at least 10 s.
+    pub decommission_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -49,7 +74,35 @@ impl Options {
             rng_seed: None,
             leave_timeout: None,
             event_capacity: 4096,
+            name: None,
+            location: None,
+            data_dir: None,
+            decommission_timeout: None,
         }
+    }
+
+    /// Sets the node's stable name (see [`Options::name`](Options#structfield.name)).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the node's datacenter and rack.
+    pub fn location(mut self, datacenter: impl Into<String>, rack: impl Into<String>) -> Self {
+        self.location = Some(Location::new(datacenter, rack));
+        self
+    }
+
+    /// Keeps the node's identity and placement in `dir` (created if missing).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets how long a decommission may take before its answer is a timeout.
+    pub fn decommission_timeout(mut self, timeout: Duration) -> Self {
+        self.decommission_timeout = Some(timeout);
+        self
     }
 
     /// Adds one seed to join at start.
@@ -133,6 +186,55 @@ pub enum RuntimeError {
     Respond(RespondError),
     /// The node has stopped (after a leave or an abort): the command was not applied.
     Stopped,
+    /// The data directory (or its placement file) could not be created, read or written.
+    DataDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The placement file does not parse, or its checksum does not match: it is left
+    /// as it is, and the node does not start.
+    CorruptPlacement {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data directory belongs to a node of another cluster.
+    ForeignDataDir {
+        /// The placement file.
+        path: PathBuf,
+        /// The cluster it was written for.
+        found: String,
+        /// This node's cluster.
+        expected: String,
+    },
+    /// The name asked for differs from the one saved in the data directory.
+    NameMismatch {
+        /// The placement file.
+        path: PathBuf,
+        /// The saved name.
+        saved: String,
+        /// The name asked for.
+        given: String,
+    },
+    /// The datacenter/rack asked for differs from the saved one: a node does not
+    /// move racks with its tokens.
+    LocationMismatch {
+        /// The placement file.
+        path: PathBuf,
+        /// The saved `datacenter/rack`.
+        saved: String,
+        /// The `datacenter/rack` asked for.
+        given: String,
+    },
+    /// The core refused the saved placement.
+    Restore(RestoreError),
+    /// The core refused to remove a node; nothing changed.
+    Remove(RemoveError),
+    /// The node did not finish in time (a decommission that has not reported Left).
+    Timeout,
 }
 
 impl fmt::Display for RuntimeError {
@@ -145,6 +247,36 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Request(e) => write!(f, "request refused: {e}"),
             RuntimeError::Respond(e) => write!(f, "response refused: {e}"),
             RuntimeError::Stopped => f.write_str("the node has stopped"),
+            RuntimeError::DataDir { path, source } => {
+                write!(f, "data directory {}: {source}", path.display())
+            }
+            RuntimeError::CorruptPlacement { path, reason } => write!(
+                f,
+                "{} is corrupt ({reason}); refusing to start (restore it, or remove it to join as a new node)",
+                path.display()
+            ),
+            RuntimeError::ForeignDataDir {
+                path,
+                found,
+                expected,
+            } => write!(
+                f,
+                "{} belongs to cluster {found:?}, not {expected:?}; refusing to start",
+                path.display()
+            ),
+            RuntimeError::NameMismatch { path, saved, given } => write!(
+                f,
+                "name {given:?} differs from {saved:?} saved in {}; refusing to start",
+                path.display()
+            ),
+            RuntimeError::LocationMismatch { path, saved, given } => write!(
+                f,
+                "location {given} differs from {saved} saved in {}; refusing to start",
+                path.display()
+            ),
+            RuntimeError::Restore(e) => write!(f, "saved placement refused: {e}"),
+            RuntimeError::Remove(e) => write!(f, "removal refused: {e}"),
+            RuntimeError::Timeout => f.write_str("timed out"),
         }
     }
 }
@@ -158,7 +290,15 @@ impl std::error::Error for RuntimeError {
             RuntimeError::State(e) => Some(e),
             RuntimeError::Request(e) => Some(e),
             RuntimeError::Respond(e) => Some(e),
-            RuntimeError::Stopped => None,
+            RuntimeError::DataDir { source, .. } => Some(source),
+            RuntimeError::Restore(e) => Some(e),
+            RuntimeError::Remove(e) => Some(e),
+            RuntimeError::Stopped
+            | RuntimeError::CorruptPlacement { .. }
+            | RuntimeError::ForeignDataDir { .. }
+            | RuntimeError::NameMismatch { .. }
+            | RuntimeError::LocationMismatch { .. }
+            | RuntimeError::Timeout => None,
         }
     }
 }

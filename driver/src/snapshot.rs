@@ -13,6 +13,8 @@ use crate::NodeId;
 pub struct Member {
     /// Address and generation.
     pub id: NodeId,
+    /// The member's stable name, if its placement record is known at this address.
+    pub name: Option<String>,
     /// Alive, suspect, dead or left.
     pub state: Status,
     /// The member's incarnation number (bumped when it refutes a suspicion).
@@ -53,6 +55,8 @@ pub struct StatsSnapshot {
     pub send_errors: u64,
     /// Errors from the socket's receive.
     pub recv_errors: u64,
+    /// Placement changes that could not be saved to the data directory.
+    pub persist_errors: u64,
 }
 
 /// One replica of a key.
@@ -134,12 +138,17 @@ pub struct Ownership {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct RingSnapshot {
+    /// The asking node's name.
+    pub name: String,
+    /// Whether the asking node is ready ([`Handle::ready`](crate::Handle::ready)).
+    pub ready: bool,
     /// The ring digest (the same as in the stats): equal on nodes that agree.
     pub digest: u64,
     /// The configured replication factor.
     pub replication_factor: usize,
     /// Every `(token, owner name)` in ring order.
     pub tokens: Vec<(i64, String)>,
-    /// Each node's share of the key space, exact (range arithmetic, no sampling).
+    /// Every member with a placement record, by name (Left and Removed ones
+    /// included), with its share of the key space, exact (range arithmetic, no sampling).
     pub ownership: Vec<Ownership>,
 }

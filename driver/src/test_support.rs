@@ -91,8 +91,10 @@ fn rings_agree(nodes: &[&Handle], owners: usize) -> bool {
         .all(|r| r.ownership.len() == owners && r.digest == rings[0].digest)
 }
 
-/// Five nodes on real UDP (127.0.0.1, ephemeral ports): they converge, one stops and
-/// the others declare it dead, and a request sent to any node reaches the key's owner.
+/// Five nodes on real UDP (127.0.0.1, ephemeral ports): they converge and become
+/// ready, one crashes and the others declare it dead without moving its ranges (the
+/// ring digest is unchanged), and a request sent to any node reaches a live replica
+/// of its key.
 pub fn five_nodes_converge_detect_a_failure_and_route_requests(
     spawn: impl Spawn,
     cluster_name: &str,
@@ -119,9 +121,17 @@ pub fn five_nodes_converge_detect_a_failure_and_route_requests(
     let all: Vec<&Handle> = nodes.iter().collect();
     let agreed = wait_until("the ring to agree", || rings_agree(&all, NODES));
     eprintln!("converged in {converged:?}, ring agreed in {agreed:?}");
+    for node in &nodes {
+        node.ready()
+            .wait_timeout(DEADLINE)
+            .expect("ready in time")
+            .unwrap();
+    }
+    let before = nodes[0].ring().wait().unwrap();
 
     let victim = nodes.pop().unwrap();
     let victim_addr = victim.local_addr();
+    let victim_name = victim.name().to_owned();
     victim.abort().wait().unwrap();
     let detected = wait_until("the survivors to declare the stopped node dead", || {
         nodes.iter().all(|n| {
@@ -135,8 +145,21 @@ pub fn five_nodes_converge_detect_a_failure_and_route_requests(
     eprintln!("stopped node declared dead by all in {detected:?}");
     let survivors: Vec<&Handle> = nodes.iter().collect();
     wait_until("the survivors' rings to agree", || {
-        rings_agree(&survivors, NODES - 1)
+        rings_agree(&survivors, NODES)
     });
+    let after = nodes[0].ring().wait().unwrap();
+    assert_eq!(after.digest, before.digest, "a crash moved ranges");
+    assert_eq!(after.tokens, before.tokens, "a crash moved tokens");
+    let down = after
+        .ownership
+        .iter()
+        .find(|o| o.name == victim_name)
+        .expect("the crashed node keeps its place");
+    assert_eq!(down.state, Status::Dead);
+    assert_eq!(down.topology, grapevine::Topology::Normal);
+    let members = nodes[0].members().wait().unwrap();
+    let named = members.iter().find(|m| m.addr() == victim_addr).unwrap();
+    assert_eq!(named.name.as_deref(), Some(victim_name.as_str()));
 
     for k in 0..20 {
         let key = format!("key-{k}");
@@ -144,15 +167,18 @@ pub fn five_nodes_converge_detect_a_failure_and_route_requests(
         let via = &nodes[via_index];
         let route = via.route(key.as_bytes()).wait().unwrap();
         let replicas: Vec<SocketAddr> = route.replicas.iter().map(|r| r.id.addr).collect();
-        assert!(
-            !replicas.contains(&victim_addr),
-            "{key} still routes to the dead node"
-        );
-        // A replica serves the request itself; any other node forwards it to the owner.
+        // A replica serves the request itself; any other node forwards it to the
+        // first live natural replica (the crashed one stays a replica, shown dead).
         let expected = if replicas.contains(&via.local_addr()) {
             via.local_addr()
         } else {
-            route.owner().unwrap().addr
+            route
+                .replicas
+                .iter()
+                .find(|r| r.state == Status::Alive)
+                .expect("a live replica")
+                .id
+                .addr
         };
         let id = via
             .request(key.as_bytes(), b"ping".to_vec())
@@ -272,4 +298,240 @@ pub async fn two_nodes_over_await<F: Future<Output = ()>>(
     })
     .await;
     assert!(ended.is_some(), "the subscription outlived its node");
+}
+
+/// A fresh, empty directory under the system's temp dir (removed by [`TempDir`]'s drop).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "grapevine-{tag}-{}-{n}-{}",
+            std::process::id(),
+            Clock::generation()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Three nodes become ready ([`Handle::ready`]), and a request sent right after is served.
+pub fn three_nodes_become_ready(spawn: impl Spawn, cluster_name: &str) {
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let responses: Responses = Arc::default();
+    let mut nodes: Vec<Handle> = Vec::new();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let mut options = Options::new(local)
+            .config(fast_config(cluster_name))
+            .name(format!("ready-{i}"));
+        if let Some(first) = nodes.first() {
+            options = options.seed(first.local_addr());
+        }
+        let node = spawn(options).unwrap();
+        servers.push(serve(i, &node, responses.clone()));
+        nodes.push(node);
+    }
+    let waits: Vec<_> = nodes.iter().map(Handle::ready).collect();
+    for (i, wait) in waits.into_iter().enumerate() {
+        wait.wait_timeout(DEADLINE)
+            .unwrap_or_else(|| panic!("node {i} not ready within {DEADLINE:?}"))
+            .unwrap();
+    }
+    let rings: Vec<_> = nodes.iter().map(|n| n.ring().wait().unwrap()).collect();
+    for (node, ring) in nodes.iter().zip(&rings) {
+        assert!(ring.ready, "{}", node.name());
+        assert_eq!(ring.name, node.name());
+        assert_eq!(ring.digest, rings[0].digest);
+        assert_eq!(
+            ring.ownership
+                .iter()
+                .filter(|o| o.topology == grapevine::Topology::Normal)
+                .count(),
+            3
+        );
+    }
+    // Already ready: answered at once.
+    nodes[0]
+        .ready()
+        .wait_timeout(Duration::from_secs(1))
+        .expect("answered at once")
+        .unwrap();
+    let id = nodes[1].request(b"any-key", b"x".to_vec()).wait().unwrap();
+    wait_until("the response to a request sent once ready", || {
+        responses.lock().unwrap().contains_key(&(1, id))
+    });
+    for node in nodes {
+        node.abort().wait().unwrap();
+    }
+    for server in servers {
+        server.join().unwrap();
+    }
+}
+
+/// A data directory keeps a node's name (chosen once) and tokens across restarts,
+/// and a corrupt or another cluster's directory is refused with a clear error.
+pub fn data_dir_keeps_identity_and_refuses_bad_ones(spawn: impl Spawn, cluster_name: &str) {
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let dir = TempDir::new("data-dir");
+    let options = || {
+        Options::new(local)
+            .config(fast_config(cluster_name))
+            .data_dir(&dir.0)
+    };
+    let node = spawn(options()).unwrap();
+    let name = node.name().to_owned();
+    assert_eq!(name.len(), 16, "a generated name: {name}");
+    node.ready()
+        .wait_timeout(DEADLINE)
+        .expect("a lone node gets ready")
+        .unwrap();
+    let tokens: Vec<i64> = node
+        .ring()
+        .wait()
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert!(!tokens.is_empty());
+    node.abort().wait().unwrap();
+
+    // The same name and tokens on restart, at another port.
+    let node = spawn(options()).unwrap();
+    assert_eq!(node.name(), name, "the name is chosen once");
+    node.ready()
+        .wait_timeout(DEADLINE)
+        .expect("ready again")
+        .unwrap();
+    let again: Vec<i64> = node
+        .ring()
+        .wait()
+        .unwrap()
+        .tokens
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(again, tokens, "a restart takes back exactly its tokens");
+    node.abort().wait().unwrap();
+
+    // Another name than the saved one.
+    let err = spawn(options().name("someone-else")).unwrap_err();
+    assert!(matches!(err, RuntimeError::NameMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("someone-else"), "{err}");
+
+    // Another cluster's directory.
+    let err = spawn(
+        Options::new(local)
+            .config(fast_config("another-cluster"))
+            .data_dir(&dir.0),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::ForeignDataDir { .. }), "{err}");
+    assert!(err.to_string().contains("another-cluster"), "{err}");
+
+    // A corrupt file is refused and left alone.
+    let file = dir.0.join(crate::PLACEMENT_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let damaged = text.replacen(&name, "0000000000000000", 1);
+    std::fs::write(&file, &damaged).unwrap();
+    let err = spawn(options()).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::CorruptPlacement { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), damaged);
+    std::fs::write(&file, "{ not json").unwrap();
+    let err = spawn(options()).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::CorruptPlacement { .. }),
+        "{err}"
+    );
+}
+
+/// A decommission resolves once the node reports Left, its tokens leave the ring,
+/// and a removal by name is refused for a live node and accepted for a dead one.
+pub fn decommission_and_remove_node(spawn: impl Spawn, cluster_name: &str) {
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut nodes: Vec<Handle> = Vec::new();
+    for i in 0..4 {
+        let mut options = Options::new(local)
+            .config(fast_config(cluster_name))
+            .name(format!("node-{i}"));
+        if let Some(first) = nodes.first() {
+            options = options.seed(first.local_addr());
+        }
+        nodes.push(spawn(options).unwrap());
+    }
+    for node in &nodes {
+        node.ready().wait_timeout(DEADLINE).expect("ready").unwrap();
+    }
+    let on_ring = |node: &Handle, name: &str| {
+        node.ring()
+            .wait()
+            .unwrap()
+            .tokens
+            .iter()
+            .any(|(_, owner)| owner == name)
+    };
+
+    // A live node cannot be removed, nor can a node remove itself or a stranger.
+    let err = nodes[0].remove_node("node-1").wait().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Remove(grapevine::RemoveError::NotDead)),
+        "{err}"
+    );
+    let err = nodes[0].remove_node("node-0").wait().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Remove(grapevine::RemoveError::IsSelf)),
+        "{err}"
+    );
+    let err = nodes[0].remove_node("nobody").wait().unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::Remove(grapevine::RemoveError::Unknown)),
+        "{err}"
+    );
+
+    // Decommission node-3: answered once it is Left; its tokens leave every ring.
+    let leaver = nodes.pop().unwrap();
+    leaver
+        .decommission()
+        .wait_timeout(DEADLINE)
+        .expect("decommissioned in time")
+        .unwrap();
+    wait_until("node-3's tokens to leave the ring", || {
+        nodes.iter().all(|n| !on_ring(n, "node-3"))
+    });
+    drop(leaver);
+
+    // Crash node-2, then remove it from node-0 once it is dead.
+    let victim = nodes.pop().unwrap();
+    let victim_addr = victim.local_addr();
+    victim.abort().wait().unwrap();
+    wait_until("node-2 to be declared dead", || {
+        nodes[0]
+            .members()
+            .wait()
+            .unwrap()
+            .iter()
+            .any(|m| m.addr() == victim_addr && m.state == Status::Dead)
+    });
+    assert!(on_ring(&nodes[1], "node-2"), "a crash moves nothing");
+    nodes[0].remove_node("node-2").wait().unwrap();
+    wait_until("node-2's tokens to leave the ring", || {
+        nodes.iter().all(|n| !on_ring(n, "node-2"))
+    });
+    for node in nodes {
+        node.abort().wait().unwrap();
+    }
 }

@@ -36,3 +36,21 @@ fn two_nodes_over_await() {
         },
     ));
 }
+
+#[test]
+fn three_nodes_become_ready() {
+    test_support::three_nodes_become_ready(grapevine_smol::spawn, "runtime-smol-ready");
+}
+
+#[test]
+fn data_dir_keeps_identity_and_refuses_bad_ones() {
+    test_support::data_dir_keeps_identity_and_refuses_bad_ones(
+        grapevine_smol::spawn,
+        "runtime-smol-data",
+    );
+}
+
+#[test]
+fn decommission_and_remove_node() {
+    test_support::decommission_and_remove_node(grapevine_smol::spawn, "runtime-smol-remove");
+}

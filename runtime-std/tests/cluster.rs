@@ -22,3 +22,21 @@ fn binding_a_port_in_use_is_an_error() {
 fn commands_after_stop_report_stopped() {
     test_support::commands_after_stop_report_stopped(grapevine_std::spawn);
 }
+
+#[test]
+fn three_nodes_become_ready() {
+    test_support::three_nodes_become_ready(grapevine_std::spawn, "runtime-std-ready");
+}
+
+#[test]
+fn data_dir_keeps_identity_and_refuses_bad_ones() {
+    test_support::data_dir_keeps_identity_and_refuses_bad_ones(
+        grapevine_std::spawn,
+        "runtime-std-data",
+    );
+}
+
+#[test]
+fn decommission_and_remove_node() {
+    test_support::decommission_and_remove_node(grapevine_std::spawn, "runtime-std-remove");
+}

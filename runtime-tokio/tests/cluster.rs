@@ -42,3 +42,27 @@ fn commands_after_stop_report_stopped() {
 async fn two_nodes_over_await() {
     test_support::two_nodes_over_await(grapevine_tokio::spawn, tokio::time::sleep).await;
 }
+
+#[test]
+fn three_nodes_become_ready() {
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    test_support::three_nodes_become_ready(grapevine_tokio::spawn, "runtime-tokio-ready");
+}
+
+#[test]
+fn data_dir_keeps_identity_and_refuses_bad_ones() {
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    test_support::data_dir_keeps_identity_and_refuses_bad_ones(
+        grapevine_tokio::spawn,
+        "runtime-tokio-data",
+    );
+}
+
+#[test]
+fn decommission_and_remove_node() {
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    test_support::decommission_and_remove_node(grapevine_tokio::spawn, "runtime-tokio-remove");
+}
