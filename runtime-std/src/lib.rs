@@ -12,6 +12,16 @@
 //! the [`Handle`] itself) lives in `grapevine-driver`, re-exported here. On this
 //! runtime, call [`Pending::wait`] on a request's answer (async code may `.await` it).
 //!
+//! # Identity, placement and readiness
+//!
+//! Give a node [`Options::data_dir`] (and optionally [`Options::name`] and
+//! [`Options::location`]) and it keeps its name and tokens in `placement.json` there:
+//! a restart takes back exactly its tokens and moves no data, and a directory of
+//! another cluster or a corrupt file is refused at `spawn`. Right after `spawn` the
+//! node is still joining: wait for [`Handle::ready`] before sending requests.
+//! [`Handle::shutdown`] stops it keeping its ranges; [`Handle::decommission`] hands
+//! them over first; [`Handle::remove_node`] removes a dead member by name.
+//!
 //! # Example
 //!
 //! Start a node, join a seed and print membership events:
@@ -48,8 +58,8 @@
 mod runtime;
 
 pub use grapevine_driver::{
-    Clock, Config, Event, Events, Handle, Member, NodeId, Options, Ownership, Pending,
-    RecvTimeoutError, RequestId, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
-    Status,
+    Clock, Config, Event, Events, Handle, Location, Member, NodeId, Options, Ownership, Pending,
+    PlacementStore, RecvTimeoutError, RequestId, RingSnapshot, Route, RouteReplica, RuntimeError,
+    StatsSnapshot, Status, Topology,
 };
 pub use runtime::spawn;

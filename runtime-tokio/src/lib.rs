@@ -11,6 +11,16 @@
 //! answer is a [`Pending`] future: `.await` it (or `.wait()` for it outside the
 //! runtime's threads).
 //!
+//! # Identity, placement and readiness
+//!
+//! Give a node [`Options::data_dir`] (and optionally [`Options::name`] and
+//! [`Options::location`]) and it keeps its name and tokens in `placement.json` there:
+//! a restart takes back exactly its tokens and moves no data, and a directory of
+//! another cluster or a corrupt file is refused at `spawn`. Right after `spawn` the
+//! node is still joining: wait for [`Handle::ready`] before sending requests.
+//! [`Handle::shutdown`] stops it keeping its ranges; [`Handle::decommission`] hands
+//! them over first; [`Handle::remove_node`] removes a dead member by name.
+//!
 //! # Example
 //!
 //! Start a node, join a seed and print membership events:
@@ -50,8 +60,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 pub use grapevine_driver::{
-    Config, Event, Events, Handle, Member, NodeId, Options, Ownership, Pending, RecvTimeoutError,
-    RequestId, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status,
+    Config, Event, Events, Handle, Location, Member, NodeId, Options, Ownership, Pending,
+    PlacementStore, RecvTimeoutError, RequestId, RingSnapshot, Route, RouteReplica, RuntimeError,
+    StatsSnapshot, Status, Topology,
 };
 
 /// Binds the socket, starts the node's task and joins `options.seeds`.
