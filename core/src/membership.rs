@@ -177,6 +177,17 @@ fn rank(s: Status) -> u8 {
     }
 }
 
+/// The most a claim may raise a known member's incarnation at once. A member raises
+/// its own incarnation by one per refutation, so honest gaps are tiny; the bound keeps
+/// a forged claim from pushing a member to `u64::MAX`, where it could never refute
+/// again (memberlist #358): saturating it takes 2^48 accepted forgeries.
+pub const MAX_INCARNATION_JUMP: u64 = 1 << 16;
+
+/// The most a claim may raise a known member's generation at once. Generations are a
+/// start time in seconds (or a counter), so a restart moves them by little; 2^24 s is
+/// 194 days, far beyond `dead_retention`, after which the member is forgotten anyway.
+pub const MAX_GENERATION_JUMP: u64 = 1 << 24;
+
 /// Where this node is in its own life: before `join`, in the cluster, or gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
@@ -228,6 +239,8 @@ pub(crate) struct Applied {
     pub entered_live: bool,
     /// A new member was turned away because the table is full.
     pub refused: bool,
+    /// The claim moved a member further than the bounds allow, and was ignored.
+    pub implausible: bool,
 }
 
 /// What a claim about ourselves calls for.
@@ -359,6 +372,11 @@ impl<A: crate::Address> Membership<A> {
             // A stale accusation: our refutation missed whoever still spreads it.
             return Refutation::Repeat;
         }
+        if claim.incarnation > self.incarnation.saturating_add(MAX_INCARNATION_JUMP) {
+            // No peer accepts an accusation this far ahead of us (see `implausible`):
+            // it is forged, and raising ourselves to it is what would saturate us.
+            return Refutation::Repeat;
+        }
         self.incarnation = claim.incarnation.saturating_add(1);
         Refutation::Raised
     }
@@ -369,7 +387,12 @@ impl<A: crate::Address> Membership<A> {
     pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied {
         let room = self.map.len() < self.max_members;
         let known_before = self.map.contains_key(&claim.id.addr);
-        let change = self.apply_to_table(claim, now, room);
+        let implausible = self.implausible(claim);
+        let change = if implausible {
+            Change::None
+        } else {
+            self.apply_to_table(claim, now, room)
+        };
         let refused =
             !known_before && change == Change::None && claim.status == Status::Alive && !room;
         let addr = &claim.id.addr;
@@ -389,7 +412,27 @@ impl<A: crate::Address> Membership<A> {
             change,
             entered_live,
             refused,
+            implausible,
         }
+    }
+
+    /// Whether a claim about a known member moves it further than the member itself
+    /// ever would: an incarnation or a generation raised beyond the bounds, or a new
+    /// life that arrives already suspect, dead or gone (a new life is proven only by
+    /// an alive claim). Such claims are ignored, whoever sends them, so no forged
+    /// packet can leave a member where its own refutation cannot outrank it.
+    fn implausible(&self, claim: &MemberClaim<A>) -> bool {
+        let Some(m) = self.map.get(&claim.id.addr) else {
+            return false;
+        };
+        let (known_gen, claim_gen) = (m.id.generation, claim.id.generation);
+        if claim_gen > known_gen {
+            return claim.status != Status::Alive
+                || claim_gen - known_gen > MAX_GENERATION_JUMP
+                || claim.incarnation > MAX_INCARNATION_JUMP;
+        }
+        claim_gen == known_gen
+            && claim.incarnation > m.incarnation.saturating_add(MAX_INCARNATION_JUMP)
     }
 
     fn apply_to_table(&mut self, claim: &MemberClaim<A>, now: Instant, room: bool) -> Change {
@@ -644,6 +687,16 @@ mod tests {
             change,
             entered_live,
             refused,
+            implausible: false,
+        }
+    }
+
+    fn refused_as_implausible() -> Applied {
+        Applied {
+            change: Change::None,
+            entered_live: false,
+            refused: false,
+            implausible: true,
         }
     }
 
@@ -713,10 +766,16 @@ mod tests {
             (about(1, 1, 5, Dead), applied(Change::Died, false, false)),
             (about(1, 2, 0, Alive), applied(Change::Joined, true, false)),
             (about(1, 1, 9, Alive), applied(Change::None, false, false)),
-            (about(1, 3, 0, Dead), applied(Change::Died, false, false)),
+            // A new life is proven only by an alive claim: one that arrives dead or
+            // suspect is refused (a forged claim must not evict a live member).
+            (about(1, 3, 0, Dead), refused_as_implausible()),
+            (about(1, 4, 0, Suspect), refused_as_implausible()),
+            // Nor may a claim jump a generation or an incarnation beyond the bounds.
+            (about(1, u64::MAX, 0, Alive), refused_as_implausible()),
+            (about(1, 2, u64::MAX, Dead), refused_as_implausible()),
             (
-                about(1, 4, 0, Suspect),
-                applied(Change::Joined, true, false),
+                about(1, 2, 3, Suspect),
+                applied(Change::Suspected, false, false),
             ),
             (about(2, 1, 0, Dead), applied(Change::None, false, false)),
             (about(3, 1, 0, Suspect), applied(Change::None, false, false)),
@@ -727,7 +786,7 @@ mod tests {
         }
         assert_eq!(m.len(), 1, "claims of death about strangers add nothing");
         let one = m.get(&1).expect("known");
-        assert_eq!(one.rank(), (4, 0, Suspect));
+        assert_eq!(one.rank(), (2, 3, Suspect));
         assert_eq!(m.live(), &[1]);
     }
 

@@ -85,6 +85,10 @@ pub struct Stats {
     pub deaths: u64,
     /// Claims about new members dropped because `max_members` was reached.
     pub members_refused: u64,
+    /// Claims refused because they moved a member further than any real member moves
+    /// itself: an incarnation or generation jump beyond the bound, or a new life that
+    /// arrived dead or suspect (see ARCHITECTURE.md, "Trust and its limits").
+    pub claims_refused: u64,
     /// Rumours evicted from a full queue before their budget was spent.
     pub rumours_evicted: u64,
     /// Anti-entropy exchanges this node started.

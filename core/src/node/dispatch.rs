@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
 };
-use crate::placement::RING_KEY;
+use crate::placement::{RING_KEY, Received};
 use crate::time::Instant;
 use crate::wire::{DigestEntry, Message, encode_message};
 
@@ -161,9 +161,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
             change,
             entered_live,
             refused,
+            implausible,
         } = self.members.apply(&claim, now);
         if refused {
             self.out.count().members_refused += 1;
+        }
+        if implausible {
+            self.out.count().claims_refused += 1;
         }
         let n = self.members.live_len() + 1;
         self.out.set_cluster_size(n);
@@ -345,10 +349,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn on_record(&mut self, record: crate::placement::PlacementRecord<A>) {
         let name = record.name.clone();
         let out = &mut self.out;
-        let (news, mine) = self
+        let members = &self.members;
+        let is_live = |a: &A| members.get(a).is_some_and(|m| m.status.is_live());
+        let (received, mine) = self
             .placement
-            .on_record(record.clone(), &mut |e| out.event(e));
-        if news {
+            .on_record(record.clone(), &is_live, &mut |e| out.event(e));
+        if received == Received::Refused {
+            self.out.count().claims_refused += 1;
+        }
+        if received == Received::News {
             let leaf = self.placement.leaf_hash(&name);
             self.gossip.set_record(&name, leaf);
             if mine.is_none() {

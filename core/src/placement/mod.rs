@@ -16,8 +16,8 @@ pub mod topology;
 pub use allocator::{ALLOCATION_RF, allocate_tokens, allocate_tokens_for_rf, random_tokens};
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
-pub(crate) use table::Placement;
 pub use table::{Owner, RING_DELAY_ROUNDS, RING_KEY};
+pub(crate) use table::{Placement, Received};
 pub use topology::{
     LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };

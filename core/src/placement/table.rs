@@ -67,6 +67,17 @@ impl RngCore for SplitMix {
     }
 }
 
+/// What became of a record that arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// It outranked what we held: kept, and to be passed on.
+    News,
+    /// We held it or better already.
+    Stale,
+    /// Malformed, or it would take tokens or ranges it has no right to.
+    Refused,
+}
+
 /// What a gossip round of the placement part calls for.
 #[derive(Debug)]
 pub(crate) struct RoundOutcome<A> {
@@ -261,24 +272,33 @@ impl<A: Address> Placement<A> {
 
     // ----- records ------------------------------------------------------------------
 
-    /// A record arrived. Returns whether it was news (to pass it on), and our own new
-    /// record if it told us that we were removed.
+    /// A record arrived. Returns whether it was news (to pass it on), refused (counted),
+    /// or stale, and our own new record if it told us that we were removed.
+    ///
+    /// Besides rank, three rules protect the ring from forged records: a member on the
+    /// ring keeps its tokens until it leaves or is removed (a record giving it other
+    /// tokens is refused); no record may claim a token held by another member on the
+    /// ring (the incumbent keeps it, on every node alike); and a removal of a member
+    /// this node sees alive is refused (an operator removes only dead members).
     pub fn on_record(
         &mut self,
         record: PlacementRecord<A>,
+        is_live: &dyn Fn(&A) -> bool,
         out: &mut dyn FnMut(Event<A>),
-    ) -> (bool, Option<PlacementRecord<A>>) {
+    ) -> (Received, Option<PlacementRecord<A>>) {
         if !record.is_valid(self.vnodes.max(1) * 4) {
-            return (false, None);
+            return (Received::Refused, None);
         }
         if record.name == self.mine.name {
-            // Only we write our record; an operator's removal of our tokens is the one
-            // exception, and then we come back as a new member with new tokens.
+            // Only we write our record; an operator's removal of a previous life's
+            // tokens is the one exception, and then we come back as a new member with
+            // new tokens. A removal of this very life (we are alive) is refused.
             let removes_us = record.status == Topology::Removed
                 && self.mine.epoch > 0
-                && record.epoch >= self.mine.epoch;
+                && record.epoch >= self.mine.epoch
+                && record.generation < self.mine.generation;
             if !removes_us || !self.started {
-                return (false, None);
+                return (Received::Stale, None);
             }
             self.store(record);
             self.mine.tokens.clear();
@@ -289,14 +309,24 @@ impl<A: Address> Placement<A> {
             out(Event::PlacementChanged(Box::new(self.local())));
             // Our new record (no tokens, epoch 0) ranks below the removal elsewhere,
             // so peers keep showing the removal until we take new tokens.
-            return (true, Some(self.publish()));
+            return (Received::News, Some(self.publish()));
         }
-        if self
-            .records
-            .get(&record.name)
-            .is_some_and(|r| r.rank() >= record.rank())
-        {
-            return (false, None);
+        let old = self.records.get(&record.name);
+        if old.is_some_and(|r| r.rank() >= record.rank()) {
+            return (Received::Stale, None);
+        }
+        if let Some(old) = old.filter(|r| r.status.is_on_ring()) {
+            let keeps_tokens = record.epoch == old.epoch && record.tokens == old.tokens;
+            let departs = matches!(record.status, Topology::Left | Topology::Removed);
+            if !keeps_tokens && !departs {
+                return (Received::Refused, None);
+            }
+            if record.status == Topology::Removed && is_live(&old.addr) {
+                return (Received::Refused, None);
+            }
+        }
+        if !record.tokens.is_empty() && self.held_by_another(&record) {
+            return (Received::Refused, None);
         }
         let before = self.records.get(&record.name).map(|r| r.status);
         if before != Some(record.status) {
@@ -306,7 +336,17 @@ impl<A: Address> Placement<A> {
             });
         }
         self.store(record);
-        (true, None)
+        (Received::News, None)
+    }
+
+    /// Whether one of `record`'s tokens belongs to another member on the ring.
+    fn held_by_another(&self, record: &PlacementRecord<A>) -> bool {
+        let theirs: BTreeSet<Token> = record.tokens.iter().copied().collect();
+        self.records.values().any(|r| {
+            r.name != record.name
+                && r.status.is_on_ring()
+                && r.tokens.iter().any(|t| theirs.contains(t))
+        })
     }
 
     /// Stores a record and updates the ring's inputs.
@@ -775,8 +815,8 @@ mod tests {
 
     fn feed(p: &mut Placement<u32>, r: PlacementRecord<u32>) -> (bool, Vec<Event<u32>>) {
         let mut events = Vec::new();
-        let (news, _) = p.on_record(r, &mut |e| events.push(e));
-        (news, events)
+        let (news, _) = p.on_record(r, &|_| false, &mut |e| events.push(e));
+        (news == Received::News, events)
     }
 
     #[test]
@@ -802,11 +842,43 @@ mod tests {
         assert!(feed(&mut x, moved).0);
         assert_eq!(x.digest(), before);
         assert_eq!(x.record("a").map(|r| r.addr), Some(9));
-        // A joiner is not on the ring; a Normal member with other tokens is.
-        let mut other = record("b", 3, Topology::Normal, vec![31]);
-        other.version = 2;
-        feed(&mut x, other);
+        // A joiner is not on the ring; a new Normal member is.
+        feed(&mut x, record("d", 5, Topology::Normal, vec![40]));
         assert_ne!(x.digest(), before);
+    }
+
+    #[test]
+    fn the_ring_belongs_to_its_established_owners() {
+        let mut p = placement(1, "x");
+        feed(&mut p, record("b", 3, Topology::Normal, vec![30, 31]));
+        let digest = p.digest();
+        let mut events = Vec::new();
+        let alive = |_: &u32| true;
+        // Another name copying b's tokens, whatever its rank or name: refused.
+        let mut thief = record("a", 9, Topology::Normal, vec![31, 99]);
+        thief.epoch = 1;
+        thief.generation = u64::MAX;
+        let (got, _) = p.on_record(thief.clone(), &alive, &mut |e| events.push(e));
+        assert_eq!(got, Received::Refused);
+        thief.status = Topology::Joining;
+        let (got, _) = p.on_record(thief, &alive, &mut |e| events.push(e));
+        assert_eq!(got, Received::Refused, "not even as a pending replica");
+        // b's own name with other tokens while b is on the ring: refused.
+        let mut swap = record("b", 3, Topology::Normal, vec![50]);
+        swap.epoch = 99;
+        let (got, _) = p.on_record(swap, &alive, &mut |e| events.push(e));
+        assert_eq!(got, Received::Refused);
+        // A removal of b while this node sees b alive: refused.
+        let mut removal = record("b", 3, Topology::Removed, vec![]);
+        removal.epoch = 5;
+        let (got, _) = p.on_record(removal.clone(), &alive, &mut |e| events.push(e));
+        assert_eq!(got, Received::Refused);
+        assert_eq!(p.digest(), digest);
+        assert!(events.is_empty());
+        // Once b is dead, the removal stands.
+        let (got, _) = p.on_record(removal, &|_| false, &mut |e| events.push(e));
+        assert_eq!(got, Received::News);
+        assert_ne!(p.digest(), digest);
     }
 
     #[test]
@@ -886,7 +958,7 @@ mod tests {
         let mut removal = record("x", 1, Topology::Removed, vec![]);
         removal.epoch = 7;
         let mut events = Vec::new();
-        let (_, mine) = p.on_record(removal, &mut |e| events.push(e));
+        let (_, mine) = p.on_record(removal, &|_| false, &mut |e| events.push(e));
         let mine = mine.expect("we announce our new life");
         assert_eq!(
             (mine.status, mine.tokens.len(), mine.epoch),
