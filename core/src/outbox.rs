@@ -16,7 +16,7 @@ use rand_core::RngCore;
 use crate::config::Config;
 use crate::dissemination::{Rumours, Subject, retransmit_limit};
 use crate::event::Event;
-use crate::hash::{SeededState, cluster_id};
+use crate::hash::{Map, SeededState, cluster_id};
 use crate::keyring::{Keyring, SEAL_OVERHEAD};
 use crate::membership::{Address, NodeId};
 use crate::stats::Stats;
@@ -48,6 +48,61 @@ pub(crate) fn jitter(rng: &mut impl RngCore, d: Duration) -> Duration {
     Duration::from_nanos(rng.next_u64() % nanos)
 }
 
+/// Sealed datagrams remembered per sender for replay detection: a sliding window of
+/// this many sequence numbers below the highest seen (IPsec's anti-replay window).
+pub const REPLAY_WINDOW: u64 = 64;
+
+/// The furthest a sealed datagram's sequence number may run ahead of its sender's
+/// window and still move it.
+const MAX_SEQ_JUMP: u64 = 1 << 16;
+
+/// One sender's replay window: the life it belongs to, the highest sequence number
+/// seen, and which of the `REPLAY_WINDOW` below it were seen.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    generation: u64,
+    highest: u64,
+    seen: u64,
+}
+
+impl Window {
+    /// Records `seq`; false if it was seen already or is too old to tell.
+    fn admit(&mut self, generation: u64, seq: u64) -> bool {
+        if generation < self.generation {
+            return false;
+        }
+        if generation > self.generation {
+            *self = Window {
+                generation,
+                highest: seq,
+                seen: 1,
+            };
+            return true;
+        }
+        if seq > self.highest.saturating_add(MAX_SEQ_JUMP) {
+            // Far ahead of anything this sender sent: a forgery by a key holder meant to
+            // make its real datagrams look old. Accept it, but do not move the window.
+            return true;
+        }
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.seen = if shift >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            } | 1;
+            self.highest = seq;
+            return true;
+        }
+        let age = self.highest - seq;
+        if age >= REPLAY_WINDOW || self.seen & (1 << age) != 0 {
+            return false;
+        }
+        self.seen |= 1 << age;
+        true
+    }
+}
+
 /// What every part may use to act on the world: see the [module docs](self).
 pub(crate) struct Outbox<A, R> {
     rng: R,
@@ -64,6 +119,12 @@ pub(crate) struct Outbox<A, R> {
     retransmit_mult: u32,
     /// Live members plus ourselves: sets how often a rumour is retransmitted.
     cluster_size: usize,
+    /// The sequence number of the next sealed datagram; it rides in the first 8 bytes
+    /// of the AEAD nonce, so it is authenticated and costs nothing on the wire.
+    seal_seq: u64,
+    /// Replay windows of the senders of sealed datagrams, at most `max_windows`.
+    windows: Map<A, Window>,
+    max_windows: usize,
 }
 
 impl<A: Address, R: RngCore> Outbox<A, R> {
@@ -81,6 +142,9 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
             max_datagram_size: config.max_datagram_size,
             retransmit_mult: config.retransmit_mult,
             cluster_size: 1,
+            seal_seq: 0,
+            windows: Map::with_hasher(hasher),
+            max_windows: config.max_members,
         }
     }
 
@@ -154,8 +218,9 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.max_datagram_size - HEADER_LEN - seal
     }
 
-    /// Checks, opens and decodes a datagram.
-    pub fn open(&self, data: &[u8]) -> Result<(NodeId<A>, Vec<Message<A>>), PacketError> {
+    /// Checks, opens and decodes a datagram. A sealed datagram whose sequence number
+    /// its sender's replay window has seen already is refused as `Replayed`.
+    pub fn open(&mut self, data: &[u8]) -> Result<(NodeId<A>, Vec<Message<A>>), PacketError> {
         if data.len() > self.max_datagram_size {
             return Err(PacketError::Oversized { len: data.len() });
         }
@@ -167,7 +232,16 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
                 let plain = ring
                     .open(&data[..HEADER_LEN], body)
                     .ok_or(PacketError::Unauthenticated)?;
-                decode_body::<A>(&plain)?
+                let (sender, messages) = decode_body::<A>(&plain)?;
+                if sender.addr == self.me {
+                    return Err(PacketError::FromSelf);
+                }
+                let seq = body
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_le_bytes);
+                self.admit(&sender, seq)?;
+                (sender, messages)
             }
             _ => return Err(PacketError::Unauthenticated),
         };
@@ -177,17 +251,70 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         Ok((sender, messages))
     }
 
+    /// Checks a sealed datagram's sequence number against its sender's window.
+    fn admit(&mut self, sender: &NodeId<A>, seq: u64) -> Result<(), PacketError> {
+        if let Some(w) = self.windows.get_mut(&sender.addr) {
+            return if w.admit(sender.generation, seq) {
+                Ok(())
+            } else {
+                Err(PacketError::Replayed)
+            };
+        }
+        // A full table tracks no new sender: windows are for members, and the table
+        // is as large as the member table.
+        if self.windows.len() < self.max_windows {
+            self.windows.insert(
+                sender.addr.clone(),
+                Window {
+                    generation: sender.generation,
+                    highest: seq,
+                    seen: 1,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets a sender's replay window (the member was forgotten).
+    pub fn forget_sender(&mut self, addr: &A) {
+        self.windows.remove(addr);
+    }
+
     /// Sends encoded messages to `to` in at most `max_packets` datagrams, filling the
     /// room left in each with rumours. Messages that do not fit are dropped: every
     /// caller is a protocol step that will be retried by a later round.
     pub fn send(&mut self, to: A, messages: &[Vec<u8>], max_packets: usize) {
+        self.send_limited(to, messages, max_packets, usize::MAX);
+    }
+
+    /// [`send`](Self::send), in at most `max_bytes` on the wire: the reply to a source
+    /// that has not proven its address is held to a few times what it sent, so a
+    /// spoofed datagram cannot turn us into an amplifier (QUIC's 3× rule).
+    pub fn send_limited(
+        &mut self,
+        to: A,
+        messages: &[Vec<u8>],
+        max_packets: usize,
+        max_bytes: usize,
+    ) {
         if to == self.me {
             return;
         }
-        let budget = self.body_budget();
+        let seal = if self.keyring.is_some() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        };
+        let mut left = max_bytes;
         let limit = retransmit_limit(self.retransmit_mult, self.cluster_size);
         let mut rest = messages;
         for _ in 0..max_packets.max(1) {
+            let budget = self
+                .body_budget()
+                .min(left.saturating_sub(HEADER_LEN + seal));
+            if budget <= self.me_encoded.len() + 2 {
+                return;
+            }
             let mut body = BodyBuilder::with_encoded_sender(&self.me_encoded, budget);
             while let Some((first, tail)) = rest.split_first() {
                 if !body.push_encoded(first) {
@@ -204,7 +331,9 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
             if body.is_empty() {
                 return;
             }
-            self.emit(to.clone(), body.finish());
+            let body = body.finish();
+            left = left.saturating_sub(HEADER_LEN + seal + body.len());
+            self.emit(to.clone(), body);
             if rest.is_empty() {
                 return;
             }
@@ -222,8 +351,12 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         .write(&mut payload);
         match &self.keyring {
             Some(ring) => {
+                // Nonce = sequence number ‖ 16 random bytes: unique per key as long as
+                // the random part is, and the sequence lets peers drop replays.
                 let mut nonce = [0u8; 24];
-                self.rng.fill_bytes(&mut nonce);
+                nonce[..8].copy_from_slice(&self.seal_seq.to_le_bytes());
+                self.seal_seq = self.seal_seq.wrapping_add(1);
+                self.rng.fill_bytes(&mut nonce[8..]);
                 ring.seal(&mut payload, HEADER_LEN, &body, nonce);
             }
             None => payload.extend_from_slice(&body),
@@ -292,5 +425,31 @@ pub(crate) mod testing {
             .iter()
             .map(|m| postcard::from_bytes(m).expect("a message we encoded"))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    #[test]
+    fn the_window_drops_replays_and_old_datagrams() {
+        let mut w = Window {
+            generation: 1,
+            highest: 10,
+            seen: 1,
+        };
+        assert!(!w.admit(1, 10), "the same sequence twice");
+        assert!(w.admit(1, 9));
+        assert!(!w.admit(1, 9));
+        assert!(w.admit(1, 12));
+        assert!(w.admit(1, 11), "late but inside the window");
+        assert!(!w.admit(1, 12 - REPLAY_WINDOW), "older than the window");
+        assert!(!w.admit(0, 100), "an older life");
+        assert!(w.admit(2, 0), "a new life starts a new window");
+        assert!(!w.admit(2, 0));
+        // A forged jump far ahead is accepted once but moves nothing.
+        assert!(w.admit(2, u64::MAX));
+        assert!(w.admit(2, 1), "the sender's real datagrams still pass");
     }
 }

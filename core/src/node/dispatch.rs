@@ -266,6 +266,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         for addr in self.members.expire_dead(now, self.config.dead_retention) {
             self.store.forget(&addr);
             self.detector.forget(&addr);
+            self.out.forget_sender(&addr);
         }
         self.store.collect_tombstones(now);
         let out = &mut self.out;

@@ -300,7 +300,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Takes one datagram from `from`. On error the datagram is dropped and counted in
     /// [`Stats::drops`], and the node is otherwise unchanged.
     pub fn handle_packet(&mut self, now: Instant, from: A, data: &[u8]) -> Result<(), PacketError> {
-        let _ = from;
         self.out.received(data.len());
         let (sender, messages) = match self.out.open(data) {
             Ok(v) => v,
@@ -309,14 +308,26 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 return Err(e);
             }
         };
-        self.heard_from(now, &sender);
+        // Only a datagram that comes from the address it names admits a stranger: a
+        // datagram naming a third party must not make us probe that third party.
+        if sender.addr == from {
+            self.heard_from(now, &sender);
+        }
         let mut reply: Vec<Vec<u8>> = Vec::new();
         for msg in messages {
             self.on_message(now, &sender, msg, &mut reply);
         }
         if !reply.is_empty() {
+            // Replies go where the datagram came from. A source that is not a live
+            // member gets at most three times what it sent (QUIC's anti-amplification
+            // rule), so a spoofed source cannot make us an amplifier.
+            let limit = if self.members.is_live(&from) {
+                usize::MAX
+            } else {
+                data.len().saturating_mul(3)
+            };
             self.out
-                .send(sender.addr.clone(), &reply, SYNC_REPLY_PACKETS);
+                .send_limited(from, &reply, SYNC_REPLY_PACKETS, limit);
         }
         self.after_input(now);
         Ok(())

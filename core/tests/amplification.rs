@@ -1,0 +1,167 @@
+//! Hardening (issue 13) through the core alone: a replayed sealed datagram is dropped,
+//! counted as `replayed` and answered with nothing; a datagram whose source is not a
+//! member, naming a third party as its sender, draws at most three times its size
+//! back to its source and nothing at all toward the third party.
+
+use std::net::SocketAddr;
+
+use grapevine::hash::cluster_id;
+use grapevine::wire::{BodyBuilder, HEADER_LEN, Header, MemberClaim, Message};
+use grapevine::{Config, Instant, Keyring, Node, NodeId, PacketError, Status};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+
+type TestNode = Node<SocketAddr, ChaCha8Rng>;
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, i], 7946))
+}
+
+fn node(i: u8, key: Option<[u8; 32]>) -> TestNode {
+    let mut n = Node::new(
+        Config::lan("amp"),
+        NodeId::new(addr(i), 1),
+        ChaCha8Rng::seed_from_u64(u64::from(i)),
+    )
+    .expect("config");
+    if let Some(k) = key {
+        n.set_keyring(Some(Keyring::new(k)));
+    }
+    n
+}
+
+/// Runs `nodes` on a lossless, instant network until `until`, returning every
+/// datagram delivered as `(from, to, bytes)`.
+fn run(nodes: &mut [TestNode], until: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    let mut log = Vec::new();
+    let mut now = Instant::ZERO;
+    loop {
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for i in 0..nodes.len() {
+                while let Some(t) = nodes[i].poll_transmit() {
+                    moved = true;
+                    let from = nodes[i].id().clone();
+                    if let Some(j) = nodes.iter().position(|n| n.id().addr == t.dest) {
+                        let _ = nodes[j].handle_packet(now, from.addr, &t.payload);
+                    }
+                    log.push((from.addr, t.dest, t.payload));
+                }
+                while nodes[i].poll_event().is_some() {}
+            }
+        }
+        let Some(next) = nodes.iter().filter_map(|n| n.poll_timeout()).min() else {
+            break;
+        };
+        if next > until {
+            break;
+        }
+        now = next;
+        for n in nodes.iter_mut() {
+            n.handle_timeout(now);
+        }
+    }
+    log
+}
+
+#[test]
+fn a_replayed_sealed_datagram_is_dropped_counted_and_unanswered() {
+    let key = [0x42; 32];
+    let mut nodes = vec![node(1, Some(key)), node(2, Some(key))];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    let log = run(&mut nodes, Instant::from_secs(10));
+    assert_eq!(nodes[0].live_members(), 1, "the two nodes know each other");
+    let (_, _, old) = log
+        .iter()
+        .rev()
+        .find(|(f, t, _)| *f == addr(2) && *t == addr(1))
+        .expect("2 sent to 1");
+    let before = nodes[0].stats().drops.replayed;
+    while nodes[0].poll_transmit().is_some() {}
+    for _ in 0..100 {
+        let r = nodes[0].handle_packet(Instant::from_secs(10), addr(2), old);
+        assert_eq!(r, Err(PacketError::Replayed));
+    }
+    assert_eq!(nodes[0].stats().drops.replayed, before + 100);
+    assert!(
+        nodes[0].poll_transmit().is_none(),
+        "a replayed datagram gets no reply"
+    );
+    println!(
+        "100 replays of a {}-byte sealed datagram: 100 counted as replayed, 0 replies",
+        old.len()
+    );
+}
+
+#[test]
+fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
+    let mut nodes = vec![node(1, None), node(2, None), node(3, None)];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    nodes[2].join(Instant::ZERO, [addr(1)]);
+    run(&mut nodes, Instant::from_secs(20));
+    // The datagram names a third party (127.0.0.77) as its sender, claims several
+    // strangers alive, and opens an anti-entropy exchange; its source is a victim
+    // (127.0.0.99) that is no member.
+    let third = NodeId::new(addr(77), 5);
+    let victim = addr(99);
+    let mut body = BodyBuilder::new(&third, 1400 - HEADER_LEN);
+    assert!(body.push(&Message::<SocketAddr>::SyncRoot { root: 1 }));
+    assert!(body.push(&Message::<SocketAddr>::Ping { seq: 1 }));
+    for i in 0..5u8 {
+        assert!(body.push(&Message::Member(MemberClaim {
+            id: NodeId::new(addr(100 + i), 1),
+            incarnation: 0,
+            status: Status::Alive,
+        })));
+    }
+    let mut data = Vec::new();
+    Header {
+        flags: 0,
+        cluster_id: cluster_id("amp"),
+    }
+    .write(&mut data);
+    data.extend_from_slice(&body.finish());
+
+    let target = &mut nodes[0];
+    while target.poll_transmit().is_some() {}
+    let now = Instant::from_secs(20);
+    target
+        .handle_packet(now, victim, &data)
+        .expect("well formed");
+    let mut to_victim = 0;
+    let mut to_third = 0;
+    let mut to_strangers = 0;
+    let strangers: Vec<SocketAddr> = (0..5u8).map(|i| addr(100 + i)).collect();
+    let mut at = now;
+    // The reply, and everything that follows for a minute.
+    for _ in 0..600 {
+        while let Some(t) = target.poll_transmit() {
+            if t.dest == victim {
+                to_victim += t.payload.len();
+            }
+            if t.dest == third.addr {
+                to_third += t.payload.len();
+            }
+            if strangers.contains(&t.dest) {
+                to_strangers += t.payload.len();
+            }
+        }
+        at = at + grapevine::Duration::from_millis(100);
+        target.handle_timeout(at);
+    }
+    let ratio = to_victim as f64 / data.len() as f64;
+    println!(
+        "a {}-byte datagram from a non-member source drew {to_victim} bytes to it (ratio {ratio:.2}) \
+         and {to_third} bytes to the third party it named; {to_strangers} bytes of probes to the \
+         5 strangers it claimed alive over 60 s (admission before trust is not built yet)",
+        data.len()
+    );
+    assert!(ratio <= 3.0, "amplification {ratio:.2} > 3");
+    assert_eq!(
+        to_third, 0,
+        "nothing goes to an address named only in a body"
+    );
+}
