@@ -4,7 +4,9 @@ use core::fmt;
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use grapevine::{Config, Event, Instant, LocalPlacement, MemberInfo, Node, NodeId, Status};
+use grapevine::{
+    Config, Event, Instant, LocalPlacement, Location, MemberInfo, Node, NodeId, Status,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
@@ -622,6 +624,18 @@ impl Sim {
         });
         self.drain(i);
         i
+    }
+
+    /// Puts node `i` at `location` (datacenter, rack) before it joins: the slot's saved
+    /// placement (its "data directory") takes the location and the node restores it,
+    /// so later restarts keep it too. Fails if the node has already joined.
+    pub fn set_location(&mut self, i: usize, location: Location) {
+        let slot = &mut self.slots[i];
+        slot.saved.location = location;
+        let saved = slot.saved.clone();
+        if let Err(e) = slot.node.restore(saved) {
+            self.fail(format_args!("node {i} refused its location: {e}"));
+        }
     }
 
     /// Adds a node (generation 1) that has not joined anyone yet; returns its index.
