@@ -8,17 +8,26 @@
 //!
 //! | request      | reply |
 //! |--------------|-------|
-//! | `members`    | `{"node": ADDR, "members": [{"addr", "generation", "state", "incarnation", "last_heard_ms", "local"}]}` |
-//! | `ring`       | `{"node", "ring_digest", "replication_factor", "owners": [{"addr", "tokens", "primary", "replica"}], "tokens": [{"token", "owner"}]}` |
-//! | `stats`      | `{"node", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ...}` |
-//! | `route KEY`  | `{"key", "token", "replicas": [{"addr", "generation", "state"}]}` |
+//! | `status`     | `{"node", "name", "ready", "ring_digest", "replication_factor", "members": [{"status", "name", "addr", "state", "topology", "datacenter", "rack", "tokens", "owns", "replica_share"}]}` |
+//! | `members`    | `{"node": ADDR, "members": [{"name", "addr", "generation", "state", "incarnation", "last_heard_ms", "local"}]}` |
+//! | `ring`       | `{"node", "name", "ring_digest", "replication_factor", "owners": [{"name", "addr", "state", "topology", "datacenter", "rack", "tokens", "primary", "replica"}], "tokens": [{"token", "owner"}]}` |
+//! | `stats`      | `{"node", "name", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ...}` |
+//! | `route KEY`  | `{"key", "token", "ring_digest", "replicas": [{"name", "addr", "generation", "state", "topology"}], "pending": [...]}` |
+//! | `removenode NAME` | `{"removed": NAME}` |
+//! | `decommission` | `{"decommissioned": NAME}`, once the node is Left (then it stops) |
 //!
-//! An unknown request gets `{"error": "..."}`.
+//! `ring_digest` is the same value in `status`, `ring`, `stats` and `route` (the
+//! core's `ring_digest()`), as 16 hex digits; a token's `owner` is a member's name;
+//! `owns`/`primary` and `replica_share`/`replica` are fractions of the key space
+//! (0 to 1). A refused or unknown request gets `{"error": "..."}`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::Duration;
+
+use grapevine_driver::{RingSnapshot, Status, Topology};
 
 use serde_json::{Value, json};
 
@@ -30,8 +39,12 @@ pub const PORT_OFFSET: u16 = 1000;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Binds the admin listener and serves it on a background thread. Returns the bound address.
-pub fn serve(addr: SocketAddr, node: Node) -> CliResult<SocketAddr> {
+/// How long a client waits for a decommission's answer.
+pub const DECOMMISSION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Binds the admin listener and serves it on a background thread. Returns the bound
+/// address. After a decommission, `stop` tells the process to exit.
+pub fn serve(addr: SocketAddr, node: Node, stop: Sender<()>) -> CliResult<SocketAddr> {
     let listener =
         TcpListener::bind(addr).map_err(|e| cli_error!("cannot bind admin TCP {addr}: {e}"))?;
     let local = listener.local_addr()?;
@@ -39,9 +52,15 @@ pub fn serve(addr: SocketAddr, node: Node) -> CliResult<SocketAddr> {
         for stream in listener.incoming() {
             match stream {
                 Ok(stream) => {
-                    if let Err(e) = handle(stream, &node) {
-                        tracing::debug!(error = %e, "admin connection failed");
-                    }
+                    // One thread per connection: a decommission may take a while.
+                    let (node, stop) = (node.clone(), stop.clone());
+                    let _ = thread::Builder::new()
+                        .name("admin-conn".into())
+                        .spawn(move || {
+                            if let Err(e) = handle(stream, &node, &stop) {
+                                tracing::debug!(error = %e, "admin connection failed");
+                            }
+                        });
                 }
                 Err(e) => tracing::debug!(error = %e, "admin accept failed"),
             }
@@ -50,12 +69,22 @@ pub fn serve(addr: SocketAddr, node: Node) -> CliResult<SocketAddr> {
     Ok(local)
 }
 
-fn handle(stream: TcpStream, node: &Node) -> std::io::Result<()> {
+fn handle(stream: TcpStream, node: &Node, stop: &Sender<()>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(&stream).take(4096).read_line(&mut line)?;
-    let reply = answer(line.trim(), node).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let reply = if line.trim() == "decommission" {
+        tracing::info!("decommissioning: handing this node's ranges to the others");
+        let reply = match node.decommission().wait() {
+            Ok(()) => json!({ "decommissioned": node.name() }),
+            Err(e) => json!({ "error": format!("decommission: {e}") }),
+        };
+        let _ = stop.send(());
+        reply
+    } else {
+        answer(line.trim(), node).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+    };
     let mut stream = stream;
     writeln!(stream, "{reply}")?;
     stream.flush()
@@ -65,6 +94,7 @@ fn handle(stream: TcpStream, node: &Node) -> std::io::Result<()> {
 pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
     let (command, arg) = request.split_once(' ').unwrap_or((request, ""));
     match command {
+        "status" => status_json(node),
         "members" => Ok(json!({
             "node": node.local_addr().to_string(),
             "members": members_json(node)?,
@@ -72,10 +102,71 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
         "ring" => ring_json(node),
         "stats" => stats_json(node),
         "route" => route_json(node, arg.as_bytes()),
+        "removenode" if arg.trim().is_empty() => Err(cli_error!("removenode needs a NAME")),
+        "removenode" => {
+            let name = arg.trim();
+            node.remove_node(name)
+                .wait()
+                .map_err(|e| cli_error!("cannot remove {name:?}: {e}"))?;
+            tracing::info!(member = %name, "removed by an operator: its ranges move");
+            Ok(json!({ "removed": name }))
+        }
         other => Err(cli_error!(
-            "unknown admin request {other:?} (expected members, ring, stats or route KEY)"
+            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME or decommission)"
         )),
     }
+}
+
+/// A member's two-letter state, as `nodetool status` shows it: `U`p or `D`own, then
+/// `N`ormal, `J`oining, `L`eaving, left (`X`) or `R`emoved.
+pub fn two_letters(state: Status, topology: Topology) -> String {
+    let up = if matches!(state, Status::Alive | Status::Suspect) {
+        'U'
+    } else {
+        'D'
+    };
+    let t = match topology {
+        Topology::Normal => 'N',
+        Topology::Joining => 'J',
+        Topology::Leaving => 'L',
+        Topology::Left => 'X',
+        Topology::Removed => 'R',
+    };
+    format!("{up}{t}")
+}
+
+fn digest(ring: &RingSnapshot) -> String {
+    format!("{:016x}", ring.digest)
+}
+
+fn status_json(node: &Node) -> CliResult<Value> {
+    let ring = node.ring().wait()?;
+    let members: Vec<Value> = ring
+        .ownership
+        .iter()
+        .map(|o| {
+            json!({
+                "status": two_letters(o.state, o.topology),
+                "name": o.name,
+                "addr": o.addr.to_string(),
+                "state": o.state.to_string(),
+                "topology": o.topology.to_string(),
+                "datacenter": o.datacenter,
+                "rack": o.rack,
+                "tokens": o.tokens,
+                "owns": o.primary,
+                "replica_share": o.replica,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "node": node.local_addr().to_string(),
+        "name": ring.name,
+        "ready": ring.ready,
+        "ring_digest": digest(&ring),
+        "replication_factor": ring.replication_factor,
+        "members": members,
+    }))
 }
 
 fn members_json(node: &Node) -> CliResult<Value> {
@@ -85,6 +176,7 @@ fn members_json(node: &Node) -> CliResult<Value> {
         .iter()
         .map(|m| {
             json!({
+                "name": m.name,
                 "addr": m.id.addr.to_string(),
                 "generation": m.id.generation,
                 "state": m.state.to_string(),
@@ -101,9 +193,15 @@ fn ring_json(node: &Node) -> CliResult<Value> {
     let owners: Vec<Value> = ring
         .ownership
         .iter()
+        .filter(|o| !o.topology.is_gone())
         .map(|o| {
             json!({
+                "name": o.name,
                 "addr": o.addr.to_string(),
+                "state": o.state.to_string(),
+                "topology": o.topology.to_string(),
+                "datacenter": o.datacenter,
+                "rack": o.rack,
                 "tokens": o.tokens,
                 "primary": o.primary,
                 "replica": o.replica,
@@ -113,11 +211,12 @@ fn ring_json(node: &Node) -> CliResult<Value> {
     let tokens: Vec<Value> = ring
         .tokens
         .iter()
-        .map(|(token, addr)| json!({ "token": token, "owner": addr.to_string() }))
+        .map(|(token, name)| json!({ "token": token, "owner": name }))
         .collect();
     Ok(json!({
         "node": node.local_addr().to_string(),
-        "ring_digest": format!("{:016x}", ring.digest),
+        "name": ring.name,
+        "ring_digest": digest(&ring),
         "replication_factor": ring.replication_factor,
         "owners": owners,
         "tokens": tokens,
@@ -128,6 +227,7 @@ fn stats_json(node: &Node) -> CliResult<Value> {
     let s = node.stats().wait()?;
     Ok(json!({
         "node": node.local_addr().to_string(),
+        "name": node.name(),
         "uptime_ms": u64::try_from(s.uptime.as_millis()).unwrap_or(u64::MAX),
         "members_live": s.members_live,
         "members_known": s.members_known,
@@ -145,31 +245,48 @@ fn stats_json(node: &Node) -> CliResult<Value> {
         "requests_failed_over": s.core.requests_failed_over,
         "events_dropped": s.events_dropped,
         "send_errors": s.send_errors,
+        "persist_errors": s.persist_errors,
     }))
 }
 
 fn route_json(node: &Node, key: &[u8]) -> CliResult<Value> {
     let route = node.route(key).wait()?;
+    let replicas = |list: &[grapevine_driver::RouteReplica]| {
+        list.iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "addr": r.id.addr.to_string(),
+                    "generation": r.id.generation,
+                    "state": r.state.to_string(),
+                    "topology": r.topology.to_string(),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
     Ok(json!({
         "key": String::from_utf8_lossy(&route.key),
         "token": route.token,
-        "replicas": route.replicas.iter().map(|r| json!({
-            "addr": r.id.addr.to_string(),
-            "generation": r.id.generation,
-            "state": r.state.to_string(),
-        })).collect::<Vec<_>>(),
+        "ring_digest": format!("{:016x}", route.ring_digest),
+        "replicas": replicas(&route.replicas),
+        "pending": replicas(&route.pending),
     }))
 }
 
 /// Sends one admin request to `admin` and returns the reply (an `{"error"}` reply is an error).
 pub fn query(admin: SocketAddr, request: &str) -> CliResult<Value> {
+    query_within(admin, request, IO_TIMEOUT)
+}
+
+/// [`query`], waiting at most `timeout` for the reply.
+pub fn query_within(admin: SocketAddr, request: &str, timeout: Duration) -> CliResult<Value> {
     let unreachable = |e: std::io::Error| {
         cli_error!(
             "cannot reach the admin interface at {admin}: {e} (is `grapevine node` running there?)"
         )
     };
     let mut stream = TcpStream::connect_timeout(&admin, IO_TIMEOUT).map_err(unreachable)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     writeln!(stream, "{request}").map_err(unreachable)?;
     let mut reply = String::new();

@@ -6,10 +6,14 @@
 //! 4. stop (crash) one node, send requests for keys it owned through nodes that must
 //!    forward them, and show them failing over to the next replica;
 //! 5. show the stopped node being detected (suspect, then dead), and the time it took;
-//! 6. send the same requests again, now routed straight to the new owners;
-//! 7. print a summary and exit 0 (or 1 if a step did not complete in time).
+//! 6. show that the crash moved nothing: the ring digest, its tokens and the keys'
+//!    replicas are unchanged (the dead node stays a replica, shown down), and the
+//!    same requests are served by a live replica;
+//! 7. `removenode` the dead node: its ranges move (its tokens leave the ring, the
+//!    digest changes, its keys get new owners), and the requests go to them;
+//! 8. print a summary and exit 0 (or 1 if a step did not complete in time).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver};
@@ -157,6 +161,36 @@ impl Demo {
         Ok(self.outcomes.remove(&(via, id)))
     }
 
+    /// Sends each probe key through its node and prints who served it; returns how
+    /// many were answered.
+    fn serve_probes(&mut self, probes: &[(String, usize)], sent: &mut usize) -> CliResult<usize> {
+        let mut answered = 0;
+        for (key, via) in probes {
+            let id = self.send(*via, key)?;
+            *sent += 1;
+            let via_addr = self.nodes[*via].as_ref().map(Node::local_addr);
+            let via_name = via_addr.map_or_else(String::new, |a| self.name(a));
+            match self.outcome(*via, id)? {
+                Some(Outcome::Answered { from, after }) => {
+                    answered += 1;
+                    println!(
+                        "  {key:<9} via {via_name:<24} -> served by {} in {:.1} ms",
+                        self.name(from),
+                        after.as_secs_f64() * 1000.0
+                    );
+                }
+                Some(Outcome::Failed { reason, after }) => {
+                    println!(
+                        "  {key:<9} via {via_name:<24} -> FAILED ({reason}) after {:.1} ms",
+                        after.as_secs_f64() * 1000.0
+                    );
+                }
+                None => println!("  {key:<9} via {via_name:<24} -> no outcome in time"),
+            }
+        }
+        Ok(answered)
+    }
+
     fn alive_counts(&self, among: &[usize]) -> CliResult<Vec<usize>> {
         among
             .iter()
@@ -210,6 +244,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     for i in 0..n {
         let mut options = Options::new(local)
             .config(config.clone())
+            .name(format!("n{}", i + 1))
             .leave_timeout(config.gossip_interval);
         if let Some(addr) = seed_addr {
             options = options.seed(addr);
@@ -268,7 +303,13 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
                 .as_ref()
                 .ok_or_else(|| cli_error!("node {i} is stopped"))?;
             let ring = node.ring().wait()?;
-            if ring.ownership.len() != n {
+            // Ready: Normal, and every live member holds the same ring.
+            let normal = ring
+                .ownership
+                .iter()
+                .filter(|o| o.topology == grapevine::Topology::Normal && o.tokens > 0)
+                .count();
+            if !ring.ready || normal != n {
                 return Ok(false);
             }
             digests.push(ring.digest);
@@ -285,7 +326,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         return finish(demo, ExitCode::from(1));
     }
     println!(
-        "{} ring agreed: every node holds tokens and sees ring digest {digest:016x} ({:.3} s after start)",
+        "{} ring agreed: every node is ready (Normal, holds tokens) and sees ring digest {digest:016x} ({:.3} s after start)",
         demo.stamp(),
         ring_time.as_secs_f64()
     );
@@ -375,6 +416,35 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
             probes.push((key, via));
         }
     }
+
+    // What the ring and the probes' routes look like before the crash.
+    let ring_before = demo.nodes[0]
+        .as_ref()
+        .ok_or_else(|| cli_error!("node 0 is stopped"))?
+        .ring()
+        .wait()?;
+    let replica_names = |demo: &Demo, via: usize, key: &str| -> CliResult<Vec<String>> {
+        let node = demo.nodes[via]
+            .as_ref()
+            .ok_or_else(|| cli_error!("node {via} is stopped"))?;
+        Ok(node
+            .route(key.as_bytes())
+            .wait()?
+            .replicas
+            .into_iter()
+            .map(|r| r.name)
+            .collect())
+    };
+    let routes_before: Vec<Vec<String>> = probes
+        .iter()
+        .map(|(key, _)| replica_names(&demo, 0, key))
+        .collect::<CliResult<_>>()?;
+    let victim_name = format!("n{}", victim + 1);
+    let victim_tokens = ring_before
+        .tokens
+        .iter()
+        .filter(|(_, owner)| *owner == victim_name)
+        .count();
 
     // Stop the victim without leaving, as if it crashed.
     println!(
@@ -489,33 +559,105 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         detect_time.as_secs_f64()
     );
 
-    println!("the same keys again, now routed to their new owners:");
-    for (key, via) in &probes {
-        let id = demo.send(*via, key)?;
-        sent += 1;
-        let via_name = demo.name(demo.nodes[*via].as_ref().map_or(local, Node::local_addr));
-        match demo.outcome(*via, id)? {
-            Some(Outcome::Answered { from, after }) => {
-                answered += 1;
-                println!(
-                    "  {key:<9} via {via_name:<24} -> served by {} in {:.1} ms",
-                    demo.name(from),
-                    after.as_secs_f64() * 1000.0
-                );
-            }
-            Some(Outcome::Failed { reason, after }) => {
-                println!(
-                    "  {key:<9} via {via_name:<24} -> FAILED ({reason}) after {:.1} ms",
-                    after.as_secs_f64() * 1000.0
-                );
-            }
-            None => println!("  {key:<9} via {via_name:<24} -> no outcome in time"),
+    // The crash moved nothing.
+    let mut unchanged = true;
+    for &i in &survivors {
+        let node = demo.nodes[i]
+            .as_ref()
+            .ok_or_else(|| cli_error!("node {i} is stopped"))?;
+        let ring = node.ring().wait()?;
+        unchanged &= ring.digest == ring_before.digest && ring.tokens == ring_before.tokens;
+        for ((key, _), before) in probes.iter().zip(&routes_before) {
+            unchanged &= replica_names(&demo, i, key)? == *before;
         }
     }
+    if !unchanged {
+        println!("FAILED: a crash changed the ring or the routes");
+        return finish(demo, ExitCode::from(1));
+    }
+    println!(
+        "{} the crash moved no data: every survivor still sees ring digest {:016x}, the same {} tokens, and the same replicas for n{}'s keys (n{} stays their replica, shown down)",
+        demo.stamp(),
+        ring_before.digest,
+        ring_before.tokens.len(),
+        victim + 1,
+        victim + 1,
+    );
+    println!(
+        "the same keys again, served by a live replica while n{} is down:",
+        victim + 1
+    );
+    answered += demo.serve_probes(&probes, &mut sent)?;
+
+    // removenode: the dead node's ranges move.
+    let via = survivors[0];
+    let via_node = demo.nodes[via]
+        .as_ref()
+        .ok_or_else(|| cli_error!("node {via} is stopped"))?
+        .clone();
+    println!(
+        "\n{} removenode {victim_name} through n{}",
+        demo.stamp(),
+        via + 1
+    );
+    let removed_at = demo.clock.now();
+    via_node.remove_node(&victim_name).wait()?;
+    let mut digest_after = 0;
+    let mut tokens_after = Vec::new();
+    let moved = demo.wait_for(|d| {
+        let mut digests = BTreeSet::new();
+        for &i in &survivors {
+            let node = d.nodes[i]
+                .as_ref()
+                .ok_or_else(|| cli_error!("node {i} is stopped"))?;
+            let ring = node.ring().wait()?;
+            if ring.tokens.iter().any(|(_, owner)| *owner == victim_name) {
+                return Ok(false);
+            }
+            digests.insert(ring.digest);
+            digest_after = ring.digest;
+            tokens_after = ring.tokens;
+        }
+        Ok(digests.len() == 1)
+    })?;
+    let remove_time = demo.clock.now() - removed_at;
+    if !moved {
+        println!(
+            "FAILED: {victim_name}'s tokens did not leave every ring within {:?}",
+            args.step_timeout
+        );
+        return finish(demo, ExitCode::from(1));
+    }
+    let survivors_kept = ring_before
+        .tokens
+        .iter()
+        .filter(|(_, owner)| *owner != victim_name)
+        .all(|t| tokens_after.contains(t));
+    println!(
+        "{} {victim_name} removed: its {victim_tokens} tokens left the ring of every survivor in {:.3} s ({}); ring digest {:016x} -> {digest_after:016x}",
+        demo.stamp(),
+        remove_time.as_secs_f64(),
+        if survivors_kept {
+            "every other token stays put"
+        } else {
+            "OTHER TOKENS MOVED TOO"
+        },
+        ring_before.digest,
+    );
+    for ((key, _), before) in probes.iter().zip(&routes_before) {
+        let after = replica_names(&demo, via, key)?;
+        println!(
+            "  {key:<9} replicas {} -> {}",
+            before.join(","),
+            after.join(",")
+        );
+    }
+    println!("the same keys again, now served by their new owners:");
+    answered += demo.serve_probes(&probes, &mut sent)?;
 
     let wall = demo.clock.now() - t0;
     println!(
-        "\nsummary: {n} nodes ({} runtime, {} profile); converged in {:.3} s, ring agreed in {:.3} s; n{} detected dead in {:.3} s (first suspicion {}); {answered}/{sent} requests answered, {failed_over} failed over; wall time {:.1} s",
+        "\nsummary: {n} nodes ({} runtime, {} profile); converged in {:.3} s, ring agreed in {:.3} s; n{} detected dead in {:.3} s (first suspicion {}), its crash moved 0 tokens, removenode moved {victim_tokens} in {:.3} s; {answered}/{sent} requests answered, {failed_over} failed over; wall time {:.1} s",
         args.runtime,
         args.profile,
         converge_time.as_secs_f64(),
@@ -523,6 +665,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         victim + 1,
         detect_time.as_secs_f64(),
         first_suspect.map_or_else(|| "-".to_owned(), |t| format!("{:.3} s", t.as_secs_f64())),
+        remove_time.as_secs_f64(),
         wall.as_secs_f64(),
     );
     let code = if answered == sent {

@@ -1,14 +1,21 @@
 //! `grapevine`: run a Grapevine node, query a running node, or run a local demo cluster.
 //!
 //! ```text
-//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--runtime std|tokio|smol] [--cluster NAME]
+//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--name NAME] [--data-dir DIR]
+//!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
+//! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--json]
 //! grapevine ring --node 127.0.0.1:7946 [--json]
+//! grapevine stats --node 127.0.0.1:7946 [--json]
+//! grapevine removenode NAME --node 127.0.0.1:7946 [--json]
+//! grapevine decommission --node 127.0.0.1:7946 [--json]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
-//! Every error is one line on stderr and exit code 2 (usage, bad addresses, a port
-//! in use, unreachable seeds); a demo that does not reach its goals exits 1.
+//! Every error is one line on stderr. Bad usage (unknown options, malformed or
+//! unresolvable addresses) exits 2; a failure at run time (a port in use, no seed
+//! answering, a refused data directory, a node that cannot be reached, a refused
+//! `removenode`, a demo that does not reach its goals) exits 1.
 //! `node` serves the admin protocol described in [`admin`].
 
 mod admin;
@@ -41,12 +48,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run a node until interrupted (Ctrl-C or SIGTERM make it leave gracefully).
+    /// Run a node until interrupted (Ctrl-C or SIGTERM stop it gracefully, keeping
+    /// its ranges).
     Node(node::NodeArgs),
+    /// Print the cluster as a node sees it, like `nodetool status`: state, name,
+    /// address, rack, datacenter, tokens and shares.
+    Status(query::StatusArgs),
     /// Print the members a node knows.
     Members(query::QueryArgs),
     /// Print a node's token ring: who owns which share of the keys.
     Ring(query::QueryArgs),
+    /// Print a node's counters.
+    Stats(query::QueryArgs),
+    /// Remove a dead node from the ring by name, through any live node: its ranges
+    /// move to the others.
+    Removenode(query::RemoveArgs),
+    /// Decommission a node: hand its ranges to the others, then stop it.
+    Decommission(query::QueryArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -125,36 +143,71 @@ struct ClusterArgs {
     profile: Profile,
 }
 
-/// An error for the user: printed as one line, exit code 2.
+/// An error for the user: printed as one line; exit code 2 for bad usage, 1 for a
+/// failure at run time.
 #[derive(Debug)]
-struct CliError(String);
+struct CliError {
+    message: String,
+    usage: bool,
+}
+
+impl CliError {
+    /// A failure at run time (exit code 1).
+    fn failure(message: String) -> Self {
+        CliError {
+            message,
+            usage: false,
+        }
+    }
+
+    /// Bad usage (exit code 2).
+    fn usage(message: String) -> Self {
+        CliError {
+            message,
+            usage: true,
+        }
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(if self.usage { 2 } else { 1 })
+    }
+}
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl From<grapevine_driver::RuntimeError> for CliError {
     fn from(e: grapevine_driver::RuntimeError) -> Self {
-        CliError(e.to_string())
+        match e {
+            grapevine_driver::RuntimeError::Config(_) => CliError::usage(e.to_string()),
+            e => CliError::failure(e.to_string()),
+        }
     }
 }
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
-        CliError(e.to_string())
+        CliError::failure(e.to_string())
     }
 }
 
 /// Result of a command.
 type CliResult<T = ()> = Result<T, CliError>;
 
-/// Builds a [`CliError`] from format arguments.
+/// Builds a run-time [`CliError`] (exit code 1) from format arguments.
 macro_rules! cli_error {
-    ($($arg:tt)*) => { $crate::CliError(format!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::CliError::failure(format!($($arg)*)) };
 }
 pub(crate) use cli_error;
+
+/// Builds a usage [`CliError`] (exit code 2) from format arguments.
+macro_rules! usage_error {
+    ($($arg:tt)*) => { $crate::CliError::usage(format!($($arg)*)) };
+}
+pub(crate) use usage_error;
 
 /// Resolves `host:port` (or `ip:port`) to one socket address.
 fn resolve(text: &str) -> CliResult<SocketAddr> {
@@ -162,9 +215,9 @@ fn resolve(text: &str) -> CliResult<SocketAddr> {
         return Ok(addr);
     }
     text.to_socket_addrs()
-        .map_err(|e| cli_error!("cannot resolve address {text:?}: {e}"))?
+        .map_err(|e| usage_error!("cannot resolve address {text:?}: {e}"))?
         .next()
-        .ok_or_else(|| cli_error!("address {text:?} resolves to nothing"))
+        .ok_or_else(|| usage_error!("address {text:?} resolves to nothing"))
 }
 
 /// The admin address that goes with a node address: its port plus 1000 (port 0 stays 0).
@@ -172,7 +225,7 @@ fn default_admin(node: SocketAddr) -> CliResult<SocketAddr> {
     let port = match node.port() {
         0 => 0,
         p => p.checked_add(admin::PORT_OFFSET).ok_or_else(|| {
-            cli_error!(
+            usage_error!(
                 "node port {p} + {} is not a port: pass --admin",
                 admin::PORT_OFFSET
             )
@@ -215,15 +268,19 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Cmd::Node(args) => node::run(args),
+        Cmd::Status(args) => query::status(args),
         Cmd::Members(args) => query::members(args),
         Cmd::Ring(args) => query::ring(args),
+        Cmd::Stats(args) => query::stats(args),
+        Cmd::Removenode(args) => query::removenode(args),
+        Cmd::Decommission(args) => query::decommission(args),
         Cmd::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            e.exit_code()
         }
     }
 }

@@ -1,6 +1,8 @@
 //! `grapevine node`: run one node until interrupted.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use grapevine_driver::{Clock, Event, Options, Status};
 
 use crate::app::App;
 use crate::runtime::{self, Node};
-use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, resolve};
+use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, resolve, usage_error};
 
 /// Arguments of `grapevine node`.
 #[derive(Debug, Args)]
@@ -23,10 +25,24 @@ pub struct NodeArgs {
     #[arg(long = "seed", value_name = "ADDR")]
     seeds: Vec<String>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
-    /// Protocol: connect, send one line (`members`, `ring`, `stats` or `route KEY`),
-    /// read one JSON document.
+    /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
+    /// `route KEY`, `removenode NAME`, `decommission`), read one JSON document.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// The node's stable name (host ID). With --data-dir: used the first time
+    /// (default: 16 random hex digits) and must match the saved one afterwards.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Where the node keeps its name, location and tokens (`placement.json`), so a
+    /// restart takes back exactly its ranges. Created if missing.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The node's datacenter [default: dc1].
+    #[arg(long, value_name = "DC")]
+    dc: Option<String>,
+    /// The node's rack [default: rack1].
+    #[arg(long, value_name = "RACK")]
+    rack: Option<String>,
     /// How long to wait for a seed to answer before giving up (e.g. 5s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     join_timeout: Duration,
@@ -60,7 +76,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the node until Ctrl-C or SIGTERM, then leaves gracefully.
 pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     if args.bind.ip().is_unspecified() {
-        return Err(cli_error!(
+        return Err(usage_error!(
             "--bind {}: use a concrete IP, since other nodes reach this node at the address it binds",
             args.bind
         ));
@@ -75,22 +91,45 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         None => default_admin(args.bind)?,
     };
     let (stop_tx, stop_rx) = mpsc::channel();
+    let signal = stop_tx.clone();
     ctrlc::set_handler(move || {
-        let _ = stop_tx.send(());
+        let _ = signal.send(());
     })
     .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
     let config = args.cluster.profile.config(&args.cluster.cluster);
-    let options = Options::new(args.bind).config(config).seeds(seeds.clone());
+    let mut options = Options::new(args.bind).config(config).seeds(seeds.clone());
+    if let Some(name) = &args.name {
+        if name.is_empty() || name.len() > grapevine::placement::MAX_NAME_LEN {
+            return Err(usage_error!(
+                "--name {name:?}: names are 1 to {} bytes",
+                grapevine::placement::MAX_NAME_LEN
+            ));
+        }
+        options = options.name(name.clone());
+    }
+    if args.dc.is_some() || args.rack.is_some() {
+        let default = grapevine_driver::Location::default();
+        options = options.location(
+            args.dc.clone().unwrap_or(default.datacenter),
+            args.rack.clone().unwrap_or(default.rack),
+        );
+    }
+    if let Some(dir) = &args.data_dir {
+        options = options.data_dir(dir.clone());
+    }
     let node = runtime::spawn(args.cluster.runtime, options)?;
-    let admin_addr = admin::serve(admin_addr, node.clone())?;
+    let admin_addr = admin::serve(admin_addr, node.clone(), stop_tx.clone())?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,
+        name = %node.name(),
         runtime = %args.cluster.runtime,
         cluster = %args.cluster.cluster,
         "node started"
     );
-    let app = App::start(&node, log_event);
+    let names = node.clone();
+    let mut known: HashMap<SocketAddr, String> = HashMap::new();
+    let app = App::start(&node, move |event| log_event(event, &names, &mut known));
 
     if !seeds.is_empty() {
         wait_for_contact(&node, args.join_timeout).map_err(|e| {
@@ -104,7 +143,7 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     }
 
     let _ = stop_rx.recv();
-    tracing::info!("leaving the cluster");
+    tracing::info!("stopping (this node keeps its ranges)");
     node.shutdown().wait()?;
     app.stop();
     Ok(ExitCode::SUCCESS)
@@ -126,15 +165,47 @@ fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
     }
 }
 
-fn log_event(event: Event) {
+/// The name of the member at `addr`: from `known`, refreshed from the node's
+/// members when missing.
+fn name_of(addr: SocketAddr, node: &Node, known: &mut HashMap<SocketAddr, String>) -> String {
+    if !known.contains_key(&addr) {
+        if let Ok(members) = node.members().wait() {
+            for m in members {
+                if let Some(name) = m.name {
+                    known.insert(m.id.addr, name);
+                }
+            }
+        }
+    }
+    known.get(&addr).cloned().unwrap_or_else(|| "?".to_owned())
+}
+
+fn log_event(event: Event, node: &Node, known: &mut HashMap<SocketAddr, String>) {
+    let mut name = |addr| name_of(addr, node, known);
     match event {
         Event::MemberJoined(id) => {
-            tracing::info!(member = %id.addr, generation = id.generation, "member joined")
+            tracing::info!(member = %id.addr, name = %name(id.addr), generation = id.generation, "member joined")
         }
-        Event::MemberSuspect(id) => tracing::warn!(member = %id.addr, "member suspect"),
-        Event::MemberRecovered(id) => tracing::info!(member = %id.addr, "member recovered"),
-        Event::MemberDied(id) => tracing::warn!(member = %id.addr, "member died"),
-        Event::MemberLeft(id) => tracing::info!(member = %id.addr, "member left"),
+        Event::MemberSuspect(id) => {
+            tracing::warn!(member = %id.addr, name = %name(id.addr), "member suspect")
+        }
+        Event::MemberRecovered(id) => {
+            tracing::info!(member = %id.addr, name = %name(id.addr), "member recovered")
+        }
+        Event::MemberDied(id) => {
+            tracing::warn!(member = %id.addr, name = %name(id.addr), "member died")
+        }
+        Event::MemberLeft(id) => {
+            tracing::info!(member = %id.addr, name = %name(id.addr), "member left")
+        }
+        Event::Topology { name, status } => {
+            tracing::info!(member = %name, %status, "member topology changed")
+        }
+        Event::PlacementChanged(placement) => tracing::info!(
+            status = ?placement.status,
+            tokens = placement.tokens.len(),
+            "this node's placement changed"
+        ),
         Event::RingAgreed { digest } => {
             tracing::info!(digest = format_args!("{digest:016x}"), "ring agreed")
         }

@@ -1,4 +1,5 @@
-//! `grapevine members` and `grapevine ring`: ask a running node through its admin interface.
+//! `grapevine status`, `members`, `ring`, `stats`, `removenode` and `decommission`:
+//! ask a running node through its admin interface.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -8,7 +9,27 @@ use serde_json::Value;
 
 use crate::{CliResult, admin, default_admin, resolve};
 
-/// Arguments of `grapevine members` and `grapevine ring`.
+/// Arguments of `grapevine status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    /// Also show members that left or were removed.
+    #[arg(long)]
+    all: bool,
+}
+
+/// Arguments of `grapevine removenode`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The dead node's name (see `grapevine status`).
+    #[arg(value_name = "NAME")]
+    name: String,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+/// Arguments of `grapevine members`, `ring`, `stats` and `decommission`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// The node's UDP address; its admin interface is at port + 1000 unless --admin says otherwise.
@@ -85,8 +106,108 @@ pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `grapevine ring`: each node's tokens and share of the key space (use `--json`
-/// for the token list itself).
+fn share(value: &Value, key: &str) -> f64 {
+    value.get(key).and_then(Value::as_f64).unwrap_or(0.0) * 100.0
+}
+
+/// `grapevine status`: a `nodetool status`-style table, sorted by name.
+pub fn status(args: StatusArgs) -> CliResult<ExitCode> {
+    let mut reply = admin::query(admin_addr(&args.query)?, "status")?;
+    if let Some(members) = reply.get_mut("members").and_then(Value::as_array_mut) {
+        if !args.all {
+            members.retain(|m| !matches!(text(m, "topology"), "left" | "removed"));
+        }
+        members.sort_by(|a, b| text(a, "name").cmp(text(b, "name")));
+    }
+    if args.query.json {
+        return print_json(&reply);
+    }
+    let empty = Vec::new();
+    let members = reply
+        .get("members")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    println!(
+        "ring digest {} as seen by {} ({}), {}; replication factor {}",
+        text(&reply, "ring_digest"),
+        text(&reply, "name"),
+        text(&reply, "node"),
+        if reply.get("ready").and_then(Value::as_bool) == Some(true) {
+            "ready"
+        } else {
+            "not ready"
+        },
+        number(&reply, "replication_factor"),
+    );
+    println!("Status=Up/Down  State=Normal/Joining/Leaving/left(X)/Removed");
+    println!(
+        "{:<3} {:<18} {:<22} {:<8} {:<6} {:>6} {:>7} {:>9}",
+        "--", "NAME", "ADDRESS", "RACK", "DC", "TOKENS", "OWNS", "RF SHARE"
+    );
+    for m in members {
+        println!(
+            "{:<3} {:<18} {:<22} {:<8} {:<6} {:>6} {:>6.1}% {:>8.1}%",
+            text(m, "status"),
+            text(m, "name"),
+            text(m, "addr"),
+            text(m, "rack"),
+            text(m, "datacenter"),
+            number(m, "tokens"),
+            share(m, "owns"),
+            share(m, "replica_share"),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `grapevine stats`: the node's counters.
+pub fn stats(args: QueryArgs) -> CliResult<ExitCode> {
+    let reply = admin::query(admin_addr(&args)?, "stats")?;
+    if args.json {
+        return print_json(&reply);
+    }
+    if let Value::Object(map) = &reply {
+        for (key, value) in map {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            println!("{key:<22} {value}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `grapevine removenode NAME`: exit 0 once the node accepted the removal, 1 with
+/// the reason when it refused (not dead, unknown, itself, already gone).
+pub fn removenode(args: RemoveArgs) -> CliResult<ExitCode> {
+    let admin = admin_addr(&args.query)?;
+    let reply = admin::query(admin, &format!("removenode {}", args.name))?;
+    if args.query.json {
+        return print_json(&reply);
+    }
+    println!(
+        "removed {}: its ranges move to the other nodes",
+        text(&reply, "removed")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `grapevine decommission`: the node hands its ranges over, then stops.
+pub fn decommission(args: QueryArgs) -> CliResult<ExitCode> {
+    let admin = admin_addr(&args)?;
+    let reply = admin::query_within(admin, "decommission", admin::DECOMMISSION_TIMEOUT)?;
+    if args.json {
+        return print_json(&reply);
+    }
+    println!(
+        "decommissioned {}: its ranges moved to the other nodes, and it stopped",
+        text(&reply, "decommissioned")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `grapevine ring`: each member's state, tokens and share of the key space (use
+/// `--json` for the token list itself).
 pub fn ring(args: QueryArgs) -> CliResult<ExitCode> {
     let reply = admin::query(admin_addr(&args)?, "ring")?;
     if args.json {
@@ -102,25 +223,28 @@ pub fn ring(args: QueryArgs) -> CliResult<ExitCode> {
         .and_then(Value::as_array)
         .unwrap_or(&empty);
     println!(
-        "ring digest {} as seen by {}: {} tokens, {} owners, replication factor {}",
+        "ring digest {} as seen by {} ({}): {} tokens, {} owners, replication factor {}",
         text(&reply, "ring_digest"),
+        text(&reply, "name"),
         text(&reply, "node"),
         tokens.len(),
         owners.len(),
         number(&reply, "replication_factor"),
     );
     println!(
-        "{:<24} {:>7} {:>8} {:>9}",
-        "OWNER", "TOKENS", "OWNS", "REPLICAS"
+        "{:<18} {:<22} {:<8} {:<8} {:>7} {:>8} {:>9}",
+        "OWNER", "ADDRESS", "STATE", "TOPOLOGY", "TOKENS", "OWNS", "REPLICAS"
     );
     for o in owners {
-        let share = |key: &str| o.get(key).and_then(Value::as_f64).unwrap_or(0.0) * 100.0;
         println!(
-            "{:<24} {:>7} {:>7.1}% {:>8.1}%",
+            "{:<18} {:<22} {:<8} {:<8} {:>7} {:>7.1}% {:>8.1}%",
+            text(o, "name"),
             text(o, "addr"),
+            text(o, "state"),
+            text(o, "topology"),
             number(o, "tokens"),
-            share("primary"),
-            share("replica"),
+            share(o, "primary"),
+            share(o, "replica"),
         );
     }
     Ok(ExitCode::SUCCESS)

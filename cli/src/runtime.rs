@@ -2,7 +2,7 @@
 //! [`grapevine_driver::Handle`], so the commands are written once against it and
 //! wait for answers with `.wait()`; nothing here re-joins the runtimes.
 
-use crate::{CliResult, RuntimeKind, cli_error};
+use crate::{CliResult, RuntimeKind, cli_error, usage_error};
 
 /// A running node, whatever runtime drives it. The runtime stays alive on its own:
 /// std's thread, the process-wide tokio runtime below, smol's global executor.
@@ -37,7 +37,7 @@ pub fn spawn(kind: RuntimeKind, options: grapevine_driver::Options) -> CliResult
         #[cfg(feature = "smol")]
         RuntimeKind::Smol => Ok(grapevine_smol::spawn(options)?),
         #[allow(unreachable_patterns)]
-        other => Err(cli_error!(
+        other => Err(usage_error!(
             "runtime {other} is not compiled in (build with --features {other})"
         )),
     }

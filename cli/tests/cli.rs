@@ -16,13 +16,23 @@ fn grapevine(args: &[&str]) -> Output {
         .expect("run grapevine")
 }
 
-/// Asserts a clean failure: exit code 2, one error line on stderr, no panic.
+/// Asserts a clean usage error: exit code 2, one error line on stderr, no panic.
 fn assert_usage_error(args: &[&str], expect: &str) {
+    assert_error(args, 2, expect);
+}
+
+/// Asserts a clean failure at run time: exit code 1, one error line, no panic.
+fn assert_failure(args: &[&str], expect: &str) {
+    assert_error(args, 1, expect);
+}
+
+/// Asserts a clean failure with exit code `code`, one error line on stderr, no panic.
+fn assert_error(args: &[&str], code: i32, expect: &str) {
     let out = grapevine(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(code),
         "{args:?} exited {:?}: {stderr}",
         out.status
     );
@@ -61,7 +71,12 @@ fn demo(runtime: &str) {
         "failed over to",
         "declared n5 dead",
         "detected: every survivor sees n5 dead",
-        "now routed to their new owners",
+        "the crash moved no data",
+        "served by a live replica while n5 is down",
+        "removenode n5",
+        "n5 removed: its 16 tokens left the ring",
+        "now served by their new owners",
+        "its crash moved 0 tokens, removenode moved 16",
         "summary: 5 nodes",
     ] {
         assert!(
@@ -108,6 +123,11 @@ fn unknown_runtime() {
 }
 
 #[test]
+fn removenode_needs_a_name() {
+    assert_usage_error(&["removenode", "--node", "127.0.0.1:1"], "NAME");
+}
+
+#[test]
 fn unknown_subcommand() {
     assert_usage_error(&["frobnicate"], "frobnicate");
 }
@@ -116,13 +136,13 @@ fn unknown_subcommand() {
 fn port_in_use() {
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    assert_usage_error(&["node", "--bind", &addr], "in use");
+    assert_failure(&["node", "--bind", &addr], "in use");
 }
 
 #[test]
 fn unreachable_seed() {
     // Port 9 (discard) on loopback: nothing answers.
-    assert_usage_error(
+    assert_failure(
         &[
             "node",
             "--bind",
@@ -153,7 +173,12 @@ fn unresolvable_seed() {
 #[test]
 fn no_node_to_query() {
     // Nothing listens on the admin port of 127.0.0.1:1 (port 1001).
-    assert_usage_error(&["members", "--node", "127.0.0.1:1"], "cannot reach");
+    assert_failure(&["members", "--node", "127.0.0.1:1"], "cannot reach");
+    assert_failure(&["status", "--node", "127.0.0.1:1"], "cannot reach");
+    assert_failure(
+        &["removenode", "someone", "--node", "127.0.0.1:1"],
+        "cannot reach",
+    );
 }
 
 /// A `grapevine node` child process, killed on drop.
