@@ -13,7 +13,10 @@ pub mod ring;
 mod table;
 pub mod topology;
 
-pub use allocator::{ALLOCATION_RF, allocate_tokens, allocate_tokens_for_rf, random_tokens};
+pub use allocator::{
+    ALLOCATION_RF, allocate_tokens, allocate_tokens_for_rf, allocate_tokens_located,
+    allocate_tokens_many, random_tokens,
+};
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
 pub use table::{Owner, RING_DELAY_ROUNDS, RING_KEY};

@@ -90,8 +90,9 @@ impl Replication {
         }
     }
 
-    /// The replica count of datacenter `dc`: its last entry, or 0 if unlisted.
-    fn count_in(&self, dc: &str) -> usize {
+    /// The replica count of datacenter `dc`: its last entry, or 0 if unlisted
+    /// (any datacenter's is `rf` under [`Replication::Simple`]).
+    pub(super) fn count_in(&self, dc: &str) -> usize {
         match self {
             Replication::Simple(rf) => *rf,
             Replication::PerDatacenter(dcs) => dcs
@@ -371,6 +372,11 @@ impl<N> Ring<N> {
             .iter()
             .zip(&self.ids)
             .map(|(&(t, _), &id)| (t, id))
+    }
+
+    /// Each owner's location, by owner id (see [`Ring::owned_tokens`]).
+    pub(super) fn owner_locations(&self) -> &[Location] {
+        &self.locations
     }
 
     /// Index of the first entry at or after `token`, wrapping past the end to 0.
@@ -881,6 +887,24 @@ mod tests {
             prop_assert_eq!(tokens.len(), count);
             prop_assert!(tokens.windows(2).all(|w| w[0] < w[1]));
             prop_assert!(tokens.iter().all(|t| *t != Token::MIN && ring.owner(*t).is_none_or(|_| ring.tokens().all(|(r, _)| r != *t))));
+        }
+
+        #[test]
+        fn joint_allocation_never_collides(claims in small_claims(), joiners in 0usize..5, count in 0usize..12, seed in any::<u64>()) {
+            let ring = Ring::new(claims);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let many = crate::placement::allocator::allocate_tokens_many(&ring, joiners, count, 3, &mut rng);
+            prop_assert_eq!(many.len(), joiners);
+            let mut all: Vec<Token> = ring.tokens().map(|(t, _)| t).collect();
+            for tokens in &many {
+                prop_assert!(tokens.windows(2).all(|w| w[0] < w[1]));
+                prop_assert!(!tokens.contains(&Token::MIN));
+                all.extend(tokens);
+            }
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            prop_assert_eq!(all.len(), n);
         }
     }
 
