@@ -81,8 +81,8 @@ pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
         .and_then(Value::as_array)
         .unwrap_or(&empty);
     println!(
-        "{:<24} {:<8} {:>11} {:>18} {:>12}",
-        "ADDRESS", "STATE", "INCARNATION", "GENERATION", "LAST HEARD"
+        "{:<24} {:<18} {:<8} {:>11} {:>18} {:>12}",
+        "ADDRESS", "NAME", "STATE", "INCARNATION", "GENERATION", "LAST HEARD"
     );
     for m in members {
         let local = m.get("local").and_then(Value::as_bool).unwrap_or(false);
@@ -95,8 +95,9 @@ pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
             }
         };
         println!(
-            "{:<24} {:<8} {:>11} {:>18} {:>12}",
+            "{:<24} {:<18} {:<8} {:>11} {:>18} {:>12}",
             text(m, "addr"),
+            m.get("name").and_then(Value::as_str).unwrap_or("-"),
             text(m, "state"),
             number(m, "incarnation"),
             number(m, "generation"),
