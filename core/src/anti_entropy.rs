@@ -85,10 +85,15 @@ pub(crate) fn summary_entry<A: crate::Address>(
         let st = store.hash_of(addr, me.generation);
         return Some(entry_hash(addr, me.generation, members.incarnation(), st));
     }
-    members.get(addr).filter(|m| m.status.is_live()).map(|m| {
-        let st = store.hash_of(addr, m.id.generation);
-        entry_hash(addr, m.id.generation, m.incarnation, st)
-    })
+    // Unconfirmed members stay out of the summary: we do not pass on identities we
+    // could not verify.
+    members
+        .get(addr)
+        .filter(|m| m.status.is_live() && m.confirmed)
+        .map(|m| {
+            let st = store.hash_of(addr, m.id.generation);
+            entry_hash(addr, m.id.generation, m.incarnation, st)
+        })
 }
 
 /// The anti-entropy part: the summary tree and the round timer.

@@ -73,6 +73,11 @@ pub struct Config {
     /// Most members (alive, suspect and tombstones) a node keeps. Claims about new
     /// members beyond it are dropped and counted.
     pub max_members: usize,
+    /// The share of `max_members`, in percent, that members not yet confirmed (they
+    /// have not answered one of our probes at their address) may hold. Newcomers
+    /// beyond it evict unconfirmed members in turn, so forged identities can neither
+    /// fill the table nor keep a real newcomer out. Keep it above the cluster size.
+    pub unconfirmed_share: u8,
     /// Most rumours queued for piggybacking; the oldest, most-sent ones are evicted first.
     pub max_rumours: usize,
     /// Most requests this node tracks at once (originated plus forwarded).
@@ -106,6 +111,7 @@ impl Config {
             request_timeout: Duration::from_secs(1),
             request_max_hops: 3,
             max_members: 65_536,
+            unconfirmed_share: 25,
             max_rumours: 4096,
             max_requests_in_flight: 4096,
             max_value_size: 1024,
@@ -163,7 +169,7 @@ impl Config {
                 max: 3,
             });
         }
-        let ranges: [(&'static str, u64, u64, u64); 9] = [
+        let ranges: [(&'static str, u64, u64, u64); 10] = [
             ("retransmit_mult", self.retransmit_mult as u64, 1, 64),
             ("suspicion_mult", self.suspicion_mult as u64, 1, 64),
             ("suspicion_max_mult", self.suspicion_max_mult as u64, 1, 64),
@@ -178,6 +184,12 @@ impl Config {
             ("replication_factor", self.replication_factor as u64, 1, 16),
             ("request_max_hops", self.request_max_hops as u64, 1, 16),
             ("max_members", self.max_members as u64, 2, 1 << 24),
+            (
+                "unconfirmed_share",
+                u64::from(self.unconfirmed_share),
+                1,
+                100,
+            ),
         ];
         for (field, value, min, max) in ranges {
             if value < min || value > max {

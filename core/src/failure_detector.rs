@@ -27,6 +27,8 @@ use crate::wire::{Message, encode_message};
 
 /// Most ping-reqs served at once; more are dropped (they would only amplify a flood).
 const MAX_RELAYS: usize = 64;
+/// Most admission pings awaiting their ack.
+pub(crate) const MAX_ADMISSIONS: usize = 1024;
 
 /// The probe in flight.
 #[derive(Clone, Debug)]
@@ -127,6 +129,8 @@ pub(crate) struct Detector<A> {
     pos: usize,
     probe: Option<Probe<A>>,
     relays: Vec<Relay<A>>,
+    /// Admission pings in flight: (address, sequence).
+    admissions: Vec<(A, u32)>,
     suspicions: Map<A, Suspicion<A>>,
     /// Earliest suspicion deadline, cached until the set changes.
     next_suspicion: Option<Instant>,
@@ -151,6 +155,7 @@ impl<A: crate::Address> Detector<A> {
             pos: 0,
             probe: None,
             relays: Vec::new(),
+            admissions: Vec::new(),
             suspicions: Map::with_hasher(hasher),
             next_suspicion: None,
             seq: first_seq,
@@ -246,7 +251,11 @@ impl<A: crate::Address> Detector<A> {
         } else {
             p.expected_nacks.saturating_sub(p.nacks)
         };
-        self.health_up(missed);
+        // A member that never proved its address may be a forgery: its silence says
+        // nothing about our own health.
+        if members.is_confirmed(&p.target.addr) {
+            self.health_up(missed);
+        }
         let m = members.get(&p.target.addr)?;
         (m.id.generation == p.target.generation && m.status.is_live()).then(|| MemberClaim {
             id: m.id.clone(),
@@ -298,7 +307,9 @@ impl<A: crate::Address> Detector<A> {
             while self.pos < self.order.len() {
                 let a = self.order[self.pos].clone();
                 self.pos += 1;
-                if members.is_live(&a) {
+                // Unconfirmed members are not probed: their admission ping decides
+                // them, so forged identities cannot dilute the probe rounds.
+                if members.is_live(&a) && members.is_confirmed(&a) {
                     return Some(a);
                 }
             }
@@ -380,13 +391,23 @@ impl<A: crate::Address> Detector<A> {
     }
 
     /// An ack counts only from whom we asked: the target, or a helper relaying for it.
-    /// An ack for a ping we relayed goes back to whoever asked us.
-    pub fn on_ack<R: RngCore>(&mut self, from: &A, seq: u32, out: &mut Outbox<A, R>) {
+    /// An ack for a ping we relayed goes back to whoever asked us. Returns the member
+    /// whose address the ack proves (it answered a ping we sent there, with a sequence
+    /// number a blind spoofer cannot guess), to be confirmed.
+    pub fn on_ack<R: RngCore>(&mut self, from: &A, seq: u32, out: &mut Outbox<A, R>) -> Option<A> {
         if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
             if p.target.addr == *from || p.helpers.contains(from) {
                 p.acked = true;
+                return Some(p.target.addr.clone());
             }
-            return;
+            return None;
+        }
+        if let Some(i) = self
+            .admissions
+            .iter()
+            .position(|(a, s)| *s == seq && a == from)
+        {
+            return Some(self.admissions.swap_remove(i).0);
         }
         if let Some(i) = self
             .relays
@@ -396,7 +417,25 @@ impl<A: crate::Address> Detector<A> {
             let r = self.relays.swap_remove(i);
             let ack = encode_message(&Message::<A>::Ack { seq: r.origin_seq });
             out.send(r.origin, &[ack], 1);
+            return Some(r.target);
         }
+        None
+    }
+
+    /// A newcomer reached us directly: ping it at once, so that it is confirmed (or
+    /// not) within a round trip instead of when its turn in the probe order comes.
+    /// At most [`MAX_ADMISSIONS`] are in flight; the oldest gives way.
+    pub fn admit<R: RngCore>(&mut self, addr: &A, out: &mut Outbox<A, R>) {
+        if self.admissions.len() >= MAX_ADMISSIONS {
+            self.admissions.remove(0);
+        }
+        let seq = self.next_seq();
+        self.admissions.push((addr.clone(), seq));
+        out.send(
+            addr.clone(),
+            &[encode_message(&Message::<A>::Ping { seq })],
+            1,
+        );
     }
 
     /// A helper could not reach our target either: the fault is probably not ours.
@@ -565,6 +604,7 @@ mod tests {
         m.join(core::iter::empty());
         for &a in others {
             m.apply(&alive(a), Instant::ZERO);
+            m.confirm(&a);
         }
         m
     }

@@ -117,6 +117,10 @@ pub(crate) struct Member<A> {
     pub incarnation: u64,
     pub status: Status,
     pub since: Instant,
+    /// This life answered one of our probes at its address: a blind spoofer never
+    /// can. Until then the member is admitted on trust, and held to a share of the
+    /// table from which it is evicted first.
+    pub confirmed: bool,
 }
 
 impl<A: Clone> Member<A> {
@@ -232,8 +236,8 @@ impl<A: crate::Address> Roster<A> {
 }
 
 /// What applying a claim about someone else did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Applied {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Applied<A> {
     pub change: Change,
     /// The member just entered the live roster (it was not live before).
     pub entered_live: bool,
@@ -241,6 +245,8 @@ pub(crate) struct Applied {
     pub refused: bool,
     /// The claim moved a member further than the bounds allow, and was ignored.
     pub implausible: bool,
+    /// An unconfirmed member evicted to make room for this one.
+    pub evicted: Option<A>,
 }
 
 /// What a claim about ourselves calls for.
@@ -282,11 +288,30 @@ pub(crate) struct Membership<A> {
     map: Map<A, Member<A>>,
     live: Roster<A>,
     dead: Roster<A>,
+    /// Members not confirmed yet (see [`Member::confirmed`]), and where eviction
+    /// among them goes next.
+    unconfirmed: Roster<A>,
+    evict_at: usize,
+    ping_at: usize,
     max_members: usize,
+    max_unconfirmed: usize,
 }
 
 impl<A: crate::Address> Membership<A> {
+    /// A membership with the default unconfirmed share (tests).
+    #[cfg(test)]
     pub fn new(me: NodeId<A>, max_members: usize, hasher: SeededState) -> Self {
+        Self::with_unconfirmed_share(me, max_members, 25, hasher)
+    }
+
+    /// A membership whose unconfirmed members may fill at most `share` percent of
+    /// the table.
+    pub fn with_unconfirmed_share(
+        me: NodeId<A>,
+        max_members: usize,
+        share: u8,
+        hasher: SeededState,
+    ) -> Self {
         Membership {
             me,
             incarnation: 0,
@@ -295,7 +320,11 @@ impl<A: crate::Address> Membership<A> {
             map: Map::with_hasher(hasher),
             live: Roster::new(hasher),
             dead: Roster::new(hasher),
+            unconfirmed: Roster::new(hasher),
+            evict_at: 0,
+            ping_at: 0,
             max_members,
+            max_unconfirmed: (max_members * usize::from(share.min(100)) / 100).max(1),
         }
     }
 
@@ -384,10 +413,21 @@ impl<A: crate::Address> Membership<A> {
     // ----- the others ---------------------------------------------------------------
 
     /// Applies a claim about someone else and keeps the rosters in step.
-    pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied {
-        let room = self.map.len() < self.max_members;
+    pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied<A> {
         let known_before = self.map.contains_key(&claim.id.addr);
         let implausible = self.implausible(claim);
+        // A newcomer enters unconfirmed: when unconfirmed members hold their whole share
+        // (or the table is full), the next one in turn makes room, so a flood of forged
+        // identities can neither fill the table nor keep a real newcomer out.
+        let mut evicted = None;
+        let newcomer = !known_before && !implausible && claim.status == Status::Alive;
+        if newcomer
+            && (self.unconfirmed.len() >= self.max_unconfirmed
+                || self.map.len() >= self.max_members)
+        {
+            evicted = self.evict_unconfirmed();
+        }
+        let room = self.map.len() < self.max_members;
         let change = if implausible {
             Change::None
         } else {
@@ -408,12 +448,86 @@ impl<A: crate::Address> Membership<A> {
             }
             Change::None | Change::Refreshed | Change::Suspected => {}
         }
+        if self.map.get(addr).is_some_and(|m| !m.confirmed) {
+            self.unconfirmed.insert(addr);
+        }
         Applied {
             change,
             entered_live,
             refused,
             implausible,
+            evicted,
         }
+    }
+
+    /// Evicts the next unconfirmed member in turn; returns it.
+    fn evict_unconfirmed(&mut self) -> Option<A> {
+        let n = self.unconfirmed.len();
+        if n == 0 {
+            return None;
+        }
+        let victim = self.unconfirmed.list[self.evict_at % n].clone();
+        self.evict_at = self.evict_at.wrapping_add(1);
+        self.forget(&victim);
+        Some(victim)
+    }
+
+    /// Removes a member from the table and every roster.
+    fn forget(&mut self, addr: &A) {
+        self.map.remove(addr);
+        self.live.remove(addr);
+        self.dead.remove(addr);
+        self.unconfirmed.remove(addr);
+    }
+
+    /// The member at `addr` answered a probe at its address: it is confirmed.
+    pub fn confirm(&mut self, addr: &A) {
+        if let Some(m) = self.map.get_mut(addr) {
+            m.confirmed = true;
+            self.unconfirmed.remove(addr);
+        }
+    }
+
+    /// Whether the member at `addr` is confirmed.
+    pub fn is_confirmed(&self, addr: &A) -> bool {
+        self.map.get(addr).is_some_and(|m| m.confirmed)
+    }
+
+    /// Members not confirmed yet.
+    pub fn unconfirmed_len(&self) -> usize {
+        self.unconfirmed.len()
+    }
+
+    /// Up to `k` live unconfirmed members, in turn, to ping again.
+    pub fn next_unconfirmed(&mut self, k: usize) -> Vec<A> {
+        let n = self.unconfirmed.len();
+        let mut out = Vec::new();
+        for i in 0..n.min(k) {
+            let a = &self.unconfirmed.list[(self.ping_at + i) % n];
+            if self.map.get(a).is_some_and(|m| m.status.is_live()) {
+                out.push(a.clone());
+            }
+        }
+        self.ping_at = self.ping_at.wrapping_add(n.min(k));
+        out
+    }
+
+    /// Forgets the members that stayed unconfirmed for `ttl`: their admission ping
+    /// went unanswered (a forged identity never answers), so the table shrinks back
+    /// once a flood stops. A real member dropped this way is learned again from its
+    /// peers and pinged again.
+    pub fn expire_unconfirmed(&mut self, now: Instant, ttl: core::time::Duration) -> Vec<A> {
+        let expired: Vec<A> = self
+            .unconfirmed
+            .list
+            .iter()
+            .filter(|a| self.map.get(*a).is_some_and(|m| m.since + ttl <= now))
+            .cloned()
+            .collect();
+        for addr in &expired {
+            self.forget(addr);
+        }
+        expired
     }
 
     /// Whether a claim about a known member moves it further than the member itself
@@ -451,6 +565,7 @@ impl<A: crate::Address> Membership<A> {
                         incarnation: claim.incarnation,
                         status: Status::Alive,
                         since: now,
+                        confirmed: false,
                     },
                 );
                 Change::Joined
@@ -460,6 +575,9 @@ impl<A: crate::Address> Membership<A> {
                     return Change::None;
                 }
                 let new_life = claim.id.generation != m.id.generation;
+                if new_life {
+                    m.confirmed = false;
+                }
                 let was = m.status;
                 m.id.generation = claim.id.generation;
                 m.incarnation = claim.incarnation;
@@ -537,18 +655,15 @@ impl<A: crate::Address> Membership<A> {
                 .is_some_and(|m| m.id.generation == owner.generation && m.status.is_live())
     }
 
-    /// Up to `k` distinct random live members, never `except`.
+    /// Up to `k` distinct random live members, never `except`, never an unconfirmed
+    /// one (we send nothing but an admission ping to an address that has not proven
+    /// itself).
     pub fn pick_live(&self, rng: &mut impl RngCore, k: usize, except: Option<&A>) -> Vec<A> {
         let n = self.live.len();
         let mut out: Vec<A> = Vec::with_capacity(k);
+        let eligible = |a: &A| Some(a) != except && !self.unconfirmed.pos.contains_key(a);
         if n <= k + 1 {
-            out.extend(
-                self.live
-                    .list
-                    .iter()
-                    .filter(|a| Some(*a) != except)
-                    .cloned(),
-            );
+            out.extend(self.live.list.iter().filter(|a| eligible(a)).cloned());
             out.truncate(k);
             return out;
         }
@@ -556,7 +671,7 @@ impl<A: crate::Address> Membership<A> {
         while out.len() < k && tries < 8 * k {
             tries += 1;
             let a = &self.live.list[below(rng, n)];
-            if Some(a) != except && !out.contains(a) {
+            if eligible(a) && !out.contains(a) {
                 out.push(a.clone());
             }
         }
@@ -585,8 +700,7 @@ impl<A: crate::Address> Membership<A> {
             .cloned()
             .collect();
         for addr in &expired {
-            self.map.remove(addr);
-            self.dead.remove(addr);
+            self.forget(addr);
         }
         expired
     }
@@ -602,6 +716,7 @@ mod tests {
             incarnation,
             status,
             since: Instant::ZERO,
+            confirmed: false,
         }
     }
     fn claim(generation: u64, incarnation: u64, status: Status) -> MemberClaim<u32> {
@@ -682,21 +797,23 @@ mod tests {
         }
     }
 
-    fn applied(change: Change, entered_live: bool, refused: bool) -> Applied {
+    fn applied(change: Change, entered_live: bool, refused: bool) -> Applied<u32> {
         Applied {
             change,
             entered_live,
             refused,
             implausible: false,
+            evicted: None,
         }
     }
 
-    fn refused_as_implausible() -> Applied {
+    fn refused_as_implausible() -> Applied<u32> {
         Applied {
             change: Change::None,
             entered_live: false,
             refused: false,
             implausible: true,
+            evicted: None,
         }
     }
 
@@ -720,10 +837,59 @@ mod tests {
         }
     }
 
+    /// A table of `max` members whose unconfirmed members may fill all of it.
     fn table(max: usize) -> Membership<u32> {
-        let mut m = Membership::new(NodeId::new(0, 1), max, crate::hash::SeededState(1));
+        let mut m = Membership::with_unconfirmed_share(
+            NodeId::new(0, 1),
+            max,
+            100,
+            crate::hash::SeededState(1),
+        );
         m.join([0, 9]);
         m
+    }
+
+    #[test]
+    fn unconfirmed_newcomers_take_turns_and_confirmed_members_stay() {
+        use Status::*;
+        // 8 members, at most 2 unconfirmed.
+        let mut m = Membership::with_unconfirmed_share(
+            NodeId::new(0, 1),
+            8,
+            25,
+            crate::hash::SeededState(1),
+        );
+        let t = Instant::ZERO;
+        for a in [1, 2] {
+            m.apply(&about(a, 1, 0, Alive), t);
+            m.confirm(&a);
+        }
+        assert!(m.is_confirmed(&1) && m.is_confirmed(&2));
+        // A flood of strangers: each beyond the share evicts the next unconfirmed one.
+        let mut evicted = 0;
+        for a in 100..1_100 {
+            let got = m.apply(&about(a, 1, 0, Alive), t);
+            assert_eq!(got.change, Change::Joined, "{a}");
+            evicted += usize::from(got.evicted.is_some());
+            assert!(
+                got.evicted.is_none_or(|e| e >= 100),
+                "a confirmed member was evicted"
+            );
+            assert_eq!(m.unconfirmed_len().min(2), m.unconfirmed_len());
+            assert_rosters(&m);
+        }
+        assert_eq!(evicted, 998);
+        assert_eq!(m.len(), 4);
+        // A real newcomer still gets in, and once confirmed it stays.
+        m.apply(&about(7, 1, 0, Alive), t);
+        m.confirm(&7);
+        for a in 2_000..2_100 {
+            m.apply(&about(a, 1, 0, Alive), t);
+        }
+        assert!(m.is_confirmed(&7) && m.get(&7).is_some());
+        // A new life is not confirmed by the old one's probes.
+        m.apply(&about(7, 2, 0, Alive), t);
+        assert!(!m.is_confirmed(&7));
     }
 
     #[test]
@@ -816,6 +982,9 @@ mod tests {
             m.apply(&about(2, 1, 0, Alive), t),
             applied(Change::Joined, true, false)
         );
+        // Confirmed members are never evicted for newcomers.
+        m.confirm(&1);
+        m.confirm(&2);
         assert_eq!(
             m.apply(&about(3, 1, 0, Alive), t),
             applied(Change::None, false, true)
@@ -951,10 +1120,13 @@ mod tests {
         let mut m = table(64);
         for a in 1..=20 {
             m.apply(&about(a, 1, 0, Alive), Instant::ZERO);
+            m.confirm(&a);
         }
         for a in 11..=20 {
             m.apply(&about(a, 1, 0, Dead), Instant::ZERO);
         }
+        // An unconfirmed live member is never picked.
+        m.apply(&about(30, 1, 0, Alive), Instant::ZERO);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..50 {
             let picked = m.pick_live(&mut rng, 3, Some(&4));
@@ -968,7 +1140,9 @@ mod tests {
         let mut few = table(8);
         for a in [1, 2, 3] {
             few.apply(&about(a, 1, 0, Alive), Instant::ZERO);
+            few.confirm(&a);
         }
+        few.apply(&about(4, 1, 0, Alive), Instant::ZERO);
         let mut picked = few.pick_live(&mut rng, 3, Some(&2));
         picked.sort_unstable();
         assert_eq!(picked, alloc::vec![1, 3]);

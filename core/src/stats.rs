@@ -89,6 +89,9 @@ pub struct Stats {
     /// itself: an incarnation or generation jump beyond the bound, or a new life that
     /// arrived dead or suspect (see ARCHITECTURE.md, "Trust and its limits").
     pub claims_refused: u64,
+    /// Unconfirmed members evicted to make room for newcomers (a flood of forged
+    /// identities shows here).
+    pub members_evicted: u64,
     /// Rumours evicted from a full queue before their budget was spent.
     pub rumours_evicted: u64,
     /// Anti-entropy exchanges this node started.

@@ -16,6 +16,11 @@ use crate::placement::{RING_KEY, Received};
 use crate::time::Instant;
 use crate::wire::{DigestEntry, Message, encode_message};
 
+/// Probe periods an unconfirmed member may stay unconfirmed before it is forgotten.
+const UNCONFIRMED_ROUNDS: u32 = 30;
+/// Unconfirmed members pinged again per gossip round (their first ping may be lost).
+const READMISSIONS_PER_ROUND: usize = 8;
+
 impl<A: Address, R: RngCore> Node<A, R> {
     // ----- dispatch -----------------------------------------------------------------
 
@@ -28,7 +33,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
     ) {
         match msg {
             Message::Ping { seq } => self.detector.on_ping(seq, reply),
-            Message::Ack { seq } => self.detector.on_ack(&sender.addr, seq, &mut self.out),
+            Message::Ack { seq } => {
+                if let Some(addr) = self.detector.on_ack(&sender.addr, seq, &mut self.out) {
+                    self.confirmed(&addr);
+                }
+            }
             Message::PingReq { seq, target } => {
                 self.detector
                     .on_ping_req(now, sender, seq, target, reply, &mut self.out)
@@ -130,7 +139,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 incarnation: 0,
                 status: Status::Alive,
             };
-            self.apply_claim(now, claim, None);
+            self.apply_claim_from(now, claim, None, true);
         }
     }
 
@@ -154,6 +163,19 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Applies a claim: membership decides what changed, and each part hears of it.
     pub(super) fn apply_claim(&mut self, now: Instant, claim: MemberClaim<A>, accuser: Option<A>) {
+        self.apply_claim_from(now, claim, accuser, false);
+    }
+
+    /// [`apply_claim`](Self::apply_claim); `direct` when the member itself sent it
+    /// (its own datagram, from its own address): such a claim is passed on at once,
+    /// as SWIM's join, even before the member answers its admission ping.
+    fn apply_claim_from(
+        &mut self,
+        now: Instant,
+        claim: MemberClaim<A>,
+        accuser: Option<A>,
+        direct: bool,
+    ) {
         if claim.id.addr == self.members.me().addr {
             return self.claim_about_me(&claim);
         }
@@ -162,7 +184,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             entered_live,
             refused,
             implausible,
+            evicted,
         } = self.members.apply(&claim, now);
+        if let Some(gone) = evicted {
+            self.forget_member(&gone);
+        }
         if refused {
             self.out.count().members_refused += 1;
         }
@@ -230,9 +256,33 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         }
         self.refresh_tree(&addr);
+        if !self.members.is_confirmed(&addr) {
+            // An identity we could not verify is pinged; it is passed on only if it
+            // reached us itself, else once it answers.
+            if entered_live && claim.status == Status::Alive {
+                self.detector.admit(&addr, &mut self.out);
+            }
+            if !direct {
+                return;
+            }
+        }
         match (claim.status, accuser) {
             (Status::Suspect, Some(acc)) => self.queue_suspect_rumour(&claim, acc),
             _ => self.queue_member_rumour(claim),
+        }
+    }
+
+    /// A member answered a ping at its address: it is confirmed, enters the summary
+    /// and the probe rounds, and its claim spreads.
+    fn confirmed(&mut self, addr: &A) {
+        if self.members.is_confirmed(addr) {
+            return;
+        }
+        self.members.confirm(addr);
+        self.refresh_tree(addr);
+        if let Some(m) = self.members.get(addr) {
+            let claim = m.claim();
+            self.queue_member_rumour(claim);
         }
     }
 
@@ -260,9 +310,29 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.gossip.set(addr, hash);
     }
 
+    /// A member left the table without a verdict (evicted unconfirmed): every part
+    /// forgets it.
+    fn forget_member(&mut self, addr: &A) {
+        self.detector.forget(addr);
+        self.store.forget(addr);
+        self.out.forget_sender(addr);
+        self.gossip.set(addr, None);
+        self.out.count().members_evicted += 1;
+    }
+
     // ----- the gossip round ---------------------------------------------------------
 
     pub(super) fn gossip_round(&mut self, now: Instant) {
+        let ttl = self
+            .config
+            .probe_interval
+            .saturating_mul(UNCONFIRMED_ROUNDS);
+        for addr in self.members.expire_unconfirmed(now, ttl) {
+            self.forget_member(&addr);
+        }
+        for addr in self.members.next_unconfirmed(READMISSIONS_PER_ROUND) {
+            self.detector.admit(&addr, &mut self.out);
+        }
         for addr in self.members.expire_dead(now, self.config.dead_retention) {
             self.store.forget(&addr);
             self.detector.forget(&addr);

@@ -98,7 +98,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let hasher = SeededState(rng.next_u64());
         let detector = Detector::new(&config, hasher, rng.next_u32());
         let mut node = Node {
-            members: Membership::new(id.clone(), config.max_members, hasher),
+            members: Membership::with_unconfirmed_share(
+                id.clone(),
+                config.max_members,
+                config.unconfirmed_share,
+                hasher,
+            ),
             detector,
             gossip: AntiEntropy::new(&config, hasher),
             store: Store::new(&config, hasher),
@@ -168,6 +173,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Members currently alive or suspect, this node excluded.
     pub fn live_members(&self) -> usize {
         self.members.live_len()
+    }
+
+    /// Members known but not confirmed yet: they have not answered one of our probes
+    /// at their address (see `Config::unconfirmed_share`).
+    pub fn unconfirmed_members(&self) -> usize {
+        self.members.unconfirmed_len()
     }
 
     /// The anti-entropy summary root: equal on two nodes that hold the same view.
@@ -318,10 +329,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             self.on_message(now, &sender, msg, &mut reply);
         }
         if !reply.is_empty() {
-            // Replies go where the datagram came from. A source that is not a live
-            // member gets at most three times what it sent (QUIC's anti-amplification
-            // rule), so a spoofed source cannot make us an amplifier.
-            let limit = if self.members.is_live(&from) {
+            // Replies go where the datagram came from. A source that is not a member
+            // (of any status: a healed partition's other side is "dead" for a while)
+            // gets at most three times what it sent (QUIC's anti-amplification rule),
+            // so a spoofed source cannot make us an amplifier.
+            let limit = if self.members.get(&from).is_some() {
                 usize::MAX
             } else {
                 data.len().saturating_mul(3)

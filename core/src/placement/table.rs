@@ -14,7 +14,7 @@ use core::cell::{Cell, Ref, RefCell};
 
 use rand_core::RngCore;
 
-use super::allocator::{ALLOCATION_RF, allocate_tokens_for_rf, random_tokens};
+use super::allocator::{ALLOCATION_RF, allocate_tokens_located, random_tokens};
 use super::murmur::token_for;
 use super::ring::{Location, Replication, Ring, Token};
 use super::topology::{
@@ -502,7 +502,6 @@ impl<A: Address> Placement<A> {
             .iter()
             .position(|n| *n == self.mine.name)
             .unwrap_or(0);
-        let count = joiners.len().max(1);
         let dc = self.mine.location.datacenter.clone();
         let base = Ring::new_located(
             self.records
@@ -513,7 +512,20 @@ impl<A: Address> Placement<A> {
         let seed = stable_hash(&(&joiners, self.ring_hash));
         let mut rng = SplitMix(seed);
         let rf = replicas_in(&self.replication, &dc).clamp(1, 2 * ALLOCATION_RF);
-        let mut all = joint_allocation(&base, count, self.vnodes, rf, &mut rng);
+        let locations: Vec<Location> = joiners
+            .iter()
+            .map(|n| {
+                self.records
+                    .get(*n)
+                    .map_or_else(|| self.mine.location.clone(), |r| r.location.clone())
+            })
+            .collect();
+        let replication = match &self.replication {
+            Replication::Simple(_) => Replication::Simple(rf),
+            Replication::PerDatacenter(_) => Replication::PerDatacenter(alloc::vec![(dc, rf)]),
+        };
+        let mut all =
+            allocate_tokens_located(&base, &locations, self.vnodes, &replication, &mut rng);
         let tokens = if me < all.len() {
             all.swap_remove(me)
         } else {
@@ -720,38 +732,6 @@ fn replicas_in(replication: &Replication, dc: &str) -> usize {
         Replication::Simple(rf) => *rf,
         Replication::PerDatacenter(dcs) => dcs.iter().find(|(d, _)| d == dc).map_or(0, |(_, n)| *n),
     }
-}
-
-/// Tokens for `joiners` new nodes at once, each allocated against the ring with the
-/// ones before it.
-fn joint_allocation(
-    base: &Ring<Owner>,
-    joiners: usize,
-    count: usize,
-    rf: usize,
-    rng: &mut impl RngCore,
-) -> Vec<Vec<Token>> {
-    let mut claims: Vec<(Owner, Vec<Token>)> = Vec::new();
-    for (t, o) in base.tokens() {
-        match claims.iter_mut().find(|(n, _)| n == o) {
-            Some((_, ts)) => ts.push(t),
-            None => claims.push((o.clone(), alloc::vec![t])),
-        }
-    }
-    let mut out = Vec::with_capacity(joiners);
-    for k in 0..joiners {
-        let ring = Ring::new(claims.iter().cloned());
-        let tokens = allocate_tokens_for_rf(&ring, count, rf, rng);
-        claims.push((
-            Owner {
-                epoch: u64::MAX,
-                name: alloc::format!("~{k:08}"),
-            },
-            tokens.clone(),
-        ));
-        out.push(tokens);
-    }
-    out
 }
 
 #[cfg(test)]
