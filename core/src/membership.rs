@@ -188,9 +188,11 @@ fn rank(s: Status) -> u8 {
 pub const MAX_INCARNATION_JUMP: u64 = 1 << 16;
 
 /// The most a claim may raise a known member's generation at once. Generations are a
-/// start time in seconds (or a counter), so a restart moves them by little; 2^24 s is
-/// 194 days, far beyond `dead_retention`, after which the member is forgotten anyway.
-pub const MAX_GENERATION_JUMP: u64 = 1 << 24;
+/// start time (the runtimes use microseconds since 1970, tests a counter), so a
+/// restart moves them by little: 2^40 µs is 12.7 days, far beyond `dead_retention`,
+/// after which the member is forgotten anyway. Saturating a member at `u64::MAX`
+/// takes 2^24 accepted forgeries, each of which a new life must then confirm.
+pub const MAX_GENERATION_JUMP: u64 = 1 << 40;
 
 /// Where this node is in its own life: before `join`, in the cluster, or gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

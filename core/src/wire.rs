@@ -220,6 +220,24 @@ pub enum PacketError {
     Replayed,
 }
 
+impl PacketError {
+    /// The reason as a short, stable name, the same as the field of
+    /// [`Drops`](crate::Drops) it is counted in (for logs and metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PacketError::Truncated => "truncated",
+            PacketError::Oversized { .. } => "oversized",
+            PacketError::BadMagic => "bad_magic",
+            PacketError::UnsupportedVersion(_) => "unsupported_version",
+            PacketError::ForeignCluster => "foreign_cluster",
+            PacketError::Unauthenticated => "unauthenticated",
+            PacketError::Malformed => "malformed",
+            PacketError::FromSelf => "from_self",
+            PacketError::Replayed => "replayed",
+        }
+    }
+}
+
 impl fmt::Display for PacketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

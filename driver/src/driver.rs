@@ -55,6 +55,8 @@ pub struct Driver {
     backlog: Option<VecDeque<Event>>,
     event_capacity: usize,
     last_heard: HashMap<SocketAddr, grapevine::Instant>,
+    /// Dropped datagrams since the last WARN summary.
+    drops: DropLog,
     leave_timeout: Duration,
     phase: Phase,
     events_dropped: u64,
@@ -155,6 +157,7 @@ impl Driver {
             backlog: Some(VecDeque::new()),
             event_capacity: options.event_capacity.max(1),
             last_heard: HashMap::new(),
+            drops: DropLog::default(),
             leave_timeout,
             phase: Phase::Running,
             events_dropped: 0,
@@ -210,10 +213,23 @@ impl Driver {
         }
         let now = self.clock.now();
         match self.node.handle_packet(now, from, data) {
-            Ok(()) => {
+            // Only members' addresses are remembered, and the table is pruned to them
+            // when it outgrows them: a flood from many sources cannot grow it.
+            Ok(()) if self.node.knows(&from) => {
                 self.last_heard.insert(from, now);
+                if self.last_heard.len() > 2 * self.node.members().count() + 64 {
+                    let node = &self.node;
+                    self.last_heard.retain(|a, _| node.knows(a));
+                }
             }
-            Err(e) => tracing::trace!(%from, len = data.len(), error = %e, "dropped datagram"),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::trace!(%from, len = data.len(), error = %e, "dropped datagram");
+                self.drops.record(from, e.reason());
+            }
+        }
+        if let Some(summary) = self.drops.summary(now) {
+            tracing::warn!("{summary}");
         }
     }
 
@@ -695,6 +711,41 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_summarised_at_most_once_a_period_and_stay_bounded() {
+        let mut log = DropLog::default();
+        let t0 = grapevine::Instant::from_secs(100);
+        for i in 0..10_000u32 {
+            let from = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7946));
+            log.record(
+                from,
+                if i % 4 == 0 {
+                    "foreign_cluster"
+                } else {
+                    "unauthenticated"
+                },
+            );
+        }
+        assert_eq!(log.sources.len(), DropLog::SOURCES, "sources are bounded");
+        let summary = log.summary(t0).expect("a summary");
+        assert!(summary.contains("dropped 10000 datagrams"), "{summary}");
+        assert!(summary.contains("foreign_cluster 2500"), "{summary}");
+        assert!(summary.contains("unauthenticated 7500"), "{summary}");
+        assert!(summary.contains("others"), "{summary}");
+        log.record("10.0.0.1:1".parse().unwrap(), "replayed");
+        assert_eq!(
+            log.summary(t0 + Duration::from_secs(5)),
+            None,
+            "rate-limited"
+        );
+        let later = log.summary(t0 + DropLog::PERIOD).expect("after the period");
+        assert!(
+            later.contains("replayed 1") && later.contains("10.0.0.1:1"),
+            "{later}"
+        );
+        assert_eq!(log.summary(t0 + DropLog::PERIOD * 3), None, "nothing new");
+    }
+
+    #[test]
     fn clock_round_trips() {
         let clock = Clock::new();
         let now = clock.now();
@@ -837,5 +888,63 @@ mod tests {
                 .try_iter()
                 .any(|e| matches!(e, Event::Response { .. }))
         );
+    }
+}
+
+/// Dropped datagrams by reason and by source, summarised at WARN at most once per
+/// [`DropLog::PERIOD`], so a wrong `--cluster` or key is visible on both sides without
+/// flooding the log. Bounded: at most [`DropLog::SOURCES`] sources are named.
+#[derive(Debug, Default)]
+struct DropLog {
+    reasons: std::collections::BTreeMap<&'static str, u64>,
+    sources: HashMap<SocketAddr, u64>,
+    others: u64,
+    last: Option<grapevine::Instant>,
+}
+
+impl DropLog {
+    const PERIOD: Duration = Duration::from_secs(10);
+    const SOURCES: usize = 16;
+
+    fn record(&mut self, from: SocketAddr, reason: &'static str) {
+        *self.reasons.entry(reason).or_default() += 1;
+        if let Some(n) = self.sources.get_mut(&from) {
+            *n += 1;
+        } else if self.sources.len() < Self::SOURCES {
+            self.sources.insert(from, 1);
+        } else {
+            self.others += 1;
+        }
+    }
+
+    /// The summary to log now, if drops happened and the period has passed.
+    fn summary(&mut self, now: grapevine::Instant) -> Option<String> {
+        if self.reasons.is_empty() || self.last.is_some_and(|t| now < t + Self::PERIOD) {
+            return None;
+        }
+        self.last = Some(now);
+        let total: u64 = self.reasons.values().sum();
+        let reasons: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        let mut top: Vec<(SocketAddr, u64)> = self.sources.drain().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut sources: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(a, n)| format!("{a} ×{n}"))
+            .collect();
+        if self.others > 0 || top.len() > 5 {
+            sources.push("others".into());
+        }
+        self.reasons.clear();
+        self.others = 0;
+        Some(format!(
+            "dropped {total} datagrams ({}) from {}: check --cluster and the keys",
+            reasons.join(", "),
+            sources.join(", ")
+        ))
     }
 }

@@ -34,8 +34,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         match msg {
             Message::Ping { seq } => self.detector.on_ping(seq, reply),
             Message::Ack { seq } => {
+                // A direct ack confirms the life that sent it, and only that one: an
+                // ack from the same address under another generation does not vouch
+                // for a life someone else claimed.
                 if let Some(addr) = self.detector.on_ack(&sender.addr, seq, &mut self.out) {
-                    self.confirmed(&addr);
+                    if addr == sender.addr
+                        && self.members.get(&addr).is_some_and(|m| m.id == *sender)
+                    {
+                        self.confirmed(&addr);
+                    }
                 }
             }
             Message::PingReq { seq, target } => {

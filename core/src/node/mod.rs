@@ -175,6 +175,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.members.live_len()
     }
 
+    /// Whether `addr` is a member this node knows (of any status).
+    pub fn knows(&self, addr: &A) -> bool {
+        self.members.get(addr).is_some()
+    }
+
     /// Members known but not confirmed yet: they have not answered one of our probes
     /// at their address (see `Config::unconfirmed_share`).
     pub fn unconfirmed_members(&self) -> usize {
