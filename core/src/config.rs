@@ -86,6 +86,11 @@ pub struct Config {
     pub max_value_size: usize,
     /// Largest total of key and value bytes kept for one node's state.
     pub max_state_bytes: usize,
+    /// Most bytes of state this node holds for all owners together (entries with their
+    /// overhead, plus a fixed overhead per owner). Writes from others beyond it are
+    /// refused and counted (`Stats::state_refused`); anti-entropy brings them once
+    /// room frees up. Only confirmed, live owners' state is accepted at all.
+    pub max_total_state_bytes: usize,
 }
 
 impl Config {
@@ -116,6 +121,7 @@ impl Config {
             max_requests_in_flight: 4096,
             max_value_size: 1024,
             max_state_bytes: 64 * 1024,
+            max_total_state_bytes: 64 * 1024 * 1024,
         }
     }
 
@@ -221,6 +227,13 @@ impl Config {
                 field: "max_value_size",
                 min: 1,
                 max: max_value as u64,
+            });
+        }
+        if self.max_total_state_bytes < self.max_state_bytes {
+            return Err(OutOfRange {
+                field: "max_total_state_bytes",
+                min: self.max_state_bytes as u64,
+                max: u64::MAX,
             });
         }
         if self.max_state_bytes < self.max_value_size {

@@ -18,7 +18,7 @@
 //! - after `handle_timeout(now)`, the next deadline is later than `now` (no busy loop).
 #![allow(clippy::panic, missing_docs)]
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -27,12 +27,14 @@ use arbitrary::Arbitrary;
 use rand_core::RngCore;
 use serde::Serialize;
 
+use crate::Duration;
 use crate::config::Config;
 use crate::event::Event;
 use crate::hash::{cluster_id, mix64};
-use crate::keyring::{Keyring, SEAL_OVERHEAD};
+use crate::keyring::{Key, Keyring, SEAL_OVERHEAD};
 use crate::membership::{MemberInfo, NodeId, Status};
 use crate::node::Node;
+use crate::placement::{PlacementRecord, Token, Topology};
 use crate::routing::RequestId;
 use crate::stats::{Drops, Stats};
 use crate::time::Instant;
@@ -340,6 +342,30 @@ pub enum Input {
     Leave { node: u8 },
     /// A node restarts as a new generation (a fresh `Node`), not yet joined.
     Restart { node: u8 },
+    /// A node crashes: it gets no more input (datagrams to it are lost, its timers do
+    /// not fire) until it restarts. Requests routed to it fail over.
+    Crash { node: u8 },
+    /// `count` (up to 63) strangers at consecutive addresses from `first` (node
+    /// addresses skipped) each send a node a well-formed ping in their own name, so
+    /// that its member table fills (unconfirmed admission, evictions).
+    Crowd {
+        node: u8,
+        first: FuzzAddr,
+        count: u8,
+    },
+    /// Every in-flight ping addressed to a stranger is answered by that stranger (an
+    /// ack from generation 1), so that strangers get confirmed and fill the table.
+    Ghosts,
+    /// A node writes `count` (up to 63) keys at once, so that its rumour queue fills.
+    Burst { node: u8, count: u8, len: u8 },
+    /// Every node responds to every request it has received (forwarded responses).
+    Serve,
+    /// Key rotation on every node at once (keyed setups): install a new key, deliver
+    /// what is in flight, make it the primary, deliver again, remove the old one.
+    Rotate,
+    /// `seconds` (up to 63) of a healthy network: every datagram delivered, timers
+    /// fired as they fall due.
+    Run { seconds: u8 },
 }
 
 /// The `node` target's input: a setup and a sequence of inputs.
@@ -375,26 +401,94 @@ struct Slot {
     generation: u64,
     incarnation: u64,
     joined: bool,
+    /// `leave` was called since the last `join`.
     left: bool,
+    /// `leave` was called in this life: the node may believe itself Left.
+    ever_left: bool,
+    /// Crashed: gets no input until it restarts.
+    down: bool,
     /// What this node wrote (keys outside `gv.`), as the owner sees it.
     model: BTreeMap<String, Vec<u8>>,
     /// Requests delivered here, for `respond`.
     requests: Vec<RequestId>,
+    /// Members this node has seen Normal on its ring: name → (epoch, tokens).
+    established: BTreeMap<String, (u64, Vec<Token>)>,
+}
+
+impl Slot {
+    fn new(node: Node<FuzzAddr, FuzzRng>, generation: u64) -> Slot {
+        Slot {
+            node,
+            generation,
+            incarnation: 0,
+            joined: false,
+            left: false,
+            ever_left: false,
+            down: false,
+            model: BTreeMap::new(),
+            requests: Vec::new(),
+            established: BTreeMap::new(),
+        }
+    }
+
+    /// Joined, not leaving or left, not crashed: a member that keeps answering.
+    fn is_up(&self) -> bool {
+        self.joined
+            && !self.left
+            && !self.down
+            && self
+                .node
+                .members()
+                .next()
+                .is_some_and(|m| m.state == Status::Alive)
+            && !matches!(
+                self.node.topology_state(),
+                Topology::Leaving | Topology::Left | Topology::Removed
+            )
+    }
+}
+
+/// A datagram on the fuzz network.
+#[derive(Clone)]
+struct Flight {
+    from: FuzzAddr,
+    to: FuzzAddr,
+    payload: Vec<u8>,
+    /// The sender's generation when it sent it.
+    generation: u64,
+    /// Duplicated: one of the copies may be refused as a replay.
+    dup: bool,
 }
 
 struct World {
     config: Config,
     keyring: Option<Keyring>,
+    /// The primary key of a keyed setup (rotated by [`Input::Rotate`]).
+    key: Key,
     slots: Vec<Slot>,
     now: Instant,
-    /// In flight: (from, to, payload).
-    wire: Vec<(FuzzAddr, FuzzAddr, Vec<u8>)>,
+    wire: Vec<Flight>,
     nonce: u64,
     seed: u64,
+    /// Per (destination node, sender address): the sender's generation and the
+    /// highest sealed sequence number delivered, to tell a legitimate replay refusal
+    /// (a datagram older than the replay window) from a wrong one.
+    highest: BTreeMap<(usize, FuzzAddr), (u64, u64)>,
+    /// (destination node, sender address) whose replay window a forged datagram in
+    /// that sender's name may have moved.
+    forged: BTreeSet<(usize, FuzzAddr)>,
 }
 
 fn addr_of(i: usize) -> FuzzAddr {
     i as FuzzAddr + 1
+}
+
+/// The sealed sequence number of a datagram (the nonce's first eight bytes).
+fn seq_of(payload: &[u8]) -> u64 {
+    payload
+        .get(HEADER_LEN..HEADER_LEN + 8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 impl World {
@@ -415,6 +509,40 @@ impl World {
         usize::from(node) % self.slots.len()
     }
 
+    /// The node `node` picks, unless it is down.
+    fn pick_up(&self, node: u8) -> Option<usize> {
+        let i = self.pick(node);
+        (!self.slots[i].down).then_some(i)
+    }
+
+    fn node_index(&self, addr: FuzzAddr) -> Option<usize> {
+        (1..=self.slots.len())
+            .find(|&a| a as FuzzAddr == addr)
+            .map(|a| a - 1)
+    }
+
+    /// Seals (in a keyed setup, unless `unsealed`) and encodes a datagram.
+    fn packet(
+        &mut self,
+        sender: &NodeId<FuzzAddr>,
+        messages: &[Message<FuzzAddr>],
+        unsealed: bool,
+    ) -> Vec<u8> {
+        self.nonce += 1;
+        let mut nonce = [0u8; 24];
+        nonce[..8].copy_from_slice(&self.nonce.to_le_bytes());
+        let ring = self.keyring.as_ref().filter(|_| !unsealed);
+        let cid = cluster_id(&self.config.cluster_name);
+        encode_packet(
+            cid,
+            ring,
+            nonce,
+            sender,
+            messages,
+            self.config.max_datagram_size,
+        )
+    }
+
     /// Drains node `i` and checks its invariants.
     fn settle(&mut self, i: usize) {
         let me = addr_of(i);
@@ -424,7 +552,13 @@ impl World {
             if self.wire.len() >= MAX_IN_FLIGHT {
                 self.wire.remove(0);
             }
-            self.wire.push((me, dest, payload));
+            self.wire.push(Flight {
+                from: me,
+                to: dest,
+                payload,
+                generation: slot.generation,
+                dup: false,
+            });
         }
         while let Some(e) = slot.node.poll_event() {
             let about = match &e {
@@ -450,6 +584,8 @@ impl World {
             }
         }
         check(slot, &self.config);
+        check_bounds(&slot.node, &self.config);
+        check_ring(slot);
     }
 
     fn settle_all(&mut self) {
@@ -459,23 +595,61 @@ impl World {
     }
 
     fn deliver(&mut self, k: usize) {
-        let (from, to, payload) = self.wire.remove(k);
-        let Some(i) = (1..=self.slots.len())
-            .find(|&a| a as FuzzAddr == to)
-            .map(|a| a - 1)
-        else {
+        let flight = self.wire.remove(k);
+        let Some(i) = self.node_index(flight.to) else {
             return; // addressed to no node: lost
         };
+        if self.slots[i].down {
+            return;
+        }
         let now = self.now;
-        let result = feed(&mut self.slots[i].node, now, from, &payload);
-        if let Err(e) = result {
+        let result = feed(&mut self.slots[i].node, now, flight.from, &flight.payload);
+        let seq = seq_of(&flight.payload);
+        match result {
+            Ok(()) => {
+                if self.keyring.is_some() {
+                    let entry = self
+                        .highest
+                        .entry((i, flight.from))
+                        .or_insert((flight.generation, seq));
+                    if (flight.generation, seq) > *entry {
+                        *entry = (flight.generation, seq);
+                    }
+                }
+            }
+            Err(PacketError::Replayed) if self.replay_explained(i, &flight, seq) => {}
             // Our own output must always be accepted by its destination.
-            panic!("node {to} rejected a datagram that node {from} emitted: {e:?}");
+            Err(e) => panic!(
+                "node {} rejected a datagram that node {} emitted: {e:?}",
+                flight.to, flight.from
+            ),
         }
         self.settle(i);
     }
 
+    /// Whether a refusal of `flight` at node `i` as a replay is legitimate: it was
+    /// duplicated, its sender has restarted since, a forged datagram moved the
+    /// window, or a later datagram of the same life moved the window past it.
+    fn replay_explained(&self, i: usize, flight: &Flight, seq: u64) -> bool {
+        let sender_moved_on = self
+            .node_index(flight.from)
+            .is_some_and(|s| self.slots[s].generation > flight.generation);
+        let stale = self
+            .highest
+            .get(&(i, flight.from))
+            .is_some_and(|&(generation, highest)| {
+                generation > flight.generation
+                    || (generation == flight.generation
+                        && highest >= seq.saturating_add(crate::outbox::REPLAY_WINDOW))
+            });
+        self.keyring.is_some()
+            && (flight.dup || sender_moved_on || stale || self.forged.contains(&(i, flight.from)))
+    }
+
     fn timeout(&mut self, i: usize) {
+        if self.slots[i].down {
+            return;
+        }
         let now = self.now;
         self.slots[i].node.handle_timeout(now);
         let next = self.slots[i].node.poll_timeout();
@@ -486,10 +660,119 @@ impl World {
         self.settle(i);
     }
 
+    /// Delivers everything in flight now, including what the deliveries cause
+    /// (bounded, in case two nodes answer each other forever).
+    fn drain_wire(&mut self) {
+        let mut budget = 4 * MAX_IN_FLIGHT;
+        while !self.wire.is_empty() && budget > 0 {
+            self.deliver(0);
+            budget -= 1;
+        }
+    }
+
+    /// A healthy network for `d`: every datagram delivered at once, every timer fired
+    /// when it falls due.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.drain_wire();
+            let next = (0..self.slots.len())
+                .filter(|&i| !self.slots[i].down)
+                .filter_map(|i| self.slots[i].node.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for i in 0..self.slots.len() {
+                        if self.slots[i]
+                            .node
+                            .poll_timeout()
+                            .is_some_and(|t| t <= self.now)
+                        {
+                            self.timeout(i);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    /// Long enough for every verdict to settle once the network is healthy: a probe
+    /// of every member, the longest suspicion, the retention of the dead (so that a
+    /// full table makes room), and a few gossip rounds.
+    fn quiet_period(&self) -> Duration {
+        let c = &self.config;
+        let members = c.max_members as u32 + 1;
+        // Lifeguard's longest suspicion: suspicion_mult · log10(n) · probe_interval
+        // (log10 n ≤ 2 here), times suspicion_max_mult.
+        let suspicion = c.probe_interval * (2 * c.suspicion_mult * c.suspicion_max_mult);
+        // A node's probe interval stretches with its health score.
+        let probes = c.probe_interval * members * (c.awareness_max + 1);
+        probes + suspicion + c.dead_retention + c.gossip_interval * 10
+    }
+
+    /// The liveness invariant: after a quiet period, every node that is up is alive in
+    /// the view of every other up node of its component (nodes linked by one holding
+    /// the other's current life as live at the start of the period).
+    fn check_liveness(&mut self) {
+        let up: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_up())
+            .collect();
+        if up.len() < 2 {
+            return;
+        }
+        let holds_live = |a: &Slot, b: &Slot| {
+            let b_id = b.node.id();
+            a.node.members().any(|m| m.id == *b_id && m.state.is_live())
+        };
+        // Components, by union-find over the up nodes.
+        let mut comp: Vec<usize> = (0..self.slots.len()).collect();
+        fn root(comp: &mut [usize], mut x: usize) -> usize {
+            while comp[x] != x {
+                x = comp[x];
+            }
+            x
+        }
+        for &a in &up {
+            for &b in &up {
+                if a != b && holds_live(&self.slots[a], &self.slots[b]) {
+                    let (ra, rb) = (root(&mut comp, a), root(&mut comp, b));
+                    comp[ra] = rb;
+                }
+            }
+        }
+        let quiet = self.quiet_period();
+        self.run_for(quiet);
+        for &a in &up {
+            for &b in &up {
+                if a == b || root(&mut comp, a) != root(&mut comp, b) {
+                    continue;
+                }
+                let (sa, sb) = (&self.slots[a], &self.slots[b]);
+                if !sa.is_up() || !sb.is_up() {
+                    continue;
+                }
+                let b_addr = addr_of(b);
+                let view = sa.node.members().find(|m| m.id.addr == b_addr);
+                assert!(
+                    view.as_ref().is_some_and(
+                        |m| m.state == Status::Alive && m.id.generation >= sb.generation
+                    ),
+                    "liveness: node {} is up and answering, but after {quiet:?} of quiet \
+                     node {} holds it as {view:?}",
+                    b_addr,
+                    addr_of(a)
+                );
+            }
+        }
+    }
+
     fn step(&mut self, input: Input) {
         match input {
             Input::Raw { node, from, data } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let _ = feed(&mut self.slots[i].node, self.now, from, &data);
                 self.settle(i);
             }
@@ -500,23 +783,19 @@ impl World {
                 messages,
                 unsealed,
             } => {
-                let i = self.pick(node);
-                self.nonce += 1;
-                let mut nonce = [0u8; 24];
-                nonce[..8].copy_from_slice(&self.nonce.to_le_bytes());
-                let ring = self.keyring.as_ref().filter(|_| !unsealed);
-                let cid = cluster_id(&self.config.cluster_name);
-                let data = encode_packet(
-                    cid,
-                    ring,
-                    nonce,
-                    &sender,
-                    &messages,
-                    self.config.max_datagram_size,
-                );
+                let Some(i) = self.pick_up(node) else { return };
+                let keyed = self.keyring.is_some();
+                let sealed = keyed && !unsealed;
+                let data = self.packet(&sender, &messages, unsealed);
+                if sealed && self.node_index(sender.addr).is_some() {
+                    self.forged.insert((i, sender.addr));
+                }
                 let result = feed(&mut self.slots[i].node, self.now, from, &data);
-                if self.keyring.is_some() == ring.is_some() && sender.addr != addr_of(i) {
-                    assert_eq!(result, Ok(()), "a well-formed datagram was refused");
+                if keyed == sealed && sender.addr != addr_of(i) {
+                    // A forged sender's replay window may refuse a sealed datagram.
+                    if !(sealed && result == Err(PacketError::Replayed)) {
+                        assert_eq!(result, Ok(()), "a well-formed datagram was refused");
+                    }
                 }
                 self.settle(i);
             }
@@ -524,6 +803,7 @@ impl World {
                 if !self.wire.is_empty() {
                     let k = usize::from(pick) % self.wire.len();
                     if keep {
+                        self.wire[k].dup = true;
                         let copy = self.wire[k].clone();
                         self.wire.push(copy);
                     }
@@ -542,13 +822,14 @@ impl World {
                 }
             }
             Input::Tick { millis } => {
-                self.now = self.now + crate::Duration::from_millis(u64::from(millis));
+                self.now = self.now + Duration::from_millis(u64::from(millis));
                 for i in 0..self.slots.len() {
                     self.timeout(i);
                 }
             }
             Input::Wake => {
                 let next = (0..self.slots.len())
+                    .filter(|&i| !self.slots[i].down)
                     .filter_map(|i| self.slots[i].node.poll_timeout().map(|t| (t, i)))
                     .min();
                 if let Some((t, i)) = next {
@@ -557,7 +838,7 @@ impl World {
                 }
             }
             Input::Set { node, key, value } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let now = self.now;
                 let slot = &mut self.slots[i];
                 if slot.node.set(now, &key, &value).is_ok() {
@@ -566,7 +847,7 @@ impl World {
                 self.settle(i);
             }
             Input::Delete { node, key } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let now = self.now;
                 let slot = &mut self.slots[i];
                 if slot.node.delete(now, &key).is_ok() {
@@ -575,7 +856,7 @@ impl World {
                 self.settle(i);
             }
             Input::Request { node, key, payload } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let _ = self.slots[i].node.handle_request(self.now, &key, payload);
                 self.settle(i);
             }
@@ -584,7 +865,7 @@ impl World {
                 pick,
                 payload,
             } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let slot = &mut self.slots[i];
                 let id = if slot.requests.is_empty() {
                     RequestId(u64::from(pick))
@@ -596,33 +877,136 @@ impl World {
                 self.settle(i);
             }
             Input::Join { node, seeds } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 self.slots[i].node.join(self.now, seeds);
                 self.slots[i].joined = true;
                 self.slots[i].left = false;
                 self.settle(i);
             }
             Input::Leave { node } => {
-                let i = self.pick(node);
+                let Some(i) = self.pick_up(node) else { return };
                 let slot = &mut self.slots[i];
                 slot.node.leave(self.now);
                 slot.left |= slot.joined;
+                slot.ever_left |= slot.joined;
                 self.settle(i);
             }
             Input::Restart { node } => {
                 let i = self.pick(node);
                 let generation = self.slots[i].generation + 1;
                 let fresh = self.new_node(i, generation);
-                self.slots[i] = Slot {
-                    node: fresh,
-                    generation,
-                    incarnation: 0,
-                    joined: false,
-                    left: false,
-                    model: BTreeMap::new(),
-                    requests: Vec::new(),
-                };
+                self.slots[i] = Slot::new(fresh, generation);
+                self.highest.retain(|&(to, _), _| to != i);
+                self.forged.retain(|&(to, _)| to != i);
                 self.settle(i);
+            }
+            Input::Crash { node } => {
+                let i = self.pick(node);
+                self.slots[i].down = true;
+            }
+            Input::Crowd { node, first, count } => {
+                let Some(i) = self.pick_up(node) else { return };
+                for k in 0..count % 64 {
+                    let addr = first.wrapping_add(k);
+                    if self.node_index(addr).is_some() {
+                        continue;
+                    }
+                    let sender = NodeId::new(addr, 1);
+                    let data = self.packet(&sender, &[Message::Ping { seq: u32::from(k) }], false);
+                    let _ = feed(&mut self.slots[i].node, self.now, addr, &data);
+                    self.settle(i);
+                }
+            }
+            Input::Ghosts => {
+                let (ghosts, rest): (Vec<Flight>, Vec<Flight>) = core::mem::take(&mut self.wire)
+                    .into_iter()
+                    .partition(|f| self.node_index(f.to).is_none());
+                self.wire = rest;
+                for f in ghosts {
+                    let Some(i) = self.node_index(f.from) else {
+                        continue;
+                    };
+                    if self.slots[i].down || f.payload.len() < HEADER_LEN {
+                        continue;
+                    }
+                    let (aad, body) = f.payload.split_at(HEADER_LEN);
+                    let plain = match &self.keyring {
+                        Some(ring) => ring.open(aad, body),
+                        None => Some(body.to_vec()),
+                    };
+                    let Some(Ok((_, messages))) = plain.map(|p| decode_body::<FuzzAddr>(&p)) else {
+                        continue;
+                    };
+                    let acks: Vec<Message<FuzzAddr>> = messages
+                        .iter()
+                        .filter_map(|m| match m {
+                            Message::Ping { seq } => Some(Message::Ack { seq: *seq }),
+                            _ => None,
+                        })
+                        .collect();
+                    if acks.is_empty() {
+                        continue;
+                    }
+                    let data = self.packet(&NodeId::new(f.to, 1), &acks, false);
+                    let _ = feed(&mut self.slots[i].node, self.now, f.to, &data);
+                    self.settle(i);
+                }
+            }
+            Input::Burst { node, count, len } => {
+                let Some(i) = self.pick_up(node) else { return };
+                let now = self.now;
+                let slot = &mut self.slots[i];
+                for k in 0..count % 64 {
+                    let key = alloc::format!("b{k}");
+                    let value = alloc::vec![k; usize::from(len % 64)];
+                    if slot.node.set(now, &key, &value).is_ok() {
+                        slot.model.insert(key, value);
+                    }
+                }
+                self.settle(i);
+            }
+            Input::Serve => {
+                for i in 0..self.slots.len() {
+                    if self.slots[i].down {
+                        continue;
+                    }
+                    let now = self.now;
+                    let slot = &mut self.slots[i];
+                    for id in core::mem::take(&mut slot.requests) {
+                        let _ = slot.node.respond(now, id, alloc::vec![addr_of(i)]);
+                    }
+                    self.settle(i);
+                }
+            }
+            Input::Rotate => {
+                if self.keyring.is_none() {
+                    return;
+                }
+                let old = self.key;
+                let new = [old[0].wrapping_add(1); 32];
+                self.key = new;
+                let every = |w: &mut World, f: &dyn Fn(&mut Keyring)| {
+                    for slot in &mut w.slots {
+                        if let Some(ring) = slot.node.keyring_mut() {
+                            f(ring);
+                        }
+                    }
+                    if let Some(ring) = w.keyring.as_mut() {
+                        f(ring);
+                    }
+                };
+                every(self, &|r| r.install(new));
+                self.drain_wire();
+                every(self, &|r| {
+                    let _ = r.use_key(&new);
+                });
+                self.drain_wire();
+                every(self, &|r| {
+                    let _ = r.remove(&old);
+                });
+            }
+            Input::Run { seconds } => {
+                self.run_for(Duration::from_secs(u64::from(seconds % 64)));
             }
         }
     }
@@ -647,13 +1031,9 @@ fn check(slot: &mut Slot, config: &Config) {
     };
     assert_eq!(first.id, me, "members() lists the node itself first");
     assert_eq!(first.incarnation, inc);
-    let expected = if slot.left {
-        Status::Left
-    } else {
-        Status::Alive
-    };
-    assert_eq!(
-        first.state, expected,
+    // A decommissioning node stays alive until it has handed its ranges over.
+    assert!(
+        first.state == Status::Alive || (slot.ever_left && first.state == Status::Left),
         "the node believes itself {:?}",
         first.state
     );
@@ -691,34 +1071,264 @@ fn check(slot: &mut Slot, config: &Config) {
     }
 }
 
+/// Placement records a node may hold: one per member it can hold, plus as many
+/// tombstones (Left, Removed).
+pub fn max_records(config: &Config) -> usize {
+    2 * (config.max_members + 1)
+}
+
+/// The global memory bound: the member table, the unconfirmed share, the state held
+/// (for at most a table's worth of owners, each within `max_state_bytes`; the fuzz
+/// network has only 256 addresses, so every one is looked at) and the placement
+/// records.
+fn check_bounds(node: &Node<FuzzAddr, FuzzRng>, config: &Config) {
+    let share = (config.max_members * usize::from(config.unconfirmed_share.min(100)) / 100).max(1);
+    let unconfirmed = node.unconfirmed_members();
+    assert!(
+        unconfirmed <= share,
+        "{unconfirmed} unconfirmed members held, the share is {share}"
+    );
+    let (mut owners, mut bytes) = (0usize, 0usize);
+    for a in 0..=FuzzAddr::MAX {
+        if node.state_hash(&a).is_some() {
+            owners += 1;
+            bytes += node
+                .keys(&a)
+                .map(|(k, _, v)| k.len() + v.len())
+                .sum::<usize>();
+        }
+    }
+    assert!(
+        owners <= config.max_members + 1,
+        "state held for {owners} owners, max_members is {}",
+        config.max_members
+    );
+    assert!(
+        bytes <= (config.max_members + 1) * config.max_state_bytes,
+        "{bytes} bytes of state held in all"
+    );
+    let records = node.topology().count();
+    assert!(
+        records <= max_records(config),
+        "{records} placement records held (bound {})",
+        max_records(config)
+    );
+}
+
+/// Ring ownership: the tokens of a member this node has seen established (Normal, on
+/// the ring) are held by no other on-ring name for as long as that member stays on
+/// the ring with the same tokens (it leaves, or an operator removes it, first).
+fn check_ring(slot: &mut Slot) {
+    let node = &slot.node;
+    let records: BTreeMap<&str, &PlacementRecord<FuzzAddr>> =
+        node.topology().map(|r| (r.name.as_str(), r)).collect();
+    // Forget members that left the ring or took other tokens (after a departure).
+    slot.established.retain(|name, (epoch, tokens)| {
+        records
+            .get(name.as_str())
+            .is_some_and(|r| r.status.is_on_ring() && r.epoch == *epoch && r.tokens == *tokens)
+    });
+    for r in records.values() {
+        if r.status == Topology::Normal && !r.tokens.is_empty() {
+            slot.established
+                .entry(r.name.clone())
+                .or_insert_with(|| (r.epoch, r.tokens.clone()));
+        }
+    }
+    for (name, (_, tokens)) in &slot.established {
+        for r in records.values() {
+            if r.name == *name || !r.status.is_on_ring() {
+                continue;
+            }
+            if let Some(t) = r.tokens.iter().find(|t| tokens.binary_search(t).is_ok()) {
+                panic!(
+                    "ring ownership: node {} holds {:?} on the ring with token {t} of the \
+                     established member {name:?}",
+                    node.id().addr,
+                    r
+                );
+            }
+        }
+    }
+}
+
 /// The `node` target: runs a scenario on up to three nodes, checking every invariant
-/// after every input.
+/// after every input, then the liveness of the nodes that are up after a quiet period.
 pub fn run(scenario: Scenario) {
     let setup = scenario.setup;
     let config = fuzz_config(&setup);
     let mut world = World {
         keyring: setup.keyed.then(|| Keyring::new(KEY)),
+        key: KEY,
         config,
         slots: Vec::new(),
         now: Instant::ZERO,
         wire: Vec::new(),
         nonce: 0,
         seed: setup.seed,
+        highest: BTreeMap::new(),
+        forged: BTreeSet::new(),
     };
     for i in 0..usize::from(setup.nodes % 3) + 1 {
         let node = world.new_node(i, 1);
-        world.slots.push(Slot {
-            node,
-            generation: 1,
-            incarnation: 0,
-            joined: false,
-            left: false,
-            model: BTreeMap::new(),
-            requests: Vec::new(),
-        });
+        world.slots.push(Slot::new(node, 1));
     }
     world.settle_all();
     for input in scenario.inputs {
         world.step(input);
+    }
+    world.check_liveness();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::Location;
+
+    fn world(nodes: u8, keyed: bool) -> World {
+        let setup = Setup {
+            nodes: nodes - 1,
+            keyed,
+            small_datagrams: false,
+            vnodes: 2,
+            seed: 42,
+        };
+        let mut world = World {
+            keyring: keyed.then(|| Keyring::new(KEY)),
+            key: KEY,
+            config: fuzz_config(&setup),
+            slots: Vec::new(),
+            now: Instant::ZERO,
+            wire: Vec::new(),
+            nonce: 0,
+            seed: setup.seed,
+            highest: BTreeMap::new(),
+            forged: BTreeSet::new(),
+        };
+        for i in 0..usize::from(nodes) {
+            let node = world.new_node(i, 1);
+            world.slots.push(Slot::new(node, 1));
+        }
+        world.settle_all();
+        world
+    }
+
+    /// The macro inputs reach what single datagrams rarely do: a full member table
+    /// (evictions), a full rumour queue, forwarded responses, failover and rotation.
+    #[test]
+    fn macro_inputs_reach_the_deep_paths() {
+        let mut w = world(3, true);
+        for (node, seeds) in [
+            (0u8, alloc::vec![]),
+            (1, alloc::vec![1]),
+            (2, alloc::vec![1]),
+        ] {
+            w.step(Input::Join { node, seeds });
+        }
+        w.step(Input::Run { seconds: 30 });
+        for i in 0..3 {
+            assert_eq!(
+                w.slots[i].node.live_members(),
+                2,
+                "node {i} sees the others"
+            );
+        }
+        // Strangers: a crowd, then ghosts that answer pings, repeatedly.
+        for round in 0..6u8 {
+            w.step(Input::Crowd {
+                node: 0,
+                first: 10 + round * 20,
+                count: 30,
+            });
+            for _ in 0..20 {
+                w.step(Input::Tick { millis: 500 });
+                w.step(Input::Ghosts);
+                w.step(Input::Flush);
+            }
+        }
+        let s = *w.slots[0].node.stats();
+        assert!(s.members_evicted > 0 || s.members_refused > 0, "{s:?}");
+        assert_eq!(w.slots[0].node.members().count(), w.config.max_members + 1);
+        w.step(Input::Burst {
+            node: 1,
+            count: 63,
+            len: 3,
+        });
+        assert!(w.slots[1].node.stats().rumours_evicted > 0);
+        // Requests from every node, served where they land.
+        for k in 0..40u8 {
+            w.step(Input::Request {
+                node: k,
+                key: alloc::vec![k],
+                payload: alloc::vec![k],
+            });
+        }
+        w.step(Input::Flush);
+        w.step(Input::Serve);
+        w.step(Input::Flush);
+        w.step(Input::Flush);
+        let forwarded: u64 = w
+            .slots
+            .iter()
+            .map(|s| s.node.stats().requests_forwarded)
+            .sum();
+        assert!(forwarded > 0);
+        // A crash: requests to its ranges fail over.
+        w.step(Input::Crash { node: 2 });
+        for k in 0..40u8 {
+            w.step(Input::Request {
+                node: k % 2,
+                key: alloc::vec![k, 1],
+                payload: alloc::vec![k],
+            });
+        }
+        w.step(Input::Run { seconds: 3 });
+        let failed_over: u64 = w
+            .slots
+            .iter()
+            .map(|s| s.node.stats().requests_failed_over)
+            .sum();
+        assert!(failed_over > 0);
+        w.step(Input::Rotate);
+        w.step(Input::Restart { node: 2 });
+        w.step(Input::Join {
+            node: 2,
+            seeds: alloc::vec![1],
+        });
+        w.step(Input::Run { seconds: 10 });
+        w.check_liveness();
+    }
+
+    /// Placement records from a stranger: one datagram each, distinct names.
+    #[test]
+    fn placement_records_stay_bounded() {
+        let mut w = world(1, false);
+        w.step(Input::Join {
+            node: 0,
+            seeds: alloc::vec![],
+        });
+        let bound = max_records(&w.config);
+        let mut held = 0;
+        for k in 0..(bound as u32 + 10) {
+            let record = PlacementRecord {
+                name: alloc::format!("ghost-{k}"),
+                addr: 200,
+                generation: 1,
+                version: 1,
+                epoch: 0,
+                status: Topology::Joining,
+                location: Location::default(),
+                tokens: Vec::new(),
+            };
+            let data = w.packet(&NodeId::new(200, 1), &[Message::Placement(record)], false);
+            let node = &mut w.slots[0].node;
+            let _ = node.handle_packet(w.now, 200, &data);
+            while node.poll_transmit().is_some() {}
+            held = node.topology().count();
+        }
+        assert!(
+            held <= bound,
+            "{held} placement records held, bound {bound}"
+        );
     }
 }

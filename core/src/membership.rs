@@ -647,14 +647,14 @@ impl<A: crate::Address> Membership<A> {
         self.live.pos.contains_key(addr)
     }
 
-    /// Whether `owner` is a live member at that generation (never ourselves): the only
-    /// owners whose state we accept.
+    /// Whether `owner` is a live, confirmed member at that generation (never
+    /// ourselves): the only owners whose state we accept, so forged identities
+    /// cannot make us hold state for them.
     pub fn is_live_owner(&self, owner: &NodeId<A>) -> bool {
         owner.addr != self.me.addr
-            && self
-                .map
-                .get(&owner.addr)
-                .is_some_and(|m| m.id.generation == owner.generation && m.status.is_live())
+            && self.map.get(&owner.addr).is_some_and(|m| {
+                m.id.generation == owner.generation && m.status.is_live() && m.confirmed
+            })
     }
 
     /// Up to `k` distinct random live members, never `except`, never an unconfirmed

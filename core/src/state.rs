@@ -129,7 +129,9 @@ pub(crate) fn key_hash(key: &str, version: u64) -> u64 {
 
 /// What one entry costs beyond its key and value bytes (map node, version, lengths):
 /// charged so that many tiny keys cannot hold far more memory than the budget says.
-pub const ENTRY_OVERHEAD: usize = 48;
+/// Measured: a key's and a value's heap blocks with their allocator headers, and the
+/// entry's share of a B-tree node, come to about 100 bytes beyond the raw bytes.
+pub const ENTRY_OVERHEAD: usize = 112;
 
 fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
     ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len)
@@ -281,6 +283,19 @@ pub(crate) struct Store<A> {
     compacted: usize,
     max_state_bytes: usize,
     tombstone_grace: core::time::Duration,
+    /// Bytes charged for every owner's state (entries with their overhead, plus
+    /// [`OWNER_OVERHEAD`] per owner), and the most the state of others may take.
+    held: usize,
+    max_total: usize,
+}
+
+/// What holding one owner's state costs beyond its entries (the map slot, the
+/// counters): charged so that a flood of tiny owners is bounded too.
+pub const OWNER_OVERHEAD: usize = 192;
+
+/// Moves the charge `held` from an owner's `before` bytes to its `after` bytes.
+fn recharge(held: &mut usize, before: usize, after: usize) {
+    *held = held.saturating_sub(before).saturating_add(after);
 }
 
 impl<A: Address> Store<A> {
@@ -291,6 +306,8 @@ impl<A: Address> Store<A> {
             compacted: 0,
             max_state_bytes: config.max_state_bytes,
             tombstone_grace: config.tombstone_grace,
+            held: 0,
+            max_total: config.max_total_state_bytes,
         }
     }
 
@@ -327,14 +344,27 @@ impl<A: Address> Store<A> {
     /// The state of `owner` at `generation`, replacing an older life's.
     /// `None` if we hold a newer life already.
     fn owner_mut(&mut self, owner: &A, generation: u64) -> Option<&mut OwnerState> {
-        let st = self
-            .owners
-            .entry(owner.clone())
-            .or_insert_with(|| OwnerState::new(generation));
+        let held = &mut self.held;
+        let st = self.owners.entry(owner.clone()).or_insert_with(|| {
+            *held = held.saturating_add(OWNER_OVERHEAD);
+            OwnerState::new(generation)
+        });
         if st.generation < generation {
+            recharge(held, st.bytes, 0);
             *st = OwnerState::new(generation);
         }
         (st.generation == generation).then_some(st)
+    }
+
+    /// Bytes charged for all the state held, ours included.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    fn remove_owner(&mut self, owner: &A) {
+        if let Some(st) = self.owners.remove(owner) {
+            recharge(&mut self.held, st.bytes + OWNER_OVERHEAD, 0);
+        }
     }
 
     /// Our own (empty) state, so our summary entry exists before the first write.
@@ -350,13 +380,13 @@ impl<A: Address> Store<A> {
             .get(&owner.addr)
             .is_some_and(|s| s.generation < owner.generation)
         {
-            self.owners.remove(&owner.addr);
+            self.remove_owner(&owner.addr);
         }
     }
 
-    /// Forgets everything about `owner` (its tombstone expired).
+    /// Forgets everything about `owner` (its tombstone expired, or it was evicted).
     pub fn forget(&mut self, owner: &A) {
-        self.owners.remove(owner);
+        self.remove_owner(owner);
     }
 
     // ----- writes and merges --------------------------------------------------------
@@ -374,11 +404,14 @@ impl<A: Address> Store<A> {
             return Err(StateError::StateFull);
         };
         let version = st.max_version + 1;
+        let before = st.bytes;
         match st.merge(key, version, value.clone(), max_bytes) {
             Merge::Applied => {}
             _ => return Err(StateError::StateFull),
         }
         st.watermark = st.max_version;
+        let after = st.bytes;
+        recharge(&mut self.held, before, after);
         if value.is_none() {
             let due = now + self.tombstone_grace;
             self.queue_tombstone(
@@ -433,7 +466,11 @@ impl<A: Address> Store<A> {
         let owner = page.owner.clone();
         if page.reset {
             if let Some(st) = self.owner_mut(&owner.addr, owner.generation) {
-                for key in st.reset_range(page.after, page.upto, &page.entries) {
+                let before = st.bytes;
+                let dropped = st.reset_range(page.after, page.upto, &page.entries);
+                let after = st.bytes;
+                recharge(&mut self.held, before, after);
+                for key in dropped {
                     note_key_changed(&owner, key, None, out, hook);
                 }
             }
@@ -463,18 +500,37 @@ impl<A: Address> Store<A> {
         out: &mut Outbox<A, R>,
         hook: KeyHook<'_, A>,
     ) -> bool {
+        if !self.owners.contains_key(&owner.addr)
+            && self.held.saturating_add(OWNER_OVERHEAD) > self.max_total
+        {
+            out.count().state_refused += 1;
+            return false;
+        }
         let max_bytes = self.max_state_bytes;
+        let created = !self.owners.contains_key(&owner.addr);
+        let room = self
+            .max_total
+            .saturating_sub(self.held + if created { OWNER_OVERHEAD } else { 0 });
         let Some(st) = self.owner_mut(&owner.addr, owner.generation) else {
             return false;
         };
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return false;
         }
-        match st.merge(key, version, value.clone(), max_bytes) {
+        // The owner's own budget, and no more than the node-wide budget has left.
+        let before = st.bytes;
+        let limit = max_bytes.min(before.saturating_add(room));
+        match st.merge(key, version, value.clone(), limit) {
             Merge::Applied => {}
+            Merge::Full if limit < max_bytes => {
+                out.count().state_refused += 1;
+                return false;
+            }
             _ => return false,
         }
         st.advance_watermark();
+        let after = st.bytes;
+        recharge(&mut self.held, before, after);
         // Whatever we had queued about this key is older than what we now hold.
         out.forget_rumour(&Subject::State(owner.addr.clone(), key.to_string()));
         out.count().deltas_applied += 1;
@@ -655,7 +711,10 @@ impl<A: Address> Store<A> {
                 .filter(|s| s.generation == t.generation)
             {
                 Some(st) if st.watermark >= t.version => {
+                    let before = st.bytes;
                     st.collect(&t.key, t.version);
+                    let after = st.bytes;
+                    recharge(&mut self.held, before, after);
                     false
                 }
                 Some(st) => st

@@ -96,6 +96,9 @@ pub struct Stats {
     pub rumours_evicted: u64,
     /// Anti-entropy exchanges this node started.
     pub syncs: u64,
+    /// Others' state entries refused because the node-wide `max_total_state_bytes`
+    /// was reached.
+    pub state_refused: u64,
     /// State entries applied from rumours or anti-entropy.
     pub deltas_applied: u64,
     /// Requests delivered locally.

@@ -93,13 +93,29 @@ struct Flood<'a> {
     packets: u64,
     messages: u64,
     requests_seen: u64,
+    /// The last ping the node sent to each address (pinged members can be confirmed).
+    pings: std::collections::HashMap<Addr, u32>,
 }
 
 impl Flood<'_> {
     /// Drains the node (dropping what it sends) and fires its timers when due.
     fn settle(&mut self) {
         loop {
-            while self.node.poll_transmit().is_some() {}
+            while let Some(t) = self.node.poll_transmit() {
+                if let Ok((_, msgs)) =
+                    grapevine::wire::decode_body::<Addr>(&t.payload[HEADER_LEN..])
+                {
+                    for m in msgs {
+                        // Only members the tests confirm later; bounded, since the test
+                        // harness's memory is counted too.
+                        if let Message::Ping { seq } = m {
+                            if self.pings.len() < 2048 || self.pings.contains_key(&t.dest) {
+                                self.pings.insert(t.dest, seq);
+                            }
+                        }
+                    }
+                }
+            }
             while let Some(e) = self.node.poll_event() {
                 if matches!(e, Event::Request { .. }) {
                     self.requests_seen += 1;
@@ -177,6 +193,17 @@ impl Flood<'_> {
         );
     }
 
+    /// Answers the node's last ping to `member` as the member would: the node then
+    /// holds it confirmed (and accepts its state).
+    fn confirm(&mut self, member: &NodeId<Addr>) {
+        let seq = *self
+            .pings
+            .get(&member.addr)
+            .expect("the node pinged the member");
+        self.send_from(Some(member), [Message::Ack { seq }], STEP);
+        self.settle();
+    }
+
     fn members(&self) -> Vec<NodeId<Addr>> {
         self.node
             .members()
@@ -224,6 +251,7 @@ fn flood<'a>(region: &'a Region<'a, System>, c: &Config, seed: u64) -> Flood<'a>
         packets: 0,
         messages: 0,
         requests_seen: 0,
+        pings: std::collections::HashMap::new(),
     };
     f.settle();
     f.baseline = held(region);
@@ -374,10 +402,12 @@ fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
     let region = Region::new(GLOBAL);
     let mut f = full_node(&region, &c, 9);
     let owner = f.members()[0].clone();
+    f.confirm(&owner);
     // A busy node's rumour queue is full: fill it with another owner's writes first, so
     // that the figure below is the owner's state and not the queue's first 41 entries
     // (the queue is bounded by max_rumours on its own).
     for other in f.members()[1..=c.max_rumours / 20].to_vec() {
+        f.confirm(&other);
         f.send_from(
             Some(&other),
             (1..=24u64).map(|v| {
@@ -421,6 +451,7 @@ fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
     );
     f.check_counts(&c);
     let held_keys = f.node.keys(&owner.addr).count();
+    assert!(held_keys > 0, "the owner's state was accepted at all");
     let grew = held(&region) - before;
     f.report("tiny keys for one owner");
     println!(
@@ -503,5 +534,82 @@ fn members_dying_and_coming_back_stays_bounded() {
     assert!(
         grew <= bound,
         "churn grew the node by {grew} B, bound {bound} B"
+    );
+}
+
+/// State for forged owners is refused outright (they never answer a ping), and the
+/// state of real, confirmed owners together stays within `max_total_state_bytes`,
+/// counted in real heap bytes.
+#[test]
+fn state_for_many_owners_stays_within_the_node_wide_budget() {
+    let _serial = lock();
+    let mut c = config();
+    c.max_state_bytes = 2048;
+    c.max_total_state_bytes = 64 * 1024;
+    let region = Region::new(GLOBAL);
+    let mut f = full_node(&region, &c, 11);
+    let owners: Vec<NodeId<Addr>> = f.members()[..200].to_vec();
+    // A flood of writes for owners that never answered a ping: nothing is kept.
+    let forged = f.members()[200..400].to_vec();
+    for o in &forged {
+        f.send_from(
+            Some(o),
+            (1..=20u64).map(|v| {
+                Message::State(StateDelta {
+                    owner: o.clone(),
+                    key: format!("k{v}"),
+                    version: v,
+                    value: Some(vec![7; 64]),
+                })
+            }),
+            STEP,
+        );
+    }
+    assert_eq!(
+        forged
+            .iter()
+            .map(|o| f.node.keys(&o.addr).count())
+            .sum::<usize>(),
+        0,
+        "state of unconfirmed owners is refused"
+    );
+    for o in &owners {
+        f.confirm(o);
+    }
+    let before = held(&region);
+    let held_before = f.node.state_bytes_held();
+    for o in &owners {
+        f.send_from(
+            Some(o),
+            (1..=30u64).map(|v| {
+                Message::State(StateDelta {
+                    owner: o.clone(),
+                    key: format!("k{v}"),
+                    version: v,
+                    value: Some(vec![7; 64]),
+                })
+            }),
+            STEP,
+        );
+    }
+    let charged = f.node.state_bytes_held();
+    let grew = held(&region) - before;
+    let refused = f.node.stats().state_refused;
+    f.report("state for 200 owners");
+    println!(
+        "200 confirmed owners × 30 keys: {charged} B charged (budget {} B), heap grew {grew} B \
+         ({:.2}x the budget), {refused} writes refused",
+        c.max_total_state_bytes,
+        grew as f64 / c.max_total_state_bytes as f64
+    );
+    assert!(charged <= c.max_total_state_bytes, "{charged} B charged");
+    assert!(refused > 0, "the budget was reached");
+    assert!(charged > held_before, "state was accepted");
+    // Heap held: the state itself plus the rumours it queued (bounded by max_rumours).
+    let rumours = c.max_rumours * 256;
+    assert!(
+        grew as f64 <= 1.5 * c.max_total_state_bytes as f64 + rumours as f64,
+        "heap grew {grew} B for a {} B budget",
+        c.max_total_state_bytes
     );
 }

@@ -431,6 +431,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
             .filter_map(|(k, e)| Some((k.as_str(), e.version, e.value.as_deref()?)))
     }
 
+    /// Bytes charged for all the state this node holds, its own included (entries with
+    /// their overhead, plus a fixed overhead per owner): bounded by
+    /// `Config::max_total_state_bytes` for others' state.
+    pub fn state_bytes_held(&self) -> usize {
+        self.store.held()
+    }
+
     /// The content hash of `node`'s state as this node holds it (equal on two nodes
     /// that hold the same keys at the same versions).
     pub fn state_hash(&self, node: &A) -> Option<u64> {
