@@ -8,6 +8,7 @@
 //! crash, a restart or an address change moves nothing.
 
 pub mod allocator;
+mod greedy;
 pub mod murmur;
 pub mod ring;
 mod table;
