@@ -169,10 +169,20 @@ pub fn stats(args: QueryArgs) -> CliResult<ExitCode> {
     }
     if let Value::Object(map) = &reply {
         for (key, value) in map {
-            let value = value
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            println!("{key:<22} {value}");
+            match value {
+                // Nested counters (drops by reason) print one per line.
+                Value::Object(inner) => {
+                    for (sub, v) in inner {
+                        println!("{:<22} {v}", format!("{key}.{sub}"));
+                    }
+                }
+                _ => {
+                    let value = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    println!("{key:<22} {value}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
