@@ -599,6 +599,7 @@ impl Driver {
             send_errors: self.send_errors,
             recv_errors: self.recv_errors,
             persist_errors: self.persist_errors,
+            tracked_sources: self.last_heard.len() + self.drops.sources.len(),
         }
     }
 

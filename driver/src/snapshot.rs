@@ -57,6 +57,10 @@ pub struct StatsSnapshot {
     pub recv_errors: u64,
     /// Placement changes that could not be saved to the data directory.
     pub persist_errors: u64,
+    /// Source addresses the runtime holds something about (members' last-heard
+    /// times and the sources of the current drop summary): bounded by the member
+    /// table, whatever the number of addresses that send to the node.
+    pub tracked_sources: usize,
 }
 
 /// One replica of a key.

@@ -535,3 +535,127 @@ pub fn decommission_and_remove_node(spawn: impl Spawn, cluster_name: &str) {
         node.abort().wait().unwrap();
     }
 }
+
+/// What [`flood_from_many_sources_is_dropped`] saw.
+#[derive(Clone, Copy, Debug)]
+pub struct FloodFigures {
+    /// Distinct source addresses that sent.
+    pub sources: usize,
+    /// Datagrams sent (one foreign, one random per source).
+    pub sent: usize,
+    /// Drops the node counted, by reason.
+    pub foreign_cluster: u64,
+    /// Every other drop (bad magic, truncated, malformed, ...).
+    pub other_drops: u64,
+    /// The runtime's tracked sources once the flood was over.
+    pub tracked_sources: usize,
+    /// How long the second node took to join after the flood.
+    pub join_after: Duration,
+}
+
+/// A node flooded from `sources` distinct loopback addresses (127.1.x.y, one socket
+/// each; Linux routes all of 127/8 to loopback), each sending one well-formed datagram
+/// of another cluster and one of random bytes, keeps working: it still answers, its
+/// drop counters account for the flood, it admitted none of the senders, the sources
+/// the runtime tracks stay bounded, and a real node joins it afterwards.
+pub fn flood_from_many_sources_is_dropped(
+    spawn: impl Spawn,
+    cluster_name: &str,
+    sources: usize,
+) -> FloodFigures {
+    use grapevine::wire::{BodyBuilder, HEADER_LEN, Header, Message};
+    use std::net::{Ipv4Addr, UdpSocket};
+
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let node = spawn(Options::new(local).config(fast_config(cluster_name))).unwrap();
+    let target = node.local_addr();
+    let foreign_id = grapevine::hash::cluster_id("not-this-cluster");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut sent = 0;
+    for i in 0..sources {
+        let ip = Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+        let socket = UdpSocket::bind((ip, 0)).unwrap();
+        let me = socket.local_addr().unwrap();
+        // Well-formed, of another cluster.
+        let mut foreign = Vec::new();
+        Header {
+            flags: 0,
+            cluster_id: foreign_id,
+        }
+        .write(&mut foreign);
+        let mut body = BodyBuilder::new(&grapevine::NodeId::new(me, 1), 1200);
+        body.push(&Message::<SocketAddr>::Ping { seq: i as u32 });
+        foreign.extend_from_slice(&body.finish());
+        // Random bytes, sometimes behind our magic so that deeper checks see them.
+        let len = (next() % 300) as usize + 1;
+        let mut random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 && random.len() > HEADER_LEN {
+            random[..2].copy_from_slice(&grapevine::wire::MAGIC);
+        }
+        for datagram in [&foreign, &random] {
+            if socket.send_to(datagram, target).is_ok() {
+                sent += 1;
+            }
+        }
+        // Pace the flood a little so the loopback's receive buffer keeps up.
+        if i % 100 == 99 {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    // The node counts what reached it (loopback can still drop a few under load).
+    let mut stats = node.stats().wait().unwrap();
+    wait_until("the flood to be counted", || {
+        stats = node.stats().wait().unwrap();
+        stats.core.drops.total() as usize >= sent * 9 / 10
+    });
+    thread::sleep(Duration::from_millis(200));
+    let stats = node.stats().wait().unwrap();
+    assert!(
+        stats.core.drops.foreign_cluster as usize >= sources * 9 / 10,
+        "foreign datagrams not counted: {:?}",
+        stats.core.drops
+    );
+    let members = node.members().wait().unwrap();
+    assert_eq!(
+        members.len(),
+        1,
+        "a flooding source was admitted: {members:?}"
+    );
+    assert!(
+        stats.tracked_sources <= 2 * stats.members_known + 64 + 16,
+        "the runtime tracks {} sources",
+        stats.tracked_sources
+    );
+
+    // Still a working node: a real one joins it.
+    let clock = Clock::new();
+    let start = clock.now();
+    let second = spawn(
+        Options::new(local)
+            .config(fast_config(cluster_name))
+            .seed(target),
+    )
+    .unwrap();
+    wait_until("the second node to join the flooded one", || {
+        alive(&node) == 2 && alive(&second) == 2
+    });
+    let join_after = clock.now() - start;
+    let figures = FloodFigures {
+        sources,
+        sent,
+        foreign_cluster: stats.core.drops.foreign_cluster,
+        other_drops: stats.core.drops.total() - stats.core.drops.foreign_cluster,
+        tracked_sources: node.stats().wait().unwrap().tracked_sources,
+        join_after,
+    };
+    second.abort().wait().unwrap();
+    node.abort().wait().unwrap();
+    figures
+}

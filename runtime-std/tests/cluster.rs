@@ -40,3 +40,13 @@ fn data_dir_keeps_identity_and_refuses_bad_ones() {
 fn decommission_and_remove_node() {
     test_support::decommission_and_remove_node(grapevine_std::spawn, "runtime-std-remove");
 }
+
+#[test]
+fn flood_from_2000_sources_is_dropped_and_the_node_still_works() {
+    let figures = test_support::flood_from_many_sources_is_dropped(
+        grapevine_std::spawn,
+        "runtime-std-flood",
+        2_000,
+    );
+    println!("{figures:?}");
+}
