@@ -37,6 +37,9 @@ pub const RING_DELAY_ROUNDS: u32 = 3;
 /// Rounds a joiner waits, at least, before allocating: it first learns the ring.
 const LEARN_ROUNDS: u32 = 3;
 
+/// Most joiners that allocate together (see `Placement::wave`).
+const WAVE: usize = 64;
+
 /// Who owns a token on the ring: a member's name with the epoch of its tokens,
 /// ordered by epoch first, so that when two members claim one token the one that took
 /// it first keeps it, on every node alike.
@@ -433,7 +436,8 @@ impl<A: Address> Placement<A> {
                 let seen = self.joiners_signature();
                 let still = seen == self.seen;
                 self.seen = seen;
-                if still && (self.waited > LEARN_ROUNDS || self.ready) {
+                let my_turn = self.wave().contains(&self.mine.name.as_str());
+                if still && my_turn && (self.waited > LEARN_ROUNDS || self.ready) {
                     self.allocate();
                     self.countdown = RING_DELAY_ROUNDS;
                     outcome.publish = Some(self.publish());
@@ -471,45 +475,65 @@ impl<A: Address> Placement<A> {
         outcome
     }
 
-    /// The joiners of our datacenter and the ring they allocate against: allocation
-    /// waits until this holds still for a round. A joiner that allocates stays in
-    /// the set (it is still Joining), so one allocating does not hold the others back.
+    /// The wave we allocate with and the ring it allocates against: allocation waits
+    /// until this holds still for a round.
     fn joiners_signature(&self) -> u64 {
-        stable_hash(&(self.joiners(), self.ring_hash))
+        stable_hash(&(self.wave(), self.base_hash()))
     }
 
-    /// Every Joining member of our datacenter, ourselves included, by name.
-    fn joiners(&self) -> Vec<&str> {
+    /// The joiners of our datacenter still without tokens, by name: the first
+    /// [`WAVE`] of them allocate together, the next ones once those have tokens. Waves
+    /// keep each joiner's work (and a simulator's) bounded when hundreds join at once.
+    fn wave(&self) -> Vec<&str> {
         let dc = &self.mine.location.datacenter;
         let mut names: Vec<&str> = self
             .records
             .values()
-            .filter(|r| r.status == Topology::Joining && r.location.datacenter == *dc)
+            .filter(|r| {
+                r.status == Topology::Joining && r.tokens.is_empty() && r.location.datacenter == *dc
+            })
             .map(|r| r.name.as_str())
             .collect();
         names.sort_unstable();
+        names.truncate(WAVE);
         names
     }
 
-    /// Joint allocation: every joiner of our datacenter, in name order, against the
-    /// ring of that datacenter, with an RNG seeded from both. Joiners that see the same
-    /// picture compute the same tokens, so they neither collide nor unbalance each
-    /// other (as if they had joined one at a time); we take our share. Joiners that saw
-    /// different pictures may clash: [`clashes`](Self::clashes) settles that.
+    /// The tokens a wave allocates against, in our datacenter: the members on the ring
+    /// and the joiners of earlier waves (pending). The same whether those joiners are
+    /// still pending or Normal by now.
+    fn base(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+        let dc = &self.mine.location.datacenter;
+        self.records.values().filter(move |r| {
+            r.location.datacenter == *dc
+                && !r.tokens.is_empty()
+                && (r.status.is_on_ring() || r.status == Topology::Joining)
+                && r.name != self.mine.name
+        })
+    }
+
+    fn base_hash(&self) -> u64 {
+        self.base()
+            .fold(0, |h, r| h ^ stable_hash(&(&r.name, &r.tokens)))
+    }
+
+    /// Joint allocation: our wave of joiners, in name order, against the base ring,
+    /// with an RNG seeded from both. Joiners that see the same picture compute the same
+    /// tokens, so they neither collide nor unbalance each other (as if they had joined
+    /// one at a time); we take our share. Joiners that saw different pictures may
+    /// clash: [`clashes`](Self::clashes) settles that.
     fn allocate(&mut self) {
-        let joiners = self.joiners();
+        let joiners = self.wave();
         let me = joiners
             .iter()
             .position(|n| *n == self.mine.name)
             .unwrap_or(0);
         let dc = self.mine.location.datacenter.clone();
         let base = Ring::new_located(
-            self.records
-                .values()
-                .filter(|r| r.status.is_on_ring() && r.location.datacenter == dc)
+            self.base()
                 .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
         );
-        let seed = stable_hash(&(&joiners, self.ring_hash));
+        let seed = stable_hash(&(&joiners, self.base_hash()));
         let mut rng = SplitMix(seed);
         let rf = replicas_in(&self.replication, &dc).clamp(1, 2 * ALLOCATION_RF);
         let locations: Vec<Location> = joiners
