@@ -481,17 +481,16 @@ impl<A: Address> Placement<A> {
         stable_hash(&(self.wave(), self.base_hash()))
     }
 
-    /// The joiners of our datacenter still without tokens, by name: the first
-    /// [`WAVE`] of them allocate together, the next ones once those have tokens. Waves
-    /// keep each joiner's work (and a simulator's) bounded when hundreds join at once.
+    /// The first [`WAVE`] Joining members of our datacenter by name (with or without
+    /// tokens yet): they allocate together; the next ones once those turned Normal.
+    /// Waves keep each joiner's work (and a simulator's) bounded when hundreds join at
+    /// once, and a wave's picture does not change while its members allocate.
     fn wave(&self) -> Vec<&str> {
         let dc = &self.mine.location.datacenter;
         let mut names: Vec<&str> = self
             .records
             .values()
-            .filter(|r| {
-                r.status == Topology::Joining && r.tokens.is_empty() && r.location.datacenter == *dc
-            })
+            .filter(|r| r.status == Topology::Joining && r.location.datacenter == *dc)
             .map(|r| r.name.as_str())
             .collect();
         names.sort_unstable();
@@ -499,17 +498,12 @@ impl<A: Address> Placement<A> {
         names
     }
 
-    /// The tokens a wave allocates against, in our datacenter: the members on the ring
-    /// and the joiners of earlier waves (pending). The same whether those joiners are
-    /// still pending or Normal by now.
+    /// The tokens a wave allocates against: the members on the ring in our datacenter.
     fn base(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
         let dc = &self.mine.location.datacenter;
-        self.records.values().filter(move |r| {
-            r.location.datacenter == *dc
-                && !r.tokens.is_empty()
-                && (r.status.is_on_ring() || r.status == Topology::Joining)
-                && r.name != self.mine.name
-        })
+        self.records
+            .values()
+            .filter(move |r| r.location.datacenter == *dc && r.status.is_on_ring())
     }
 
     fn base_hash(&self) -> u64 {
