@@ -120,6 +120,7 @@ pub(crate) struct Placement<A> {
     countdown: u32,
     vnodes: usize,
     replication: Replication,
+    max_records: usize,
 }
 
 impl<A: Address> Placement<A> {
@@ -152,6 +153,7 @@ impl<A: Address> Placement<A> {
             countdown: 0,
             vnodes: config.vnodes,
             replication: config.replication(),
+            max_records: 2 * (config.max_members + 1),
         }
     }
 
@@ -317,6 +319,12 @@ impl<A: Address> Placement<A> {
         let old = self.records.get(&record.name);
         if old.is_some_and(|r| r.rank() >= record.rank()) {
             return (Received::Stale, None);
+        }
+        // The table holds at most twice a full member table: a flood of new names
+        // cannot grow it without bound (names of real members, gone ones included,
+        // fit with room to spare).
+        if old.is_none() && self.records.len() >= self.max_records {
+            return (Received::Refused, None);
         }
         if let Some(old) = old.filter(|r| r.status.is_on_ring()) {
             let keeps_tokens = record.epoch == old.epoch && record.tokens == old.tokens;
