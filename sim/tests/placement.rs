@@ -65,7 +65,12 @@ fn agreement_bound(cfg: &Config, n: usize) -> Duration {
 fn settle_bound(sim: &Sim) -> Duration {
     let cfg = sim.config();
     let n = sim.len();
-    sim.join_window() + spread_time(cfg, n) * 2 + placement_rounds(cfg) + agreement_bound(cfg, n)
+    // A mass join proceeds in waves of JOIN_WAVE joiners, one after the other.
+    let waves = u32::try_from(n.div_ceil(grapevine::placement::JOIN_WAVE)).unwrap_or(u32::MAX);
+    sim.join_window()
+        + spread_time(cfg, n) * 2
+        + placement_rounds(cfg) * waves
+        + agreement_bound(cfg, n)
 }
 
 /// Lifeguard's longest suspicion timeout (log10 floored at 1).

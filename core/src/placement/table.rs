@@ -37,8 +37,9 @@ pub const RING_DELAY_ROUNDS: u32 = 3;
 /// Rounds a joiner waits, at least, before allocating: it first learns the ring.
 const LEARN_ROUNDS: u32 = 3;
 
-/// Most joiners that allocate together (see `Placement::wave`).
-const WAVE: usize = 64;
+/// Most joiners that allocate together: a mass join proceeds in waves of this many
+/// (the first Joining members by name), each against the ring the previous ones left.
+pub const JOIN_WAVE: usize = 64;
 
 /// Who owns a token on the ring: a member's name with the epoch of its tokens,
 /// ordered by epoch first, so that when two members claim one token the one that took
@@ -489,7 +490,7 @@ impl<A: Address> Placement<A> {
         stable_hash(&(self.wave(), self.base_hash()))
     }
 
-    /// The first [`WAVE`] Joining members of our datacenter by name (with or without
+    /// The first [`JOIN_WAVE`] Joining members of our datacenter by name (with or without
     /// tokens yet): they allocate together; the next ones once those turned Normal.
     /// Waves keep each joiner's work (and a simulator's) bounded when hundreds join at
     /// once, and a wave's picture does not change while its members allocate.
@@ -502,7 +503,7 @@ impl<A: Address> Placement<A> {
             .map(|r| r.name.as_str())
             .collect();
         names.sort_unstable();
-        names.truncate(WAVE);
+        names.truncate(JOIN_WAVE);
         names
     }
 
