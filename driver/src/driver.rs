@@ -216,8 +216,10 @@ impl Driver {
             // Only members' addresses are remembered, and the table is pruned to them
             // when it outgrows them: a flood from many sources cannot grow it.
             Ok(()) if self.node.knows(&from) => {
-                self.last_heard.insert(from, now);
-                if self.last_heard.len() > 2 * self.node.members().count() + 64 {
+                // Only a new source can grow the table: count the members (a scan) then
+                // and only then, not on every datagram.
+                let new_source = self.last_heard.insert(from, now).is_none();
+                if new_source && self.last_heard.len() > 2 * self.node.members().count() + 64 {
                     let node = &self.node;
                     self.last_heard.retain(|a, _| node.knows(a));
                 }
