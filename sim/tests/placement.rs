@@ -1195,11 +1195,16 @@ fn per_second(sim: &mut Sim, secs: u32) -> Vec<u64> {
 /// From the event until traffic is back to the idle rate: the end of the last
 /// one-second window more than 10 % (or 10 B/node/s) above idle, once 20 windows in a
 /// row were idle. Returns (seconds, bytes sent per node, excess over idle per node).
+/// Bytes one change costs: from the change until `done` holds and then traffic has been
+/// within 10 % of idle for 20 one-second windows. Windows before `done` always count as
+/// busy, so a change whose agreement trickles in below the threshold is still charged
+/// for all of it.
 fn cost_of(
     sim: &mut Sim,
     idle_per_node: f64,
     nodes: usize,
     change: &mut dyn FnMut(&mut Sim),
+    done: &dyn Fn(&Sim) -> bool,
 ) -> (u32, f64, f64) {
     change(sim);
     let limit = idle_per_node * 1.10 + 10.0;
@@ -1208,7 +1213,7 @@ fn cost_of(
     while quiet < 20 && windows.len() < 900 {
         let w = per_second(sim, 1)[0];
         windows.push(w);
-        if w as f64 / nodes as f64 > limit {
+        if w as f64 / nodes as f64 > limit || !done(sim) {
             quiet = 0;
         } else {
             quiet += 1;
@@ -1240,12 +1245,20 @@ fn cost_of_one_change(seed: u64, n: usize) {
     let idle_per_node = idle.iter().sum::<u64>() as f64 / 30.0 / n as f64;
 
     let mut joiner = None;
-    let (join_s, join_bytes, join_excess) = cost_of(&mut sim, idle_per_node, n + 1, &mut |s| {
-        let j = s.add_node();
-        s.join(j, &[0]);
-        joiner = Some(j);
-    });
+    let joiner_slot = n;
+    let (join_s, join_bytes, join_excess) = cost_of(
+        &mut sim,
+        idle_per_node,
+        n + 1,
+        &mut |s| {
+            let j = s.add_node();
+            s.join(j, &[0]);
+            joiner = Some(j);
+        },
+        &|s| s.node(joiner_slot).topology_state() == Topology::Normal && settled(s, n + 1),
+    );
     let j = joiner.unwrap_or_default();
+    assert_eq!(j, joiner_slot, "the joiner takes the next slot");
     sim.check(
         sim.node(j).topology_state() == Topology::Normal && settled(&sim, n + 1),
         || "the joiner did not settle while traffic was measured".into(),
@@ -1256,7 +1269,9 @@ fn cost_of_one_change(seed: u64, n: usize) {
     let all: Vec<usize> = (1..n).collect();
     let x = pick(&mut rng, &all);
     let (crash_s, crash_bytes, crash_excess) =
-        cost_of(&mut sim, idle2_per_node, n, &mut |s| s.crash(x));
+        cost_of(&mut sim, idle2_per_node, n, &mut |s| s.crash(x), &|s| {
+            dead_everywhere(s, x)
+        });
     sim.check(dead_everywhere(&sim, x), || {
         "the crash was not declared everywhere while traffic was measured".into()
     });
