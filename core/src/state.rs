@@ -317,6 +317,11 @@ impl<A: Address> Store<A> {
         self.owners.get(owner)
     }
 
+    /// Every owner whose state is held, in no particular order.
+    pub fn owners(&self) -> impl Iterator<Item = &A> + '_ {
+        self.owners.keys()
+    }
+
     /// One value of `owner`'s state.
     pub fn value(&self, owner: &A, key: &str) -> Option<&[u8]> {
         self.owners.get(owner)?.entries.get(key)?.value.as_deref()

@@ -438,6 +438,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.store.held()
     }
 
+    /// Every node whose state this node holds (itself included), in no particular
+    /// order: the owners [`Node::keys`] and [`Node::state_hash`] answer for.
+    pub fn state_owners(&self) -> impl Iterator<Item = &A> + '_ {
+        self.store.owners()
+    }
+
     /// The content hash of `node`'s state as this node holds it (equal on two nodes
     /// that hold the same keys at the same versions).
     pub fn state_hash(&self, node: &A) -> Option<u64> {

@@ -68,9 +68,8 @@ pub fn max_records(config: &Config) -> usize {
 }
 
 /// The global memory bound: the member table, the unconfirmed share, the state held
-/// (for at most a table's worth of owners, each within `max_state_bytes`; the fuzz
-/// network has only 256 addresses, so every one is looked at) and the placement
-/// records.
+/// (for at most a table's worth of owners, members or not, each within
+/// `max_state_bytes`) and the placement records.
 pub(super) fn check_bounds(node: &Node<FuzzAddr, FuzzRng>, config: &Config) {
     let share = (config.max_members * usize::from(config.unconfirmed_share.min(100)) / 100).max(1);
     let unconfirmed = node.unconfirmed_members();
@@ -79,14 +78,12 @@ pub(super) fn check_bounds(node: &Node<FuzzAddr, FuzzRng>, config: &Config) {
         "{unconfirmed} unconfirmed members held, the share is {share}"
     );
     let (mut owners, mut bytes) = (0usize, 0usize);
-    for a in 0..=FuzzAddr::MAX {
-        if node.state_hash(&a).is_some() {
-            owners += 1;
-            bytes += node
-                .keys(&a)
-                .map(|(k, _, v)| k.len() + v.len())
-                .sum::<usize>();
-        }
+    for a in node.state_owners() {
+        owners += 1;
+        bytes += node
+            .keys(a)
+            .map(|(k, _, v)| k.len() + v.len())
+            .sum::<usize>();
     }
     assert!(
         owners <= config.max_members + 1,
