@@ -450,7 +450,15 @@ impl<A: crate::Address> Membership<A> {
             }
             Change::None | Change::Refreshed | Change::Suspected => {}
         }
-        if self.map.get(addr).is_some_and(|m| !m.confirmed) {
+        // A member can turn unconfirmed without being a newcomer (a known address at a
+        // new generation, or a first claim that is not `Alive`): it takes its turn in
+        // the share too, so the share holds whatever the claim.
+        if self.map.get(addr).is_some_and(|m| !m.confirmed)
+            && !self.unconfirmed.pos.contains_key(addr)
+        {
+            if self.unconfirmed.len() >= self.max_unconfirmed && evicted.is_none() {
+                evicted = self.evict_unconfirmed();
+            }
             self.unconfirmed.insert(addr);
         }
         Applied {
@@ -889,9 +897,21 @@ mod tests {
             m.apply(&about(a, 1, 0, Alive), t);
         }
         assert!(m.is_confirmed(&7) && m.get(&7).is_some());
-        // A new life is not confirmed by the old one's probes.
-        m.apply(&about(7, 2, 0, Alive), t);
+        // A new life is not confirmed by the old one's probes, and it takes its turn in
+        // the share like a newcomer: the share still holds (the fuzzer found it did not).
+        assert_eq!(m.unconfirmed_len(), 2);
+        let got = m.apply(&about(7, 2, 0, Alive), t);
         assert!(!m.is_confirmed(&7));
+        assert!(got.evicted.is_some_and(|e| e >= 2_000), "{:?}", got.evicted);
+        assert_eq!(m.unconfirmed_len(), 2);
+        assert_rosters(&m);
+        // So does a stranger first heard of as suspect or dead.
+        for (a, status) in [(3_000, Suspect), (3_001, Dead), (3_002, Suspect)] {
+            m.apply(&about(a, 1, 0, status), t);
+            assert!(m.unconfirmed_len() <= 2, "{a} {status:?}");
+            assert_rosters(&m);
+        }
+        assert!(m.is_confirmed(&1) && m.is_confirmed(&2));
     }
 
     #[test]

@@ -12,10 +12,10 @@
 //! Three tests are ignored until the core bounds what they flood (see their reasons);
 //! run them with `-- --include-ignored`.
 
-use std::alloc::System;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 
+use cap::Cap;
 use grapevine::hash::cluster_id;
 use grapevine::wire::{
     BodyBuilder, ForwardedRequest, HEADER_LEN, Header, MemberClaim, Message, StateDelta,
@@ -23,10 +23,27 @@ use grapevine::wire::{
 use grapevine::{Config, Duration, Event, Instant, Node, NodeId, Status};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+/// The allocator under these tests: mimalloc, counted. mimalloc gives freed pages back
+/// to the OS soon after they empty, so resident memory can shrink after a flood
+/// (glibc's malloc keeps freed chunks in the middle of its heap until asked to trim).
+type System = mimalloc::MiMalloc;
 
 #[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static GLOBAL: Cap<System> = Cap::new(mimalloc::MiMalloc, usize::MAX);
+
+/// A point from which live heap bytes are counted.
+struct Region {
+    start: usize,
+}
+
+impl Region {
+    fn new(alloc: &Cap<System>) -> Region {
+        Region {
+            start: alloc.allocated(),
+        }
+    }
+}
 
 /// One measuring test at a time: the allocator counts the whole process.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -35,10 +52,8 @@ type Addr = SocketAddr;
 type TestNode = Node<Addr, ChaCha8Rng>;
 
 /// Live heap bytes of the process since `region` was opened.
-fn held(region: &Region<'_, System>) -> isize {
-    let c = region.change();
-    // `realloc` is already folded into the allocated and deallocated byte counts.
-    c.bytes_allocated as isize - c.bytes_deallocated as isize
+fn held(region: &Region) -> isize {
+    GLOBAL.allocated() as isize - region.start as isize
 }
 
 fn random_addr(rng: &mut ChaCha8Rng) -> Addr {
@@ -87,7 +102,7 @@ struct Flood<'a> {
     now: Instant,
     cid: u64,
     budget: usize,
-    region: &'a Region<'a, System>,
+    region: &'a Region,
     baseline: isize,
     peak: isize,
     packets: u64,
@@ -235,7 +250,7 @@ impl Flood<'_> {
     }
 }
 
-fn flood<'a>(region: &'a Region<'a, System>, c: &Config, seed: u64) -> Flood<'a> {
+fn flood<'a>(region: &'a Region, c: &Config, seed: u64) -> Flood<'a> {
     let me = NodeId::new(SocketAddr::from(([192, 0, 2, 1], 7946)), 1);
     let mut node = Node::new(c.clone(), me, ChaCha8Rng::seed_from_u64(seed)).unwrap();
     node.join(Instant::ZERO, []);
@@ -270,7 +285,7 @@ fn alive(i: u32) -> Message<Addr> {
 const STEP: Duration = Duration::from_millis(1);
 
 /// A node whose member table is full (max_members distinct members).
-fn full_node<'a>(region: &'a Region<'a, System>, c: &Config, seed: u64) -> Flood<'a> {
+fn full_node<'a>(region: &'a Region, c: &Config, seed: u64) -> Flood<'a> {
     let mut f = flood(region, c, seed);
     f.send((0..c.max_members as u32).map(alive), STEP);
     assert_eq!(f.node.members().count(), c.max_members + 1);
@@ -287,7 +302,7 @@ fn a_flood_of_claims_deltas_pingreqs_requests_and_suspicions_stays_bounded() {
     let _serial = lock();
     let c = config();
     let bound = memory_bound(&c);
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let mut f = flood(&region, &c, 8);
 
     // 1. A million distinct nodes claim to be alive, ~120 claims per datagram, each
@@ -399,7 +414,7 @@ fn a_flood_of_claims_deltas_pingreqs_requests_and_suspicions_stays_bounded() {
 fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
     let _serial = lock();
     let c = config();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let mut f = full_node(&region, &c, 9);
     let owner = f.members()[0].clone();
     f.confirm(&owner);
@@ -470,7 +485,7 @@ fn tiny_keys_cannot_grow_one_owner_beyond_its_state_budget() {
 fn overwriting_and_deleting_hot_keys_stays_bounded() {
     let _serial = lock();
     let c = config();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let mut f = full_node(&region, &c, 10);
     let targets: Vec<NodeId<Addr>> = f.members().into_iter().take(10).collect();
     let before = held(&region);
@@ -503,7 +518,7 @@ fn overwriting_and_deleting_hot_keys_stays_bounded() {
 fn members_dying_and_coming_back_stays_bounded() {
     let _serial = lock();
     let c = config();
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let mut f = full_node(&region, &c, 11);
     let hot: Vec<Addr> = f.members().into_iter().take(100).map(|m| m.addr).collect();
     let before = held(&region);
@@ -546,7 +561,7 @@ fn state_for_many_owners_stays_within_the_node_wide_budget() {
     let mut c = config();
     c.max_state_bytes = 2048;
     c.max_total_state_bytes = 64 * 1024;
-    let region = Region::new(GLOBAL);
+    let region = Region::new(&GLOBAL);
     let mut f = full_node(&region, &c, 11);
     let owners: Vec<NodeId<Addr>> = f.members()[..200].to_vec();
     // A flood of writes for owners that never answered a ping: nothing is kept.
@@ -611,5 +626,153 @@ fn state_for_many_owners_stays_within_the_node_wide_budget() {
         grew as f64 <= 1.5 * c.max_total_state_bytes as f64 + rumours as f64,
         "heap grew {grew} B for a {} B budget",
         c.max_total_state_bytes
+    );
+}
+
+/// Resident memory of this process in bytes (Linux: `/proc/self/statm`, in pages).
+#[cfg(target_os = "linux")]
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages in /proc/self/statm");
+    pages * 4096
+}
+
+/// Set for the child process that runs [`state_flood_rss_child`] alone.
+const RSS_CHILD: &str = "GRAPEVINE_BOUNDS_RSS_CHILD";
+
+/// The state flood measured in resident memory, not only in heap bytes: the child
+/// test runs in a fresh process (so no other test's freed memory hides or adds to
+/// the figure), and this test checks what it reports.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_state_flood_keeps_resident_memory_within_one_and_a_half_budgets() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "state_flood_rss_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RSS_CHILD, "1")
+        // Virtual time runs thousands of times faster than the wall clock here, so
+        // mimalloc purges freed pages at once rather than after its usual 10 ms of
+        // wall time, and commits arena memory as it is used (a stable baseline).
+        .env("MIMALLOC_PURGE_DELAY", "0")
+        .env("MIMALLOC_PURGE_DECOMMITS", "1")
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+        .output()
+        .expect("run the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the child test failed");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child test did not run: {stdout}"
+    );
+}
+
+/// One node with a full table of 1,000 members: 300 confirmed owners each write 64
+/// values of 1,000 B (19.2 MB offered against a 16 MiB budget) while the other 700,
+/// never confirmed, send 70,000 writes. RSS may grow at most 1.5× the budget. Then
+/// the owners fall silent; once they are dead and past `dead_retention`, RSS must have
+/// given back at least half of what the flood took.
+#[cfg(target_os = "linux")]
+#[test]
+#[ignore = "run in its own process by a_state_flood_keeps_resident_memory_within_one_and_a_half_budgets"]
+fn state_flood_rss_child() {
+    if std::env::var_os(RSS_CHILD).is_none() {
+        return;
+    }
+    let mut c = config();
+    c.max_value_size = 1024;
+    c.max_state_bytes = 64 * 1024;
+    c.max_total_state_bytes = 16 << 20;
+    c.dead_retention = Duration::from_secs(60);
+    let region = Region::new(&GLOBAL);
+    let mut f = full_node(&region, &c, 12);
+    let members = f.members();
+    let (owners, fakes) = members.split_at(300);
+    for o in owners {
+        f.confirm(o);
+    }
+    let rss_before = rss();
+    let write = |o: &NodeId<Addr>, v: u64, len: usize| {
+        Message::State(StateDelta {
+            owner: o.clone(),
+            key: format!("key-{v:04}"),
+            version: v,
+            value: Some(vec![(v % 251) as u8; len]),
+        })
+    };
+    let mut rss_peak = rss_before;
+    for round in 1..=64u64 {
+        for o in owners {
+            f.send_from(Some(o), [write(o, round, 1000)], STEP);
+        }
+        for o in fakes {
+            f.send_from(Some(o), (0..2).map(|k| write(o, 2 * round + k, 200)), STEP);
+        }
+        rss_peak = rss_peak.max(rss());
+    }
+    let charged = f.node.state_bytes_held();
+    let refused = f.node.stats().state_refused;
+    let grew = rss_peak.saturating_sub(rss_before);
+    let bound = c.max_total_state_bytes;
+    println!(
+        "seed 12: state flood: {charged} B charged (budget {bound} B), {refused} writes refused; \
+         RSS {:.1} MiB before, peak {:.1} MiB: grew {:.1} MiB = {:.2}x the budget",
+        rss_before as f64 / 1048576.0,
+        rss_peak as f64 / 1048576.0,
+        grew as f64 / 1048576.0,
+        grew as f64 / bound as f64
+    );
+    assert!(
+        charged <= bound,
+        "{charged} B charged over a {bound} B budget"
+    );
+    assert!(refused > 0, "the flood reached the budget");
+    assert!(
+        charged > bound / 2,
+        "the confirmed owners' state was accepted ({charged} B)"
+    );
+    assert!(
+        grew as f64 <= 1.5 * bound as f64,
+        "RSS grew {grew} B for a {bound} B budget"
+    );
+
+    // The flood stops; nobody answers any more. Every member is probed, suspected,
+    // declared dead, and forgotten after dead_retention, its state with it.
+    let mut quiet = 0u64;
+    while f.node.state_bytes_held() > charged / 100 && quiet < 4 * 3600 * 10 {
+        f.now = f.now + Duration::from_millis(100);
+        f.settle();
+        quiet += 1;
+    }
+    f.report("after the silence");
+    let rss_after = rss();
+    let gave_back = rss_peak.saturating_sub(rss_after);
+    println!(
+        "seed 12: after {:.0} s of silence: {} B charged, {} members; RSS {:.1} MiB: gave back {:.1} MiB of the {:.1} MiB the flood took",
+        quiet as f64 / 10.0,
+        f.node.state_bytes_held(),
+        f.node.members().count(),
+        rss_after as f64 / 1048576.0,
+        gave_back as f64 / 1048576.0,
+        grew as f64 / 1048576.0
+    );
+    assert!(
+        f.node.state_bytes_held() <= charged / 100,
+        "the silent owners' state was not forgotten"
+    );
+    assert!(
+        gave_back * 2 >= grew,
+        "RSS gave back {gave_back} B of the {grew} B the flood took"
     );
 }
