@@ -18,6 +18,13 @@
 //! `removenode`, a demo that does not reach its goals) exits 1.
 //! `node` serves the admin protocol described in [`admin`].
 
+/// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
+/// memory follows the state it holds: after a flood's owners are forgotten it shrinks
+/// (glibc's malloc keeps freed chunks in the middle of its heap). See the RSS test in
+/// core/tests/bounds.rs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod app;
 mod demo;

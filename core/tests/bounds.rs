@@ -680,7 +680,7 @@ fn a_state_flood_keeps_resident_memory_within_one_and_a_half_budgets() {
 
 /// One node with a full table of 1,000 members: 300 confirmed owners each write 64
 /// values of 1,000 B (19.2 MB offered against a 16 MiB budget) while the other 700,
-/// never confirmed, send 70,000 writes. RSS may grow at most 1.5× the budget. Then
+/// never confirmed, send 89,600 writes. RSS may grow at most 1.5× the budget. Then
 /// the owners fall silent; once they are dead and past `dead_retention`, RSS must have
 /// given back at least half of what the flood took.
 #[cfg(target_os = "linux")]
