@@ -7,7 +7,7 @@ use rand_core::RngCore;
 
 use super::Node;
 use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
-use crate::dissemination::Subject;
+use crate::dissemination::{Class, Subject};
 use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
@@ -464,9 +464,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
     pub(super) fn spread_record(&mut self, record: crate::placement::PlacementRecord<A>) {
         let leaf = self.placement.leaf_hash(&record.name);
         self.gossip.set_record(&record.name, leaf);
+        // Our own record is a claim about this node: a joiner's proposed tokens must
+        // reach the others before they allocate their own (joint allocation).
+        let class = if record.name == self.name() {
+            Class::Own
+        } else {
+            Class::Topology
+        };
         let subject = Subject::Placement(record.name.clone());
         self.out
-            .rumour(subject, encode_message(&Message::Placement(record)));
+            .rumour_as(subject, class, encode_message(&Message::Placement(record)));
     }
 
     /// A record from a peer: kept if it outranks ours, and then passed on.
