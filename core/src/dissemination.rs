@@ -49,7 +49,6 @@ impl<A: crate::Address> Rumours<A> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.rumours.len()
     }

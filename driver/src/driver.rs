@@ -27,7 +27,7 @@ use rand_core::SeedableRng;
 use crate::persist::{self, PlacementStore};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
-    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
+    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +288,19 @@ impl Driver {
             }),
             Command::Get { node, key, reply } => {
                 reply.send(self.node.get(&node, &key).map(<[u8]>::to_vec))
+            }
+            Command::Keys { node, reply } => {
+                let mut entries: Vec<StateEntry> = self
+                    .node
+                    .keys(&node)
+                    .map(|(key, version, value)| StateEntry {
+                        key: key.to_owned(),
+                        version,
+                        value: value.to_vec(),
+                    })
+                    .collect();
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
+                reply.send(entries)
             }
             Command::Request {
                 key,
@@ -602,6 +615,9 @@ impl Driver {
             recv_errors: self.recv_errors,
             persist_errors: self.persist_errors,
             tracked_sources: self.last_heard.len() + self.drops.sources.len(),
+            health: self.node.health(),
+            rumours_queued: self.node.rumours_queued(),
+            max_request_bytes: self.node.max_request_bytes(),
         }
     }
 
