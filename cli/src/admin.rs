@@ -11,7 +11,7 @@
 //! | `status`     | `{"node", "name", "ready", "ring_digest", "replication_factor", "members": [{"status", "name", "addr", "state", "topology", "datacenter", "rack", "tokens", "owns", "replica_share"}]}` |
 //! | `members`    | `{"node": ADDR, "members": [{"name", "addr", "generation", "state", "incarnation", "last_heard_ms", "local"}]}` |
 //! | `ring`       | `{"node", "name", "ring_digest", "replication_factor", "owners": [{"name", "addr", "state", "topology", "datacenter", "rack", "tokens", "primary", "replica"}], "tokens": [{"token", "owner"}]}` |
-//! | `stats`      | `{"node", "name", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ...}` |
+//! | `stats`      | `{"node", "name", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ..., "drops", "drops_by_reason": {..}, "health", "rumours_queued", "requests_local", "requests_forwarded", "requests_failed_over", "max_request_bytes", ...}` |
 //! | `route KEY`  | `{"key", "token", "ring_digest", "replicas": [{"name", "addr", "generation", "state", "topology"}], "pending": [...]}` |
 //! | `removenode NAME` | `{"removed": NAME}` |
 //! | `decommission` | `{"decommissioned": NAME}`, once the node is Left (then it stops) |

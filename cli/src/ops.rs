@@ -10,7 +10,7 @@
 //! | `get` | `key`, `of`? | `{"node", "owner": {"name", "addr"}, "key", "value"}` (`value` is `null` when missing) |
 //! | `keys` | `of`? | `{"node", "owner": {"name", "addr"}, "keys": [{"key", "version", "bytes", "value"}]}` |
 //! | `request` | `key`, `payload` | `{"key", "served_by": {"name", "addr"}, "path", "latency_us", "response"}` |
-//! | `put` | `key`, `value` | `{"key", "bytes", "written", "replicas": [{"name", "addr", "written", "error"?}]}` |
+//! | `put` | `key`, `value` | `{"key", "bytes", "written", "replicas": [{"name", "addr", "pending", "written", "error"?}]}`: natural replicas in ring order, then pending ones |
 //! | `store-get` | `key` | `{"key", "found", "value", "served_by": {"name", "addr"}, "path", "latency_us"}` |
 //! | `replica-put` | `key`, `value` | `{"key", "bytes"}`: a replica write into this node's own store (sent by `put`) |
 //!

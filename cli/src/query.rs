@@ -265,14 +265,14 @@ pub fn stats(args: QueryArgs) -> CliResult<ExitCode> {
                 // Nested counters (drops by reason) print one per line.
                 Value::Object(inner) => {
                     for (sub, v) in inner {
-                        outln!("{:<22} {v}", format!("{key}.{sub}"));
+                        outln!("{:<34} {v}", format!("{key}.{sub}"));
                     }
                 }
                 _ => {
                     let value = value
                         .as_str()
                         .map_or_else(|| value.to_string(), str::to_owned);
-                    outln!("{key:<22} {value}");
+                    outln!("{key:<34} {value}");
                 }
             }
         }

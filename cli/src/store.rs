@@ -1,6 +1,5 @@
 //! The small sharded key-value store each CLI node carries: an example of how a store
-//! embeds Grapevine, not a database (values live in memory only, with no versions,
-//! no read repair and no hinted handoff).
+//! embeds Grapevine, not a database.
 //!
 //! What Grapevine gives the store, and what the store adds:
 //!
@@ -8,7 +7,8 @@
 //!   the key's natural replicas in ring order and whether each is alive, as the
 //!   entry node sees the ring.
 //! - **Writes** (`grapevine put KEY VALUE --via NODE`): the entry node writes the
-//!   value to every live natural replica. Grapevine routes a request to one replica
+//!   value to every live natural replica, and to the pending replicas a range is
+//!   moving to while a member joins or leaves. Grapevine routes a request to one replica
 //!   only, so the store sends replica writes itself: to its own map when it is a
 //!   replica, and otherwise over TCP to the replica's admin interface, whose address
 //!   each node publishes in its gossip state under [`ENDPOINT_KEY`] (serf's tags,
@@ -19,6 +19,11 @@
 //!   itself when it is a replica; otherwise Grapevine forwards it to the first live
 //!   replica and fails over once to the next. So after a replica is killed, every key
 //!   it held is still read from a live one.
+//!
+//! What it leaves out, being an example: values live in memory only; a write is
+//! not versioned, so concurrent puts of one key may leave replicas disagreeing; a
+//! replica that was down during a put is not repaired; and when ranges move, keys
+//! already written are not streamed to their new replicas.
 //!
 //! A request payload that starts with [`STORE_TAG`] is a store operation; any other
 //! payload (`grapevine request`) is answered with `served by ADDR`.
@@ -301,11 +306,15 @@ impl Store {
         }
         let mut replicas = Vec::new();
         let mut written = 0;
-        for replica in &route.replicas {
+        // Pending replicas (a range moving while a member joins or leaves) take the
+        // write too, so the new owner has it once the move completes.
+        for (i, replica) in route.replicas.iter().chain(&route.pending).enumerate() {
+            let pending = i >= route.replicas.len();
             if !replica.state.is_live() {
                 replicas.push(json!({
                     "name": replica.name,
                     "addr": replica.id.addr.to_string(),
+                    "pending": pending,
                     "written": false,
                     "error": format!("{}", replica.state),
                 }));
@@ -320,6 +329,7 @@ impl Store {
             let mut line = json!({
                 "name": replica.name,
                 "addr": replica.id.addr.to_string(),
+                "pending": pending,
                 "written": result.is_ok(),
             });
             if let Err(e) = result {
