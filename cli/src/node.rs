@@ -175,12 +175,12 @@ fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
 /// The name of the member at `addr`: from `known`, refreshed from the node's
 /// members when missing.
 fn name_of(addr: SocketAddr, node: &Node, known: &mut HashMap<SocketAddr, String>) -> String {
-    if !known.contains_key(&addr) {
-        if let Ok(members) = node.members().wait() {
-            for m in members {
-                if let Some(name) = m.name {
-                    known.insert(m.id.addr, name);
-                }
+    if !known.contains_key(&addr)
+        && let Ok(members) = node.members().wait()
+    {
+        for m in members {
+            if let Some(name) = m.name {
+                known.insert(m.id.addr, name);
             }
         }
     }

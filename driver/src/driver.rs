@@ -113,10 +113,14 @@ impl Driver {
         };
         let mut node = CoreNode::new(options.config.clone(), id, ChaCha8Rng::seed_from_u64(seed))
             .map_err(RuntimeError::Config)?;
-        let store = options
-            .data_dir
-            .as_ref()
-            .map(|dir| PlacementStore::new(dir, options.config.cluster_name.clone()));
+        let store = match &options.data_dir {
+            Some(dir) => {
+                let mut store = PlacementStore::new(dir, options.config.cluster_name.clone());
+                store.lock()?;
+                Some(store)
+            }
+            None => None,
+        };
         let saved = match &store {
             Some(store) => Some(persist::open(
                 store,
