@@ -93,9 +93,14 @@ fn handle(stream: TcpStream, node: &Node, store: &Store, stop: &Sender<()>) -> s
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     // Room for a JSON request carrying a key and the largest value, escaped.
-    let limit = 4096 + 8 * u64::try_from(store.max_value(node).unwrap_or(0)).unwrap_or(0);
+    let limit = 4096 + 8 * u64::try_from(store.max_value_size()).unwrap_or(u64::MAX / 16);
     BufReader::new(&stream).take(limit).read_line(&mut line)?;
-    let reply = if line.trim_start().starts_with('{') {
+    let reply = if !line.ends_with('\n') && line.len() as u64 >= limit {
+        json!({ "error": format!(
+            "request longer than {limit} bytes: values are at most {} bytes (max_value_size)",
+            store.max_value_size()
+        ) })
+    } else if line.trim_start().starts_with('{') {
         crate::ops::answer(line.trim(), node, store)
             .unwrap_or_else(|e| json!({ "error": e.to_string() }))
     } else if line.trim() == "decommission" {

@@ -170,10 +170,10 @@ fn owner(node: &Node, of: Option<&Value>) -> CliResult<(Option<String>, SocketAd
     if let Some(m) = members.iter().find(|m| m.name.as_deref() == Some(of)) {
         return Ok((m.name.clone(), m.id.addr));
     }
-    if let Ok(addr) = of.parse::<SocketAddr>() {
-        if let Some(m) = members.iter().find(|m| m.id.addr == addr) {
-            return Ok((m.name.clone(), addr));
-        }
+    if let Ok(addr) = of.parse::<SocketAddr>()
+        && let Some(m) = members.iter().find(|m| m.id.addr == addr)
+    {
+        return Ok((m.name.clone(), addr));
     }
     Err(cli_error!(
         "unknown node {of:?}: no member by that name or address"

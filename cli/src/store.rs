@@ -149,6 +149,11 @@ impl Store {
             .map_err(|e| cli_error!("cannot publish the store's address: {e}"))
     }
 
+    /// The node's `max_value_size`: the largest value it gossips in its state.
+    pub fn max_value_size(&self) -> usize {
+        self.inner.max_value_size
+    }
+
     /// The largest value this store takes: the node's `max_value_size`, and what a
     /// response carries in one datagram (a read returns the value as one).
     pub fn max_value(&self, node: &Node) -> CliResult<usize> {
@@ -196,10 +201,10 @@ impl Store {
             other => return Some(other),
         };
         let mut outcomes = lock(&self.inner.outcomes);
-        if outcomes.order.len() >= UNCLAIMED_OUTCOMES {
-            if let Some(oldest) = outcomes.order.pop_front() {
-                outcomes.by_id.remove(&oldest);
-            }
+        if outcomes.order.len() >= UNCLAIMED_OUTCOMES
+            && let Some(oldest) = outcomes.order.pop_front()
+        {
+            outcomes.by_id.remove(&oldest);
         }
         outcomes.by_id.insert(id, outcome);
         outcomes.order.push_back(id);

@@ -197,10 +197,10 @@ pub fn state(args: StateArgs) -> CliResult<ExitCode> {
         json!({ "op": "keys", "of": owner(args.of.as_deref())? }),
         admin::IO_TIMEOUT,
     )?;
-    if let Some(keys) = reply.get_mut("keys").and_then(Value::as_array_mut) {
-        if !args.all {
-            keys.retain(|k| !text(k, "key").starts_with(grapevine::state::RESERVED_PREFIX));
-        }
+    if !args.all
+        && let Some(keys) = reply.get_mut("keys").and_then(Value::as_array_mut)
+    {
+        keys.retain(|k| !text(k, "key").starts_with(grapevine::state::RESERVED_PREFIX));
     }
     if args.query.json {
         return print_json(&reply);
