@@ -16,7 +16,7 @@
 //!
 //! `of` names the node whose state is read, as this node holds it: a member's name
 //! or its `IP:port`; without it, this node's own state. `path` is `local`,
-//! `forwarded` or `failover` (see [`store::Path`]). Values are UTF-8 text; a
+//! `forwarded` or `failover` (see [`crate::store::Path`]). Values are UTF-8 text; a
 //! stored value that is not (a reserved `gv.` key's, say) is shown as
 //! `hex:` followed by its bytes in hex.
 

@@ -805,6 +805,44 @@ mod tests {
     }
 
     #[test]
+    fn keys_list_a_nodes_state_sorted_and_stats_show_the_queue() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut d = driver(Options::new(addr));
+        let before = ask(&mut d, Command::Stats);
+        assert_eq!(before.health, 0);
+        assert!(before.max_request_bytes > 0);
+        for (key, value) in [("b", "2"), ("a", "1")] {
+            let set = ask(&mut d, |reply| Command::Set {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                reply,
+            });
+            assert!(set.is_ok(), "{set:?}");
+        }
+        let keys = ask(&mut d, |reply| Command::Keys { node: addr, reply });
+        let app: Vec<(&str, &[u8])> = keys
+            .iter()
+            .filter(|e| !e.key.starts_with(grapevine::state::RESERVED_PREFIX))
+            .map(|e| (e.key.as_str(), e.value.as_slice()))
+            .collect();
+        assert_eq!(app, [("a", &b"1"[..]), ("b", &b"2"[..])]);
+        assert!(keys.windows(2).all(|w| w[0].key < w[1].key), "sorted");
+        let other = ask(&mut d, |reply| Command::Keys {
+            node: "127.0.0.1:10".parse().unwrap(),
+            reply,
+        });
+        assert!(other.is_empty(), "an unknown node has no keys");
+        // Each write is a rumour waiting to be piggybacked (no peer took it yet).
+        let after = ask(&mut d, Command::Stats);
+        assert!(
+            after.rumours_queued >= before.rumours_queued + 2,
+            "{} then {}",
+            before.rumours_queued,
+            after.rumours_queued
+        );
+    }
+
+    #[test]
     fn leave_then_stop() {
         let mut d =
             driver(Options::new("127.0.0.1:0".parse().unwrap()).leave_timeout(Duration::ZERO));
