@@ -90,4 +90,8 @@ fn a_five_node_store_survives_a_sigkill() {
         started.elapsed()
     );
     assert_eq!(correct, KEYS);
+    // At RF 3 of 5, a get entering at a replica is served there, and one entering
+    // elsewhere is forwarded: 1,000 random entries see both.
+    assert!(paths.get("local").is_some_and(|n| *n > 0), "{paths:?}");
+    assert!(paths.get("forwarded").is_some_and(|n| *n > 0), "{paths:?}");
 }
