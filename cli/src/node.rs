@@ -27,7 +27,10 @@ pub struct NodeArgs {
     seeds: Vec<String>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
     /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
-    /// `route KEY`, `removenode NAME`, `decommission`), read one JSON document.
+    /// `route KEY`, `removenode NAME`, `decommission`, or a JSON request such as
+    /// `{"v":1,"op":"get","key":"k"}`), read one JSON document. Unauthenticated:
+    /// bind it where only trusted clients and the other nodes reach it (their
+    /// stores send replica writes to it).
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// The node's stable name (host ID). With --data-dir: used the first time
