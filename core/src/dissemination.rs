@@ -73,7 +73,6 @@ impl<A: crate::Address> Rumours<A> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.rumours.len()
     }

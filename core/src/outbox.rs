@@ -189,6 +189,11 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         !self.rumours.is_empty()
     }
 
+    /// How many rumours wait to be piggybacked.
+    pub fn rumours_queued(&self) -> usize {
+        self.rumours.len()
+    }
+
     /// Queues a rumour, counting an eviction if the queue was full.
     pub fn rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
         let class = self.class_of(&subject);
