@@ -126,7 +126,6 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
-    Store::publish(&node, admin_addr)?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use grapevine::RequestId;
 
-use crate::{Event, Member, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot};
+use crate::{Event, Member, NodeId, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot};
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
 pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
@@ -106,6 +106,18 @@ pub enum Command {
         /// The application's payload.
         payload: Vec<u8>,
         /// The request's id, or why the core refused it.
+        reply: Reply<Result<RequestId, RuntimeError>>,
+    },
+    /// Send a request to one chosen replica of `key` (natural or pending), without
+    /// fail-over: see [`grapevine::Node::handle_request_to`].
+    RequestTo {
+        /// The key.
+        key: Vec<u8>,
+        /// The replica, as [`crate::Handle::route`] names it.
+        to: NodeId,
+        /// The application payload.
+        payload: Vec<u8>,
+        /// The id the answer will carry.
         reply: Reply<Result<RequestId, RuntimeError>>,
     },
     /// Answer a [`grapevine::Event::Request`].

@@ -317,6 +317,18 @@ impl Driver {
             } else {
                 Err(RuntimeError::Stopped)
             }),
+            Command::RequestTo {
+                key,
+                to,
+                payload,
+                reply,
+            } => reply.send(if running {
+                self.node
+                    .handle_request_to(now, &key, &to, payload)
+                    .map_err(RuntimeError::Request)
+            } else {
+                Err(RuntimeError::Stopped)
+            }),
             Command::Respond { id, payload, reply } => reply.send(if running {
                 self.node
                     .respond(now, id, payload)

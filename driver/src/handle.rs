@@ -160,6 +160,19 @@ impl Handle {
         })
     }
 
+    /// Sends a request for `key` to one chosen replica, natural or pending (as
+    /// [`Handle::route`] names them): how a store writes every replica of a key. No
+    /// fail-over; the answer (or [`Event::RequestFailed`]) arrives on the event
+    /// subscribers with the returned id.
+    pub fn request_to(&self, key: &[u8], to: NodeId, payload: Vec<u8>) -> Pending<RequestId> {
+        self.try_call(|reply| Command::RequestTo {
+            key: key.to_vec(),
+            to,
+            payload,
+            reply,
+        })
+    }
+
     /// Answers an [`Event::Request`] this node received.
     pub fn respond(&self, id: RequestId, payload: Vec<u8>) -> Pending<()> {
         self.try_call(|reply| Command::Respond { id, payload, reply })

@@ -564,6 +564,32 @@ impl<A: Address, R: RngCore> Node<A, R> {
         Ok(id)
     }
 
+    /// Sends a request to one chosen replica of `key`, natural or pending (see
+    /// [`Node::route`]): how a store writes to every replica, or to the node a range is
+    /// moving to while it joins. The replica gets it as [`Event::Request`] (whatever
+    /// its own ring says, as long as it counts itself a natural or pending replica of
+    /// the key); its answer comes back as [`Event::Response`]. Unlike
+    /// [`Node::handle_request`] there is no fail-over: if that replica does not answer
+    /// within `request_timeout`, [`Event::RequestFailed`] reports it.
+    pub fn handle_request_to(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        to: &NodeId<A>,
+        payload: Vec<u8>,
+    ) -> Result<RequestId, RequestError> {
+        if !self.members.is_active() {
+            return Err(RequestError::Left);
+        }
+        let route = |k: &[u8]| self.placement.route(k, &self.members);
+        let me = self.members.me();
+        let id = self
+            .router
+            .request_to(now, key, to, payload, &route, me, &mut self.out)?;
+        self.after_input(now);
+        Ok(id)
+    }
+
     /// Answers a request delivered as [`Event::Request`].
     pub fn respond(
         &mut self,
