@@ -1,7 +1,8 @@
 //! `grapevine`: run a Grapevine node, query a running node, or run a local demo cluster.
 //!
 //! ```text
-//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--name NAME] [--data-dir DIR]
+//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
+//!                [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--json]
@@ -9,13 +10,15 @@
 //! grapevine stats --node 127.0.0.1:7946 [--json]
 //! grapevine removenode NAME --node 127.0.0.1:7946 [--json]
 //! grapevine decommission --node 127.0.0.1:7946 [--json]
+//! grapevine keys list|install KEY|use KEY|remove KEY --node 127.0.0.1:7946 [--json]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
 //! Every error is one line on stderr. Bad usage (unknown options, malformed or
-//! unresolvable addresses) exits 2; a failure at run time (a port in use, no seed
-//! answering, a refused data directory, a node that cannot be reached, a refused
-//! `removenode`, a demo that does not reach its goals) exits 1.
+//! unresolvable addresses, a malformed KEY argument) exits 2; a failure at run time
+//! (a port in use, no seed answering within `--join-timeout`, a refused data
+//! directory or key file, a node that cannot be reached, a refused `removenode` or
+//! key change, a demo that does not reach its goals) exits 1.
 //! `node` serves the admin protocol described in [`admin`].
 
 /// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
@@ -28,6 +31,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod app;
 mod demo;
+mod keys;
 mod node;
 mod query;
 mod runtime;
@@ -72,6 +76,8 @@ enum Cmd {
     Removenode(query::RemoveArgs),
     /// Decommission a node: hand its ranges to the others, then stop it.
     Decommission(query::QueryArgs),
+    /// List or rotate a running node's encryption keys (install, use, remove).
+    Keys(keys::KeysArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -281,6 +287,7 @@ fn main() -> ExitCode {
         Cmd::Stats(args) => query::stats(args),
         Cmd::Removenode(args) => query::removenode(args),
         Cmd::Decommission(args) => query::decommission(args),
+        Cmd::Keys(args) => keys::run(args),
         Cmd::Demo(args) => demo::run(args),
     };
     match result {

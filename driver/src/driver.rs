@@ -275,6 +275,11 @@ impl Driver {
             }
             _ => {}
         }
+        // Drops held back by the rate limit are reported once it allows, even when no
+        // further datagram arrives to trigger it.
+        if let Some(summary) = self.drops.summary(now) {
+            tracing::warn!("{summary}");
+        }
         if self.join.wants_poll(now, self.is_joined()) {
             self.poll_join(now);
         }
@@ -621,11 +626,14 @@ impl Driver {
 
     /// The soonest of the core's timer and the next join attempt (or lookup check).
     fn core_deadline(&self) -> Option<grapevine::Instant> {
-        let core = self.node.poll_timeout();
-        match self.join.deadline(self.clock.now()) {
-            Some(join) => Some(core.map_or(join, |t| t.min(join))),
-            None => core,
-        }
+        [
+            self.node.poll_timeout(),
+            self.join.deadline(self.clock.now()),
+            self.drops.due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether the loop should exit (after an abort, or once a graceful leave is over).
@@ -830,12 +838,18 @@ mod tests {
             None,
             "rate-limited"
         );
+        assert_eq!(
+            log.due(),
+            Some(t0 + DropLog::PERIOD),
+            "the loop wakes for it"
+        );
         let later = log.summary(t0 + DropLog::PERIOD).expect("after the period");
         assert!(
             later.contains("replayed 1") && later.contains("10.0.0.1:1"),
             "{later}"
         );
         assert_eq!(log.summary(t0 + DropLog::PERIOD * 3), None, "nothing new");
+        assert_eq!(log.due(), None);
     }
 
     #[test]
@@ -1007,6 +1021,18 @@ impl DropLog {
             self.sources.insert(from, 1);
         } else {
             self.others += 1;
+        }
+    }
+
+    /// When the drops held back may be summarised, if any are.
+    fn due(&self) -> Option<grapevine::Instant> {
+        if self.reasons.is_empty() {
+            None
+        } else {
+            Some(
+                self.last
+                    .map_or(grapevine::Instant::ZERO, |t| t + Self::PERIOD),
+            )
         }
     }
 
