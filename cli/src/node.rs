@@ -38,7 +38,8 @@ pub struct NodeArgs {
     key_file: Option<PathBuf>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
     /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
-    /// `route KEY`, `removenode NAME`, `decommission`), read one JSON document.
+    /// `route KEY`, `removenode NAME`, `decommission`, `keys list|install|use|remove KEY`),
+    /// read one JSON document.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
     /// The node's stable name (host ID). With --data-dir: used the first time

@@ -280,7 +280,9 @@ impl Driver {
         if let Some(summary) = self.drops.summary(now) {
             tracing::warn!("{summary}");
         }
-        if self.join.wants_poll(now, self.is_joined()) {
+        // Joining is over once the node stops: a lookup answered while it leaves must
+        // not start it.
+        if self.phase == Phase::Running && self.join.wants_poll(now, self.is_joined()) {
             self.poll_join(now);
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -626,14 +628,14 @@ impl Driver {
 
     /// The soonest of the core's timer and the next join attempt (or lookup check).
     fn core_deadline(&self) -> Option<grapevine::Instant> {
-        [
-            self.node.poll_timeout(),
-            self.join.deadline(self.clock.now()),
-            self.drops.due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let join = match self.phase {
+            Phase::Running => self.join.deadline(self.clock.now()),
+            _ => None,
+        };
+        [self.node.poll_timeout(), join, self.drops.due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the loop should exit (after an abort, or once a graceful leave is over).

@@ -70,10 +70,13 @@ impl JoinRetry {
     }
 }
 
+/// A lookup of `host:port`.
+type Lookup = dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync;
+
 /// Resolves a seed written `host:port` to addresses. Blocking: the driver calls it
 /// on its resolver thread only.
 #[derive(Clone)]
-pub struct Resolver(Arc<dyn Fn(&str) -> io::Result<Vec<SocketAddr>> + Send + Sync>);
+pub struct Resolver(Arc<Lookup>);
 
 impl Resolver {
     /// The system's resolver (`getaddrinfo`, which reads `/etc/hosts` and DNS).
