@@ -240,12 +240,12 @@ fn humantime(d: Duration) -> String {
 /// The name of the member at `addr`: from `known`, refreshed from the node's
 /// members when missing.
 fn name_of(addr: SocketAddr, node: &Node, known: &mut HashMap<SocketAddr, String>) -> String {
-    if !known.contains_key(&addr) {
-        if let Ok(members) = node.members().wait() {
-            for m in members {
-                if let Some(name) = m.name {
-                    known.insert(m.id.addr, name);
-                }
+    if !known.contains_key(&addr)
+        && let Ok(members) = node.members().wait()
+    {
+        for m in members {
+            if let Some(name) = m.name {
+                known.insert(m.id.addr, name);
             }
         }
     }

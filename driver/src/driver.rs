@@ -120,10 +120,14 @@ impl Driver {
             .map_err(RuntimeError::Config)?;
         // Before `join`, so that the first datagram is sealed already.
         node.set_keyring(options.keyring.clone());
-        let store = options
-            .data_dir
-            .as_ref()
-            .map(|dir| PlacementStore::new(dir, options.config.cluster_name.clone()));
+        let store = match &options.data_dir {
+            Some(dir) => {
+                let mut store = PlacementStore::new(dir, options.config.cluster_name.clone());
+                store.lock()?;
+                Some(store)
+            }
+            None => None,
+        };
         let saved = match &store {
             Some(store) => Some(persist::open(
                 store,
