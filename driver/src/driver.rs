@@ -780,6 +780,9 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let panicked = std::thread::panicking();
+        // Release the data directory's lock before saying the node has stopped: a
+        // waiter may start the next node on the same directory at once.
+        self.store = None;
         for waiter in self.stop_waiters.drain(..) {
             waiter.send(if panicked {
                 Err(RuntimeError::Io(io::Error::other(
