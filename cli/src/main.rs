@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
-//!                [--key-file FILE] [--name NAME] [--data-dir DIR]
+//!                [--seed-refresh 30s] [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--json]

@@ -765,7 +765,7 @@ pub fn keys_rotate_and_host_seeds_resolve_late(spawn: impl Spawn, cluster_name: 
     for node in &nodes {
         assert_eq!(
             node.remove_key(k1).wait().unwrap().fingerprints,
-            [f2.clone()]
+            std::slice::from_ref(&f2)
         );
     }
     let probes: Vec<u64> = nodes
