@@ -201,9 +201,11 @@ impl SeedJoin {
     }
 
     /// Whether the core can join at once: there is no host to look up first, or some
-    /// seed is an address already.
+    /// seed is another node's address already (this node's own does not count: with
+    /// only it, joining now would make this node the first of a new cluster before
+    /// the hosts had a chance to resolve).
     pub(crate) fn can_start_now(&self) -> bool {
-        self.hosts.is_empty() || !self.literal.is_empty()
+        self.hosts.is_empty() || self.literal.iter().any(|a| *a != self.local)
     }
 
     /// The core has joined with [`SeedJoin::seeds`].
@@ -465,6 +467,8 @@ mod tests {
             t0,
         );
         assert!(!join.can_start_now(), "only a host: wait for its lookup");
+        join.add(&[local]);
+        assert!(!join.can_start_now(), "its own address does not count");
         // Attempt 1 at t0: the lookup fails, the node does not start.
         assert_eq!(join.poll(t0, false), JoinStep::Idle);
         assert_eq!(wait_step(&mut join, t0, false), JoinStep::Idle);
