@@ -5,9 +5,10 @@
 //! every node, then removes the old key from every node: at each step every node can
 //! open what every other node seals. A key is given in base64 or hex (`-` reads it from
 //! standard input, which keeps it out of the process list) and shown only by its
-//! fingerprint (the first 8 bytes of its SHA-256). Admin requests: `keys list`,
-//! `keys install KEY`, `keys use KEY`, `keys remove KEY`, each answered with
-//! `{"node", "primary", "keys"}` (fingerprints, the primary first).
+//! fingerprint (the first 8 bytes of its SHA-256). The admin request is the JSON op
+//! `keyring` (see [`crate::ops`]): `{"v": 1, "op": "keyring", "action": "install",
+//! "key": BASE64}`, answered with `{"node", "primary", "keys"}` (fingerprints, the
+//! primary first).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -107,11 +108,11 @@ pub fn run(args: KeysArgs) -> CliResult<ExitCode> {
         Some(addr) => addr,
         None => default_admin(resolve(&target.node)?)?,
     };
-    let request = match &key {
-        Some(key) => format!("keys {verb} {}", encode_key(key)),
-        None => "keys list".to_owned(),
-    };
-    let reply = admin::query(admin_addr, &request)?;
+    let mut request = json!({ "v": admin::VERSION, "op": "keyring", "action": verb });
+    if let Some(key) = &key {
+        request["key"] = json!(encode_key(key));
+    }
+    let reply = admin::query(admin_addr, &request.to_string())?;
     if target.json {
         println!(
             "{}",
@@ -140,23 +141,25 @@ pub fn run(args: KeysArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Answers an admin request `keys ...` (`arg` is what follows `keys`). The reply
-/// names keys by fingerprint only; an error never repeats the key.
-pub fn answer(arg: &str, node: &Node) -> CliResult<Value> {
-    let (verb, text) = arg.trim().split_once(' ').unwrap_or((arg.trim(), ""));
-    let key = || parse_key(text).map_err(|e| cli_error!("keys {verb}: {e}"));
+/// Answers the admin op `keyring`: `action` with `key` (base64 or hex) for a change.
+/// The reply names keys by fingerprint only; an error never repeats the key.
+pub fn answer(verb: &str, key: Option<&str>, node: &Node) -> CliResult<Value> {
+    let key = || {
+        let text = key.ok_or_else(|| cli_error!("keyring {verb} needs a \"key\""))?;
+        parse_key(text).map_err(|e| cli_error!("keyring {verb}: {e}"))
+    };
     let keys = match verb {
-        "list" | "" => node.keys().wait(),
+        "list" => node.keyring().wait(),
         "install" => node.install_key(key()?).wait(),
         "use" => node.use_key(key()?).wait(),
         "remove" => node.remove_key(key()?).wait(),
         other => {
             return Err(cli_error!(
-                "unknown keys request {other:?} (expected list, install KEY, use KEY or remove KEY)"
+                "unknown keyring action {other:?} (expected list, install, use or remove)"
             ));
         }
     }
-    .map_err(|e| cli_error!("keys {verb}: {e}"))?;
+    .map_err(|e| cli_error!("keyring {verb}: {e}"))?;
     Ok(keys_json(node, &keys))
 }
 

@@ -14,7 +14,8 @@ use grapevine_driver::{Event, Options};
 
 use crate::app::App;
 use crate::runtime::{self, Node};
-use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, usage_error};
+use crate::store::Store;
+use crate::{CliResult, ClusterArgs, admin, cli_error, default_admin, resolve, usage_error};
 
 /// Arguments of `grapevine node`.
 #[derive(Debug, Args)]
@@ -22,7 +23,7 @@ pub struct NodeArgs {
     /// The UDP address to bind; other nodes reach this node at this address, so use
     /// a concrete IP (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
-    bind: SocketAddr,
+    bind: String,
     /// A node to join, `IP:PORT` or `HOST:PORT` (repeat for more). The node keeps
     /// trying its seeds, with backoff up to 30 s, until one answers; a host name is
     /// resolved again on every attempt and every 30 s afterwards, so it may be a DNS
@@ -38,10 +39,12 @@ pub struct NodeArgs {
     key_file: Option<PathBuf>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
     /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
-    /// `route KEY`, `removenode NAME`, `decommission`, `keys list|install|use|remove KEY`),
-    /// read one JSON document.
+    /// `route KEY`, `removenode NAME`, `decommission`, or a JSON request such as
+    /// `{"v":1,"op":"get","key":"k"}`), read one JSON document. Unauthenticated:
+    /// bind it where only trusted clients and the other nodes reach it (their
+    /// stores send replica writes to it).
     #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    admin: Option<String>,
     /// The node's stable name (host ID). With --data-dir: used the first time
     /// (default: 16 random hex digits) and must match the saved one afterwards.
     #[arg(long, value_name = "NAME")]
@@ -93,7 +96,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the node until Ctrl-C or SIGTERM, then leaves gracefully.
 pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
-    if args.bind.ip().is_unspecified() {
+    let bind = resolve(&args.bind)?;
+    if bind.ip().is_unspecified() {
         return Err(usage_error!(
             "--bind {}: use a concrete IP, since other nodes reach this node at the address it binds",
             args.bind
@@ -113,9 +117,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         }
         None => None,
     };
-    let admin_addr = match args.admin {
-        Some(addr) => addr,
-        None => default_admin(args.bind)?,
+    let admin_addr = match &args.admin {
+        Some(addr) => resolve(addr)?,
+        None => default_admin(bind)?,
     };
     let (stop_tx, stop_rx) = mpsc::channel();
     let signal = stop_tx.clone();
@@ -124,7 +128,8 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     })
     .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
     let config = args.cluster.profile.config(&args.cluster.cluster);
-    let mut options = Options::new(args.bind).config(config).seeds(seeds);
+    let config_max_value = config.max_value_size;
+    let mut options = Options::new(bind).config(config).seeds(seeds);
     options.seed_hosts = seed_hosts;
     let retry = grapevine_driver::JoinRetry::default();
     options = options.join_retry(grapevine_driver::JoinRetry::new(
@@ -154,8 +159,10 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     if let Some(dir) = &args.data_dir {
         options = options.data_dir(dir.clone());
     }
+    let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
-    let admin_addr = admin::serve(admin_addr, node.clone(), stop_tx.clone())?;
+    let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
+    Store::publish(&node, admin_addr)?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,
@@ -166,7 +173,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     );
     let names = node.clone();
     let mut known: HashMap<SocketAddr, String> = HashMap::new();
-    let app = App::start(&node, move |event| log_event(event, &names, &mut known));
+    let app = App::with_store(&node, store, move |event| {
+        log_event(event, &names, &mut known)
+    });
 
     // With --join-timeout, a watcher stops the process when the node has not joined
     // in time; otherwise the node keeps trying (the driver logs each attempt).

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use grapevine::RequestId;
 
 use crate::{
-    Event, KeyChange, KeysSnapshot, Member, RingSnapshot, Route, RuntimeError, StatsSnapshot,
+    Event, KeyChange, KeysSnapshot, Member, RingSnapshot, Route, RuntimeError, StateEntry,
+    StatsSnapshot,
 };
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
@@ -93,6 +94,13 @@ pub enum Command {
         /// The value, if known.
         reply: Reply<Option<Vec<u8>>>,
     },
+    /// List the live keys of some node's state, as this node knows it.
+    Keys {
+        /// The node that owns the state.
+        node: SocketAddr,
+        /// Each key with its version and value, sorted by key.
+        reply: Reply<Vec<StateEntry>>,
+    },
     /// Send a client request for `key`; the answer arrives as [`grapevine::Event::Response`]
     /// (or [`grapevine::Event::RequestFailed`]) on the event subscribers.
     Request {
@@ -151,9 +159,9 @@ pub enum Command {
     /// Answer once this node has joined: it has a live member, or it has no seed (the
     /// first node of its cluster). At once if it already has.
     Joined(Reply<Result<(), RuntimeError>>),
-    /// List the installed keys, after applying `change` if there is one. Refused with
-    /// [`RuntimeError::NotEncrypted`] on a node without a keyring.
-    Keys {
+    /// List the installed encryption keys, after applying `change` if there is one.
+    /// Refused with [`RuntimeError::NotEncrypted`] on a node without a keyring.
+    Keyring {
         /// The change to make first.
         change: Option<KeyChange>,
         /// The keys now installed, by fingerprint, or why the change was refused.

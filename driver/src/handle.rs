@@ -15,7 +15,7 @@ use grapevine::RequestId;
 use crate::sync::Shared;
 use crate::{
     Command, Delivery, Driver, Event, EventSink, Key, KeyChange, KeysSnapshot, Member, NodeId,
-    RecvTimeoutError, Reply, RingSnapshot, Route, RuntimeError, StatsSnapshot,
+    RecvTimeoutError, Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 /// How a runtime delivers a command to its loop (and wakes the loop if it must).
@@ -143,6 +143,12 @@ impl Handle {
         })
     }
 
+    /// The live keys of the state of the node at `node`, as this node knows it
+    /// (reserved `gv.` keys included), sorted by key.
+    pub fn keys(&self, node: SocketAddr) -> Pending<Vec<StateEntry>> {
+        self.call(|reply| Command::Keys { node, reply })
+    }
+
     /// Sends a client request for `key` through this node. The answer arrives on the
     /// event subscribers as [`Event::Response`] (or [`Event::RequestFailed`]) with the
     /// returned id.
@@ -229,10 +235,10 @@ impl Handle {
         self.try_call(Command::Joined)
     }
 
-    /// The keys installed on this node, by fingerprint ([`crate::keys::fingerprint`]),
+    /// The encryption keys installed on this node, by fingerprint ([`crate::keys::fingerprint`]),
     /// the primary first. Refused with [`RuntimeError::NotEncrypted`] on a node that
     /// runs without a keyring.
-    pub fn keys(&self) -> Pending<KeysSnapshot> {
+    pub fn keyring(&self) -> Pending<KeysSnapshot> {
         self.change_keys(None)
     }
 
@@ -257,7 +263,7 @@ impl Handle {
     }
 
     fn change_keys(&self, change: Option<KeyChange>) -> Pending<KeysSnapshot> {
-        self.try_call(|reply| Command::Keys { change, reply })
+        self.try_call(|reply| Command::Keyring { change, reply })
     }
 
     /// Decommissions this node: it turns Leaving, its ranges move to the other

@@ -369,7 +369,10 @@ impl SeedJoin {
         let before = self.seeds();
         for (host, result) in lookups {
             match result {
-                Ok(mut addrs) if !addrs.is_empty() => {
+                Ok(mut addrs) if addrs.iter().any(|a| a.is_ipv4() == self.local.is_ipv4()) => {
+                    // Only addresses the node's socket can send to: `localhost` also
+                    // resolves to `::1`, which an IPv4 socket cannot reach.
+                    addrs.retain(|a| a.is_ipv4() == self.local.is_ipv4());
                     addrs.sort();
                     addrs.dedup();
                     if self.resolved.get(&host) != Some(&addrs) {
@@ -379,7 +382,7 @@ impl SeedJoin {
                     }
                 }
                 Ok(_) => {
-                    let error = "resolves to no address";
+                    let error = "resolves to no address of this node's IP family";
                     if joined {
                         tracing::debug!(seed = %host, error, "cannot resolve seed");
                     } else {

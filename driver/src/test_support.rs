@@ -786,7 +786,7 @@ pub fn keys_rotate_and_host_seeds_resolve_late(spawn: impl Spawn, cluster_name: 
     // A node without a keyring has no keys to list.
     let plain = spawn(Options::new(local).config(fast_config(cluster_name))).unwrap();
     assert!(matches!(
-        plain.keys().wait(),
+        plain.keyring().wait(),
         Err(RuntimeError::NotEncrypted)
     ));
     plain.abort().wait().unwrap();
