@@ -11,7 +11,6 @@
 //! primary first).
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -19,8 +18,10 @@ use grapevine_driver::keys::{encode_key, fingerprint, parse_key};
 use grapevine_driver::{Key, KeysSnapshot};
 use serde_json::{Value, json};
 
+use crate::output::outln;
+use crate::query::{QueryArgs, admin_for};
 use crate::runtime::Node;
-use crate::{CliResult, admin, cli_error, default_admin, resolve, usage_error};
+use crate::{CliResult, admin, cli_error, usage_error};
 
 /// Arguments of `grapevine keys`.
 #[derive(Debug, Args)]
@@ -32,7 +33,7 @@ pub struct KeysArgs {
 #[derive(Debug, Subcommand)]
 enum KeysAction {
     /// List the node's keys by fingerprint, the primary first.
-    List(Target),
+    List(QueryArgs),
     /// Install a key: the node opens datagrams sealed with it, and still seals with
     /// its primary.
     Install(KeyArgs),
@@ -42,27 +43,13 @@ enum KeysAction {
     Remove(KeyArgs),
 }
 
-/// Which node to ask, and how to print.
-#[derive(Debug, Args)]
-struct Target {
-    /// The node's UDP address; its admin interface is at port + 1000 unless --admin says otherwise.
-    #[arg(long, value_name = "ADDR")]
-    node: String,
-    /// The node's admin address, if it was started with --admin.
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
-    /// Print the node's JSON reply instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
 #[derive(Debug, Args)]
 struct KeyArgs {
     /// The key: 32 bytes in base64 or hex, or `-` to read it from standard input.
     #[arg(value_name = "KEY")]
     key: KeyText,
     #[command(flatten)]
-    target: Target,
+    target: QueryArgs,
 }
 
 /// A key as typed; its `Debug` never shows it.
@@ -104,17 +91,14 @@ pub fn run(args: KeysArgs) -> CliResult<ExitCode> {
         KeysAction::Use(a) => ("use", Some(a.key.key()?), &a.target),
         KeysAction::Remove(a) => ("remove", Some(a.key.key()?), &a.target),
     };
-    let admin_addr = match target.admin {
-        Some(addr) => addr,
-        None => default_admin(resolve(&target.node)?)?,
-    };
+    let admin_addr = admin_for(&target.node, target.admin.as_deref())?;
     let mut request = json!({ "v": admin::VERSION, "op": "keyring", "action": verb });
     if let Some(key) = &key {
         request["key"] = json!(encode_key(key));
     }
     let reply = admin::query(admin_addr, &request.to_string())?;
     if target.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string())
         );
@@ -126,7 +110,7 @@ pub fn run(args: KeysArgs) -> CliResult<ExitCode> {
             "use" => "now primary:",
             _ => "removed",
         };
-        println!("{done} {}", fingerprint(key));
+        outln!("{done} {}", fingerprint(key));
     }
     let primary = reply.get("primary").and_then(Value::as_str).unwrap_or("");
     for fp in reply
@@ -136,7 +120,7 @@ pub fn run(args: KeysArgs) -> CliResult<ExitCode> {
         .flatten()
         .filter_map(Value::as_str)
     {
-        println!("{fp}{}", if fp == primary { "  primary" } else { "" });
+        outln!("{fp}{}", if fp == primary { "  primary" } else { "" });
     }
     Ok(ExitCode::SUCCESS)
 }
