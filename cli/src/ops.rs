@@ -12,6 +12,7 @@
 //! | `request` | `key`, `payload` | `{"key", "served_by": {"name", "addr"}, "path", "latency_us", "response"}` |
 //! | `put` | `key`, `value` | `{"key", "bytes", "written", "replicas": [{"name", "addr", "pending", "written", "error"?}]}`: natural replicas in ring order, then pending ones |
 //! | `store-get` | `key` | `{"key", "found", "value", "served_by": {"name", "addr"}, "path", "latency_us"}` |
+//! | `keyring` | `action` (`list`, `install`, `use`, `remove`), `key` (base64, but for `list`) | `{"node", "primary", "keys"}`: key fingerprints, the primary first (see [`crate::keys`]); never the keys |
 //!
 //! `of` names the node whose state is read, as this node holds it: a member's name
 //! or its `IP:port`; without it, this node's own state. `path` is `local`,
@@ -122,8 +123,13 @@ pub fn answer(line: &str, node: &Node, store: &Store) -> CliResult<Value> {
             reply["value"] = json!(value.as_deref().map(text));
             Ok(reply)
         }
+        "keyring" => crate::keys::answer(
+            field("action")?,
+            request.get("key").and_then(Value::as_str),
+            node,
+        ),
         other => Err(cli_error!(
-            "unknown op {other:?} (expected set, delete, get, keys, request, put or store-get)"
+            "unknown op {other:?} (expected set, delete, get, keys, request, put, store-get or keyring)"
         )),
     }
 }

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use grapevine::RequestId;
 
-use crate::{Event, Member, NodeId, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot};
+use crate::{
+    Event, KeyChange, KeysSnapshot, Member, NodeId, RingSnapshot, Route, RuntimeError, StateEntry,
+    StatsSnapshot,
+};
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
 pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
@@ -165,6 +168,17 @@ pub enum Command {
     /// Answer once this node is Normal and every live member holds the same ring
     /// ([`Node::is_ready`](grapevine::Node::is_ready)); at once if it already is.
     Ready(Reply<Result<(), RuntimeError>>),
+    /// Answer once this node has joined: it has a live member, or it has no seed (the
+    /// first node of its cluster). At once if it already has.
+    Joined(Reply<Result<(), RuntimeError>>),
+    /// List the installed encryption keys, after applying `change` if there is one.
+    /// Refused with [`RuntimeError::NotEncrypted`] on a node without a keyring.
+    Keyring {
+        /// The change to make first.
+        change: Option<KeyChange>,
+        /// The keys now installed, by fingerprint, or why the change was refused.
+        reply: Reply<Result<KeysSnapshot, RuntimeError>>,
+    },
     /// Stop at once without leaving: peers will detect this node as failed.
     Abort,
     /// Answer once the loop has ended (when the [`Driver`](crate::Driver) is dropped):

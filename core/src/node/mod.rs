@@ -269,6 +269,21 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.after_input(now);
     }
 
+    /// Replaces the seeds this node announces itself to while it has no live member
+    /// (at once, and then every gossip round), without rejoining: a runtime calls it
+    /// when it has re-resolved seeds given as host names. This node's own address is
+    /// left out. Does nothing to a node that has not joined or has left.
+    pub fn set_seeds(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
+        if !self.members.is_active() {
+            return;
+        }
+        self.members.set_seeds(seeds);
+        if self.members.live_len() == 0 {
+            self.contact_seeds();
+        }
+        self.after_input(now);
+    }
+
     /// Decommissions this node: it turns Leaving (the members that will take its
     /// ranges become pending replicas), then Left after [`RING_DELAY_ROUNDS`] gossip
     /// rounds, and then leaves the cluster as [`Node::shutdown`] does. A node that
