@@ -143,6 +143,13 @@ pub enum Command {
         /// Whether the core accepted it.
         reply: Reply<Result<(), RuntimeError>>,
     },
+    /// Change the node's keyring ([`Driver::change_keyring`](crate::Driver::change_keyring)).
+    ChangeKeyring {
+        /// The change.
+        change: crate::KeyringChange,
+        /// Whether the keyring accepted it.
+        reply: Reply<Result<(), RuntimeError>>,
+    },
     /// Answer once this node is Normal and every live member holds the same ring
     /// ([`Node::is_ready`](grapevine::Node::is_ready)); at once if it already is.
     Ready(Reply<Result<(), RuntimeError>>),

@@ -25,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use crate::persist::{self, PlacementStore};
+use crate::record::{self, Entry, KeyringChange, KeyringRecord, OutputDigest, Recorder};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
     Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
@@ -72,6 +73,10 @@ pub struct Driver {
     /// Where the node's placement is saved, if it has a data directory.
     store: Option<PlacementStore>,
     persist_errors: u64,
+    /// The flight recorder, if [`Options::record`] is set; dropped after a write error.
+    recorder: Option<Recorder>,
+    /// Whether an input reached the core since the last drain (an `Outputs` record is due).
+    recorded_input: bool,
 }
 
 impl fmt::Debug for Driver {
@@ -133,6 +138,7 @@ impl Driver {
             }),
             None => None,
         };
+        let restored = saved.clone();
         if let Some(saved) = saved {
             tracing::debug!(
                 name = %saved.name,
@@ -149,6 +155,20 @@ impl Driver {
             .leave_timeout
             .unwrap_or(options.config.gossip_interval * 2);
         let now = clock.now();
+        let recorder = match &options.record {
+            Some(record) => {
+                let start = record::start_record(&options.config, node.id(), seed, restored, now);
+                let recorder = Recorder::create(record.clone(), start).map_err(|source| {
+                    RuntimeError::DataDir {
+                        path: record.dir.clone(),
+                        source,
+                    }
+                })?;
+                tracing::info!(dir = %record.dir.display(), seed, keys = record.keys, "recording inputs");
+                Some(recorder)
+            }
+            None => None,
+        };
         let mut driver = Driver {
             node,
             clock,
@@ -169,6 +189,8 @@ impl Driver {
             decommission_timeout,
             store,
             persist_errors: 0,
+            recorder,
+            recorded_input: false,
         };
         let seeds: Vec<SocketAddr> = options
             .seeds
@@ -176,6 +198,10 @@ impl Driver {
             .copied()
             .filter(|s| *s != local_addr)
             .collect();
+        driver.record(|| Entry::Join {
+            now: now.as_nanos(),
+            seeds: seeds.clone(),
+        });
         driver.node.join(now, seeds);
         Ok(driver)
     }
@@ -212,6 +238,11 @@ impl Driver {
             return;
         }
         let now = self.clock.now();
+        self.record(|| Entry::Packet {
+            now: now.as_nanos(),
+            from,
+            data: data.to_vec(),
+        });
         match self.node.handle_packet(now, from, data) {
             // Only members' addresses are remembered, and the table is pruned to them
             // when it outgrows them: a flood from many sources cannot grow it.
@@ -260,6 +291,9 @@ impl Driver {
             _ => {}
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.record(|| Entry::Timeout {
+                now: now.as_nanos(),
+            });
             self.node.handle_timeout(now);
         }
     }
@@ -271,10 +305,19 @@ impl Driver {
         match command {
             Command::Join(seeds) => {
                 if running {
+                    self.record(|| Entry::Join {
+                        now: now.as_nanos(),
+                        seeds: seeds.clone(),
+                    });
                     self.node.join(now, seeds);
                 }
             }
             Command::Set { key, value, reply } => reply.send(if running {
+                self.record(|| Entry::Set {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                    value: value.clone(),
+                });
                 self.node
                     .set(now, &key, &value)
                     .map_err(RuntimeError::State)
@@ -282,6 +325,10 @@ impl Driver {
                 Err(RuntimeError::Stopped)
             }),
             Command::Delete { key, reply } => reply.send(if running {
+                self.record(|| Entry::Delete {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                });
                 self.node.delete(now, &key).map_err(RuntimeError::State)
             } else {
                 Err(RuntimeError::Stopped)
@@ -294,6 +341,11 @@ impl Driver {
                 payload,
                 reply,
             } => reply.send(if running {
+                self.record(|| Entry::Request {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                    payload: payload.clone(),
+                });
                 self.node
                     .handle_request(now, &key, payload)
                     .map_err(RuntimeError::Request)
@@ -301,6 +353,11 @@ impl Driver {
                 Err(RuntimeError::Stopped)
             }),
             Command::Respond { id, payload, reply } => reply.send(if running {
+                self.record(|| Entry::Respond {
+                    now: now.as_nanos(),
+                    id: id.0,
+                    payload: payload.clone(),
+                });
                 self.node
                     .respond(now, id, payload)
                     .map_err(RuntimeError::Respond)
@@ -321,9 +378,18 @@ impl Driver {
                 }
             }
             Command::RemoveNode { name, reply } => reply.send(if running {
+                self.record(|| Entry::RemoveNode {
+                    now: now.as_nanos(),
+                    name: name.clone(),
+                });
                 self.node
                     .remove_node(now, &name)
                     .map_err(RuntimeError::Remove)
+            } else {
+                Err(RuntimeError::Stopped)
+            }),
+            Command::ChangeKeyring { change, reply } => reply.send(if running {
+                self.change_keyring(change).map_err(RuntimeError::Keyring)
             } else {
                 Err(RuntimeError::Stopped)
             }),
@@ -362,6 +428,9 @@ impl Driver {
     fn shutdown(&mut self) {
         if matches!(self.phase, Phase::Running | Phase::Decommissioning { .. }) {
             let now = self.clock.now();
+            self.record(|| Entry::Shutdown {
+                now: now.as_nanos(),
+            });
             self.node.shutdown(now);
             self.stopping(now);
         }
@@ -381,6 +450,9 @@ impl Driver {
         let now = self.clock.now();
         self.decommission_waiters.push(reply);
         if self.phase == Phase::Running {
+            self.record(|| Entry::Leave {
+                now: now.as_nanos(),
+            });
             self.node.leave(now);
             self.phase = Phase::Decommissioning {
                 until: now + self.decommission_timeout,
@@ -429,7 +501,11 @@ impl Driver {
     pub fn flush(&mut self, mut send: impl FnMut(SocketAddr, &[u8]) -> io::Result<()>) {
         let mut events = Vec::new();
         let mut left = false;
+        let mut digest = self.recorded_input.then(OutputDigest::default);
         while let Some(event) = self.node.poll_event() {
+            if let Some(digest) = &mut digest {
+                digest.event(&event);
+            }
             if let Event::PlacementChanged(placement) = &event {
                 self.persist(placement);
                 left |= placement.status == Some(Topology::Left);
@@ -441,12 +517,25 @@ impl Driver {
             self.decommissioned(now);
         }
         while let Some(transmit) = self.node.poll_transmit() {
+            if let Some(digest) = &mut digest {
+                digest.transmit(transmit.dest, &transmit.payload);
+            }
             if self.phase == Phase::Done {
                 continue;
             }
             if let Err(error) = send(transmit.dest, &transmit.payload) {
                 self.send_errors += 1;
                 tracing::debug!(dest = %transmit.dest, %error, "UDP send failed");
+            }
+        }
+        if let Some(digest) = digest {
+            let outputs = digest.finish(self.node.poll_timeout());
+            self.record(|| Entry::Outputs(outputs));
+            self.recorded_input = false;
+            if let Some(recorder) = &mut self.recorder {
+                if let Err(error) = recorder.flush() {
+                    self.record_failed(&error);
+                }
             }
         }
         for event in events {
@@ -475,6 +564,40 @@ impl Driver {
                 waiter.send(Ok(()));
             }
         }
+    }
+
+    /// Appends a record to the flight log, if recording. `entry` is built only then.
+    fn record(&mut self, entry: impl FnOnce() -> Entry) {
+        if let Some(recorder) = &mut self.recorder {
+            let entry = entry();
+            self.recorded_input |= !matches!(entry, Entry::Outputs(_));
+            if let Err(error) = recorder.write(&entry) {
+                self.record_failed(&error);
+            }
+        }
+    }
+
+    /// A write to the flight log failed: stop recording (the node runs on; a log with
+    /// a hole in it could not be replayed anyway).
+    fn record_failed(&mut self, error: &io::Error) {
+        if let Some(recorder) = self.recorder.take() {
+            tracing::error!(dir = %recorder.dir().display(), %error, "flight recorder stopped");
+        }
+    }
+
+    /// Whether the flight recorder is running.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Changes the node's keyring (and records the change, with its keys only if
+    /// [`RecordOptions::keys`](crate::RecordOptions) is set). A refused change changes nothing.
+    pub fn change_keyring(&mut self, change: KeyringChange) -> Result<(), grapevine::KeyringError> {
+        if let Some(recorder) = &self.recorder {
+            let entry = Entry::Keyring(KeyringRecord::new(&change, recorder.keys()));
+            self.record(|| entry);
+        }
+        record::apply_keyring(&mut self.node, &change)
     }
 
     /// The name of the member at `addr`, if its placement record is known.

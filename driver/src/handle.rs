@@ -242,6 +242,16 @@ impl Handle {
         })
     }
 
+    /// Changes the node's keyring: install a key, make one primary, remove one, or
+    /// replace the whole ring (memberlist's rotation: install everywhere, use
+    /// everywhere, then remove the old key). Refused with [`RuntimeError::Keyring`]
+    /// for a key that is not installed or the primary's removal; a refusal changes
+    /// nothing. With a flight recorder, the change is logged (its keys only with
+    /// [`RecordOptions::keys`](crate::RecordOptions)).
+    pub fn change_keyring(&self, change: crate::KeyringChange) -> Pending<()> {
+        self.try_call(|reply| Command::ChangeKeyring { change, reply })
+    }
+
     /// Stops gracefully, keeping this node's ranges ([`grapevine::Node::shutdown`]):
     /// peers see "left", not "dead", and its tokens stay on the ring (shown down), so
     /// a restart with the same data directory moves no data. It keeps running for the

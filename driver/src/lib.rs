@@ -18,6 +18,9 @@
 //!   returns a [`Pending`] answer that async code `.await`s and threads `.wait()` for,
 //!   and [`Handle::events`] returns [`Events`], read the same two ways.
 //!
+//! - the flight recorder ([`record`]) and its [`replay`]: every input the core
+//!   receives, logged so that a run can be re-run byte for byte.
+//!
 //! Nothing here makes a protocol decision: the core does that.
 //!
 //! # Example
@@ -59,6 +62,8 @@ mod driver;
 mod handle;
 mod options;
 mod persist;
+pub mod record;
+pub mod replay;
 mod snapshot;
 mod sync;
 #[cfg(feature = "test-support")]
@@ -74,6 +79,7 @@ pub use grapevine::{Config, LocalPlacement, Location, RequestId, Status, Topolog
 pub use handle::{Events, Handle, Pending, Recv};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
+pub use record::{KeyringChange, RecordOptions};
 pub use snapshot::{Member, Ownership, RingSnapshot, Route, RouteReplica, StatsSnapshot};
 
 /// A core event with socket addresses.

@@ -61,6 +61,9 @@ pub struct Options {
     /// How long [`Handle::decommission`](crate::Handle::decommission) waits for the
     /// node to report Left; `None` (the default) uses 20 gossip intervals, at least 10 s.
     pub decommission_timeout: Option<Duration>,
+    /// Record every input the core receives into a flight log (see
+    /// [`record`](crate::record)); `None` (the default) records nothing.
+    pub record: Option<crate::RecordOptions>,
 }
 
 impl Options {
@@ -78,7 +81,14 @@ impl Options {
             location: None,
             data_dir: None,
             decommission_timeout: None,
+            record: None,
         }
+    }
+
+    /// Records the node's inputs into a flight log (see [`record`](crate::record)).
+    pub fn record(mut self, record: crate::RecordOptions) -> Self {
+        self.record = Some(record);
+        self
     }
 
     /// Sets the node's stable name (see [`Options::name`](Options#structfield.name)).
@@ -235,6 +245,8 @@ pub enum RuntimeError {
     Remove(RemoveError),
     /// The node did not finish in time (a decommission that has not reported Left).
     Timeout,
+    /// The keyring refused a change; nothing changed.
+    Keyring(grapevine::KeyringError),
 }
 
 impl fmt::Display for RuntimeError {
@@ -277,6 +289,7 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Restore(e) => write!(f, "saved placement refused: {e}"),
             RuntimeError::Remove(e) => write!(f, "removal refused: {e}"),
             RuntimeError::Timeout => f.write_str("timed out"),
+            RuntimeError::Keyring(e) => write!(f, "keyring change refused: {e}"),
         }
     }
 }
@@ -293,6 +306,7 @@ impl std::error::Error for RuntimeError {
             RuntimeError::DataDir { source, .. } => Some(source),
             RuntimeError::Restore(e) => Some(e),
             RuntimeError::Remove(e) => Some(e),
+            RuntimeError::Keyring(e) => Some(e),
             RuntimeError::Stopped
             | RuntimeError::CorruptPlacement { .. }
             | RuntimeError::ForeignDataDir { .. }
