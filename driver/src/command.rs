@@ -143,6 +143,8 @@ pub enum Command {
         /// Whether the core accepted it.
         reply: Reply<Result<(), RuntimeError>>,
     },
+    /// The node's inner state as JSON ([`dump::dump_json`](crate::dump::dump_json)).
+    Dump(Reply<serde_json::Value>),
     /// Change the node's keyring ([`Driver::change_keyring`](crate::Driver::change_keyring)).
     ChangeKeyring {
         /// The change.

@@ -388,6 +388,7 @@ impl Driver {
             } else {
                 Err(RuntimeError::Stopped)
             }),
+            Command::Dump(reply) => reply.send(crate::dump::dump_json(&self.node, now)),
             Command::ChangeKeyring { change, reply } => reply.send(if running {
                 self.change_keyring(change).map_err(RuntimeError::Keyring)
             } else {

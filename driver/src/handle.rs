@@ -242,6 +242,12 @@ impl Handle {
         })
     }
 
+    /// The node's inner state as JSON (see [`dump::dump_json`](crate::dump::dump_json)):
+    /// members with suspicions, health, rumour queue, sync root, ring, requests.
+    pub fn dump(&self) -> Pending<serde_json::Value> {
+        self.call(Command::Dump)
+    }
+
     /// Changes the node's keyring: install a key, make one primary, remove one, or
     /// replace the whole ring (memberlist's rotation: install everywhere, use
     /// everywhere, then remove the old key). Refused with [`RuntimeError::Keyring`]

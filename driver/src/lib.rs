@@ -59,6 +59,7 @@
 mod clock;
 mod command;
 mod driver;
+pub mod dump;
 mod handle;
 mod options;
 mod persist;
