@@ -15,6 +15,7 @@
 //! | `route KEY`  | `{"key", "token", "ring_digest", "replicas": [{"name", "addr", "generation", "state", "topology"}], "pending": [...]}` |
 //! | `removenode NAME` | `{"removed": NAME}` |
 //! | `decommission` | `{"decommissioned": NAME}`, once the node is Left (then it stops) |
+//! | `dump`       | the node's inner state: see `grapevine_driver::dump::dump_json` |
 //!
 //! `ring_digest` is the same value in `status`, `ring`, `stats` and `route` (the
 //! core's `ring_digest()`), as 16 hex digits; a token's `owner` is a member's name;
@@ -102,6 +103,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
         "ring" => ring_json(node),
         "stats" => stats_json(node),
         "route" => route_json(node, arg.as_bytes()),
+        "dump" => Ok(node.dump().wait()?),
         "removenode" if arg.trim().is_empty() => Err(cli_error!("removenode needs a NAME")),
         "removenode" => {
             let name = arg.trim();
@@ -112,7 +114,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
             Ok(json!({ "removed": name }))
         }
         other => Err(cli_error!(
-            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME or decommission)"
+            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME, dump or decommission)"
         )),
     }
 }

@@ -9,6 +9,8 @@
 //! grapevine stats --node 127.0.0.1:7946 [--json]
 //! grapevine removenode NAME --node 127.0.0.1:7946 [--json]
 //! grapevine decommission --node 127.0.0.1:7946 [--json]
+//! grapevine dump 127.0.0.1:7946 [--json]
+//! grapevine replay DIR [--until TIME] [--events] [--dump-at TIME [--json]] [--check]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
@@ -28,8 +30,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod app;
 mod demo;
+mod dump;
 mod node;
 mod query;
+mod replay;
 mod runtime;
 
 use std::fmt;
@@ -72,6 +76,12 @@ enum Cmd {
     Removenode(query::RemoveArgs),
     /// Decommission a node: hand its ranges to the others, then stop it.
     Decommission(query::QueryArgs),
+    /// Print a running node's inner state: members with suspicions, local health,
+    /// rumour queue, sync root, ring and placement, requests in flight.
+    Dump(dump::DumpArgs),
+    /// Re-run a node's core from its flight log (`node --record DIR`) and check
+    /// every output against the log, byte for byte.
+    Replay(replay::ReplayArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -282,6 +292,8 @@ fn main() -> ExitCode {
         Cmd::Removenode(args) => query::removenode(args),
         Cmd::Decommission(args) => query::decommission(args),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Dump(args) => dump::run(args),
+        Cmd::Replay(args) => replay::run(args),
     };
     match result {
         Ok(code) => code,
