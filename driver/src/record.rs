@@ -71,6 +71,9 @@ pub const HEADER_LEN: usize = 32;
 pub const FLAG_KEYS: u16 = 1;
 /// The file extension of a segment.
 pub const SEGMENT_EXTENSION: &str = "gvr";
+/// The position of [`Entry::Packet`] among `Entry`'s variants (postcard's tag).
+const PACKET_VARIANT: u8 = 1;
+
 /// The largest record a reader accepts: larger than any value or datagram a node
 /// takes, so a corrupt length cannot make the reader allocate gigabytes.
 pub const MAX_RECORD_LEN: usize = 64 << 20;
@@ -474,8 +477,9 @@ pub struct Outputs {
 }
 
 /// A 64-bit digest of a node's outputs, stable across builds and platforms (unlike
-/// `std`'s hashers): each transmit's destination and bytes, each event's `Debug`
-/// text, the deadline. It tells outputs apart; it is no defence against forgery.
+/// `std`'s hashers): each transmit's destination and bytes, each event (state,
+/// request and response events field by field, the others by their `Debug` text),
+/// the deadline. It tells outputs apart; it is no defence against forgery.
 #[derive(Clone, Debug)]
 pub struct OutputDigest {
     state: u64,
@@ -511,19 +515,76 @@ impl OutputDigest {
         self.word(u64::from_le_bytes(last));
     }
 
+    fn addr(&mut self, addr: &SocketAddr) {
+        match addr {
+            SocketAddr::V4(a) => {
+                self.word(4);
+                self.word(u64::from(a.ip().to_bits()));
+            }
+            SocketAddr::V6(a) => {
+                let bits = a.ip().to_bits();
+                self.word(6);
+                self.word(bits as u64);
+                self.word((bits >> 64) as u64);
+            }
+        }
+        self.word(u64::from(addr.port()));
+    }
+
+    fn id(&mut self, id: &NodeId) {
+        self.addr(&id.addr);
+        self.word(id.generation);
+    }
+
     /// Adds a datagram.
     pub fn transmit(&mut self, dest: SocketAddr, payload: &[u8]) {
         self.word(1);
-        self.bytes(dest.to_string().as_bytes());
+        self.addr(&dest);
         self.bytes(payload);
         self.outputs.transmits = self.outputs.transmits.saturating_add(1);
     }
 
-    /// Adds an event.
+    /// Adds an event (its `Debug` text, streamed into the digest without allocating).
     pub fn event(&mut self, event: &Event) {
-        self.word(2);
-        self.bytes(format!("{event:?}").as_bytes());
         self.outputs.events = self.outputs.events.saturating_add(1);
+        // The events that carry bytes, and come by the thousand, field by field:
+        // formatting a value's bytes would cost more than handling the datagram.
+        match event {
+            Event::StateChanged { node, key, value } => {
+                self.word(20);
+                self.id(node);
+                self.bytes(key.as_bytes());
+                match value {
+                    Some(v) => self.bytes(v),
+                    None => self.word(u64::MAX),
+                }
+                return;
+            }
+            Event::Request { id, key, payload } => {
+                self.word(21);
+                self.word(id.0);
+                self.bytes(key);
+                self.bytes(payload);
+                return;
+            }
+            Event::Response { id, from, payload } => {
+                self.word(22);
+                self.word(id.0);
+                self.id(from);
+                self.bytes(payload);
+                return;
+            }
+            _ => {}
+        }
+        self.word(2);
+        let mut stream = DigestStream {
+            digest: self,
+            pending: [0; 8],
+            len: 0,
+            total: 0,
+        };
+        let _ = std::fmt::Write::write_fmt(&mut stream, format_args!("{event:?}"));
+        stream.finish();
     }
 
     /// Adds the deadline and returns the record.
@@ -543,32 +604,41 @@ impl OutputDigest {
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, the one zlib and PNG use).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
+/// Feeds text into an [`OutputDigest`] eight bytes at a time, whatever pieces the
+/// formatter writes it in.
+struct DigestStream<'a> {
+    digest: &'a mut OutputDigest,
+    pending: [u8; 8],
+    len: usize,
+    total: u64,
+}
+
+impl std::fmt::Write for DigestStream<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.total += text.len() as u64;
+        for &b in text.as_bytes() {
+            self.pending[self.len] = b;
+            self.len += 1;
+            if self.len == 8 {
+                self.digest.word(u64::from_le_bytes(self.pending));
+                self.len = 0;
             }
-            table[i] = c;
-            i += 1;
         }
-        table
-    };
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
+        Ok(())
     }
-    !crc
+}
+
+impl DigestStream<'_> {
+    fn finish(mut self) {
+        self.pending[self.len..].fill(0);
+        self.digest.word(u64::from_le_bytes(self.pending));
+        self.digest.word(self.total);
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected: the one zlib and PNG use).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
 }
 
 fn segment_name(number: u64) -> String {
@@ -682,8 +752,35 @@ impl Recorder {
     pub fn write(&mut self, entry: &Entry) -> io::Result<()> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; 8]);
-        let mut buf = std::mem::take(&mut self.buf);
-        buf = postcard::to_extend(entry, buf).map_err(io::Error::other)?;
+        let buf = std::mem::take(&mut self.buf);
+        let buf = postcard::to_extend(entry, buf).map_err(io::Error::other)?;
+        self.frame(buf)
+    }
+
+    /// Appends an [`Entry::Packet`] without copying the datagram into an `Entry`
+    /// first (the hot path): the same bytes as `write(&Entry::Packet { .. })`.
+    pub fn write_packet(&mut self, now: u64, from: SocketAddr, data: &[u8]) -> io::Result<()> {
+        /// `Entry::Packet`'s fields, borrowed; postcard writes a `&[u8]` and a
+        /// `Vec<u8>` alike (a varint length, then the bytes).
+        #[derive(Serialize)]
+        struct PacketRef<'a> {
+            now: u64,
+            from: SocketAddr,
+            data: &'a [u8],
+        }
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; 8]);
+        // The variant index of `Entry::Packet`, as postcard's varint.
+        self.buf.push(PACKET_VARIANT);
+        let buf = std::mem::take(&mut self.buf);
+        let buf =
+            postcard::to_extend(&PacketRef { now, from, data }, buf).map_err(io::Error::other)?;
+        self.frame(buf)
+    }
+
+    /// Fills in the length and checksum of the record in `buf` (after its 8-byte
+    /// frame header) and appends it.
+    fn frame(&mut self, mut buf: Vec<u8>) -> io::Result<()> {
         let len = buf.len() - 8;
         let crc = crc32(&buf[8..]);
         buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -1120,6 +1217,35 @@ mod tests {
             from: "127.0.0.1:7000".parse().unwrap(),
             data: vec![i as u8; 100],
         }
+    }
+
+    #[test]
+    fn a_packet_written_in_place_reads_back_as_the_entry() {
+        let dir = temp_dir("packet");
+        let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
+        let from: SocketAddr = "[::1]:7000".parse().unwrap();
+        rec.write_packet(77, from, &[1, 2, 3]).unwrap();
+        rec.write(&Entry::Packet {
+            now: 77,
+            from,
+            data: vec![1, 2, 3],
+        })
+        .unwrap();
+        rec.flush().unwrap();
+        let entries: Vec<_> = LogReader::open(&dir).unwrap().map(Result::unwrap).collect();
+        assert_eq!(entries[1].1, entries[2].1);
+        // Byte for byte: walk the frames to the last two records.
+        let bytes = fs::read(dir.join(segment_name(1))).unwrap();
+        let mut frames = Vec::new();
+        let mut pos = HEADER_LEN;
+        while pos < bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+            frames.push(&bytes[pos..pos + 8 + len]);
+            pos += 8 + len;
+        }
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[1], frames[2], "the same bytes");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
