@@ -11,6 +11,9 @@
 //! grapevine decommission --node 127.0.0.1:7946 [--json]
 //! grapevine dump 127.0.0.1:7946 [--json]
 //! grapevine replay DIR [--until TIME] [--events] [--dump-at TIME [--json]] [--check]
+//! grapevine simulate [--nodes 100] [--seed 1] [--loss 5%] [--latency 1ms] [--crash I@T]...
+//!                    [--partition 0-49/50-99@T1..T2]... [--duration 60s] [--svg FILE]
+//!                    [--record DIR [--record-node I]] [--json]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
@@ -35,6 +38,7 @@ mod node;
 mod query;
 mod replay;
 mod runtime;
+mod simulate;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -82,6 +86,9 @@ enum Cmd {
     /// Re-run a node's core from its flight log (`node --record DIR`) and check
     /// every output against the log, byte for byte.
     Replay(replay::ReplayArgs),
+    /// Run the deterministic simulator: N nodes on a virtual network with loss,
+    /// latency, crashes and partitions; print a summary and write an SVG.
+    Simulate(simulate::SimulateArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -294,6 +301,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Dump(args) => dump::run(args),
         Cmd::Replay(args) => replay::run(args),
+        Cmd::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(code) => code,

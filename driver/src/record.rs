@@ -1130,8 +1130,9 @@ fn parse_header(h: &[u8; HEADER_LEN], path: &Path) -> Result<SegmentInfo, LogErr
     })
 }
 
-/// Builds the [`Start`] record for a node.
-pub(crate) fn start_record(
+/// Builds the [`Start`] record for a node: its config, identity, RNG seed and the
+/// placement it was restored with, at core time `now`.
+pub fn start_record(
     config: &Config,
     id: &NodeId,
     rng_seed: u64,
