@@ -84,11 +84,12 @@ pub struct SuspicionDump {
     pub expected: u32,
 }
 
-/// One class of rumours in the queue.
+/// One class of rumours in the queue (a packet takes them in this order).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RumourClassDump {
-    /// `member`, `state` or `placement`.
+    /// `own` (this node's refutations and placement), `topology` (others' membership
+    /// and placement records) or `state` (key/value writes).
     pub class: &'static str,
     /// Rumours queued.
     pub queued: usize,

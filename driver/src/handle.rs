@@ -15,7 +15,7 @@ use grapevine::RequestId;
 use crate::sync::Shared;
 use crate::{
     Command, Delivery, Driver, Event, EventSink, Member, NodeId, RecvTimeoutError, Reply,
-    RingSnapshot, Route, RuntimeError, StatsSnapshot,
+    RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 /// How a runtime delivers a command to its loop (and wakes the loop if it must).
@@ -141,6 +141,12 @@ impl Handle {
             key: key.to_owned(),
             reply,
         })
+    }
+
+    /// The live keys of the state of the node at `node`, as this node knows it
+    /// (reserved `gv.` keys included), sorted by key.
+    pub fn keys(&self, node: SocketAddr) -> Pending<Vec<StateEntry>> {
+        self.call(|reply| Command::Keys { node, reply })
     }
 
     /// Sends a client request for `key` through this node. The answer arrives on the

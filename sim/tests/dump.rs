@@ -69,7 +69,7 @@ fn a_dump_shows_suspicion_rumours_ring_and_requests() {
         secs(now)
     );
     assert!(suspicion.confirmations <= suspicion.expected as usize);
-    let member_rumours = dump.rumours.iter().find(|c| c.class == "member").unwrap();
+    let member_rumours = dump.rumours.iter().find(|c| c.class == "topology").unwrap();
     assert!(member_rumours.queued >= 1, "the suspicion is gossiped");
 
     // A request to a key node 0 does not hold is in flight at node 0 until answered.

@@ -7,7 +7,7 @@ use rand_core::RngCore;
 
 use super::Node;
 use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
-use crate::dissemination::Subject;
+use crate::dissemination::{Class, Subject};
 use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
@@ -130,11 +130,20 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Message::Response(resp) => self.router.on_response(sender, resp, &mut self.out),
             Message::Placement(record) => self.on_record(record),
             Message::StateStub(stub) => {
-                if self.members.is_live_owner(&stub.owner) && self.store.lacks(&stub) {
-                    let budget = self.out.body_budget();
-                    self.transfers
-                        .offer(now, &sender.addr, stub, budget, &mut self.out);
+                if !self.members.is_live_owner(&stub.owner) || !self.store.lacks(&stub) {
+                    return;
                 }
+                // Fetch from whoever sent the stub (it holds the value) if it has
+                // proven its address; else from the owner, which is confirmed. Nothing
+                // goes to an address named only inside a body.
+                let source = if direct && self.members.is_live_owner(sender) {
+                    sender.addr.clone()
+                } else {
+                    stub.owner.addr.clone()
+                };
+                let budget = self.out.body_budget();
+                self.transfers
+                    .offer(now, &source, stub, budget, &mut self.out);
             }
             Message::ValueWant(want) => {
                 // A want is small and its answer is not: only a confirmed, live member
@@ -464,9 +473,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
     pub(super) fn spread_record(&mut self, record: crate::placement::PlacementRecord<A>) {
         let leaf = self.placement.leaf_hash(&record.name);
         self.gossip.set_record(&record.name, leaf);
+        // Our own record is a claim about this node: a joiner's proposed tokens must
+        // reach the others before they allocate their own (joint allocation).
+        let class = if record.name == self.name() {
+            Class::Own
+        } else {
+            Class::Topology
+        };
         let subject = Subject::Placement(record.name.clone());
         self.out
-            .rumour(subject, encode_message(&Message::Placement(record)));
+            .rumour_as(subject, class, encode_message(&Message::Placement(record)));
     }
 
     /// A record from a peer: kept if it outranks ours, and then passed on.

@@ -146,6 +146,21 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.detector.health()
     }
 
+    /// How many rumours (membership, placement and state changes) wait in the queue
+    /// to be piggybacked, at most `max_rumours`: a queue that stays deep means news
+    /// is produced faster than gossip spreads it.
+    pub fn rumours_queued(&self) -> usize {
+        self.out.rumours_queued()
+    }
+
+    /// The largest key plus payload a request may carry through
+    /// [`handle_request`](Self::handle_request), and the largest payload a
+    /// [`respond`](Self::respond) may carry: what fits one datagram with the current
+    /// keyring.
+    pub fn max_request_bytes(&self) -> usize {
+        crate::routing::Router::<A>::max_request_bytes(&self.out)
+    }
+
     /// Installs (or with `None`, removes) the keyring that seals and opens datagrams.
     /// With a keyring, unsealed datagrams are refused.
     pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
