@@ -69,8 +69,10 @@ fn list<'a>(v: &'a Value, key: &str) -> &'a [Value] {
 pub fn print(v: &Value, json: bool) {
     let mut out = String::new();
     write_to(&mut out, v, json);
-    // A closed pipe (`| head`) is not an error worth a panic.
-    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    // A closed pipe (`| head`) ends the command quietly, as every command does.
+    if let Err(e) = std::io::stdout().lock().write_all(out.as_bytes()) {
+        crate::output::write_failed(e);
+    }
 }
 
 fn write_to(out: &mut String, v: &Value, json: bool) {

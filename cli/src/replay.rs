@@ -1,7 +1,6 @@
 //! `grapevine node --record DIR` (its flags) and `grapevine replay DIR`: re-run a
 //! node's core from its flight log and check every output against the log.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use grapevine_driver::replay::{Replay, Step, format_time};
 use grapevine_driver::{Options, RecordOptions};
 
 use crate::node::parse_duration;
+use crate::output::outln;
 use crate::{CliResult, cli_error, dump, usage_error};
 
 /// The flight recorder's flags on `grapevine node`.
@@ -86,7 +86,7 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
             first.get_or_insert(number);
             records += 1;
         }
-        println!(
+        outln!(
             "{}: {records} records in {segments} segments, from record #{}: all intact",
             args.dir.display(),
             first.unwrap_or(0)
@@ -122,17 +122,8 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
         }
         match replay.step(number, &entry) {
             Ok(Step::Matched { events }) if args.events => {
-                let mut out = std::io::stdout().lock();
                 for event in events {
-                    let line = writeln!(
-                        out,
-                        "+{}  {event:?}",
-                        format_time(since(replay.now(), origin))
-                    );
-                    if line.is_err() {
-                        // The reader went away (`| head`): stop quietly.
-                        return Ok(ExitCode::SUCCESS);
-                    }
+                    outln!("+{}  {event:?}", format_time(since(replay.now(), origin)));
                 }
             }
             Ok(_) => {}
@@ -157,7 +148,7 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
     if dump_at.is_some() && !args.json || args.events {
         eprintln!("{summary}");
     } else if !args.json {
-        println!("{summary}");
+        outln!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
 }

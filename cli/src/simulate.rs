@@ -28,6 +28,7 @@ use grapevine_driver::record::{self, Entry, OutputDigest, Recorder};
 use grapevine_sim::{EventLog, NetConfig, NodeStatus, SimBuilder, Tap, node_addr};
 
 use crate::node::parse_duration;
+use crate::output::outln;
 use crate::{CliResult, Profile, cli_error, usage_error};
 
 /// Virtual time between two samples of the curves.
@@ -601,13 +602,13 @@ pub fn run(args: SimulateArgs) -> CliResult<ExitCode> {
             "svg": args.svg.display().to_string(),
             "record": args.record.as_ref().map(|d| d.display().to_string()),
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
         for line in lines {
-            println!("{line}");
+            outln!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
