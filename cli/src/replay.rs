@@ -107,13 +107,14 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
         }
         if let Some(now) = entry.now() {
             let t = since(now, origin);
-            if let (Some(at), false) = (dump_at, dumped) {
-                if t > at {
-                    if let Some(node) = replay.node() {
-                        dump::print_replayed(node, replay.now(), args.json)?;
-                    }
-                    dumped = true;
+            if let (Some(at), false) = (dump_at, dumped)
+                && t > at
+            {
+                // The state after the last input at or before TIME.
+                if let Some(node) = replay.node() {
+                    dump::print_replayed(node, replay.now(), args.json)?;
                 }
+                dumped = true;
             }
             if until.is_some_and(|u| t > u) {
                 stopped_at = Some(number);
@@ -130,10 +131,10 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
             Err(e) => return Err(cli_error!("{}: {e}", args.dir.display())),
         }
     }
-    if let (Some(_), false) = (dump_at, dumped) {
-        if let Some(node) = replay.node() {
-            dump::print_replayed(node, replay.now(), args.json)?;
-        }
+    if let (Some(_), false) = (dump_at, dumped)
+        && let Some(node) = replay.node()
+    {
+        dump::print_replayed(node, replay.now(), args.json)?;
     }
     let summary = format!(
         "replayed {} inputs up to +{}, {} output checks matched byte for byte",

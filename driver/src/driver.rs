@@ -563,10 +563,10 @@ impl Driver {
             let now = self.clock.now();
             if now >= self.record_flushed + RECORD_FLUSH {
                 self.record_flushed = now;
-                if let Some(recorder) = &mut self.recorder {
-                    if let Err(error) = recorder.flush() {
-                        self.record_failed(&error);
-                    }
+                if let Some(recorder) = &mut self.recorder
+                    && let Err(error) = recorder.flush()
+                {
+                    self.record_failed(&error);
                 }
             }
         }
@@ -834,10 +834,10 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         // The log is complete before anyone hears the node has stopped.
-        if let Some(recorder) = &mut self.recorder {
-            if let Err(error) = recorder.flush() {
-                tracing::error!(%error, "cannot flush the flight log");
-            }
+        if let Some(recorder) = &mut self.recorder
+            && let Err(error) = recorder.flush()
+        {
+            tracing::error!(%error, "cannot flush the flight log");
         }
         let panicked = std::thread::panicking();
         for waiter in self.stop_waiters.drain(..) {

@@ -49,12 +49,11 @@ fn replay(dir: &Path, tamper: Option<u64>) -> Result<Replayed, String> {
     let mut found = Replayed::default();
     for record in LogReader::open(dir).map_err(|e| e.to_string())? {
         let (number, mut entry) = record.map_err(|e| e.to_string())?;
-        if let Entry::Packet { data, .. } = &mut entry {
-            if tamper == Some(found.packets) {
-                if let Some(last) = data.last_mut() {
-                    *last ^= 1;
-                }
-            }
+        if let Entry::Packet { data, .. } = &mut entry
+            && tamper == Some(found.packets)
+            && let Some(last) = data.last_mut()
+        {
+            *last ^= 1;
         }
         match &entry {
             Entry::Packet { .. } => found.packets += 1,

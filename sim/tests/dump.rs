@@ -18,10 +18,10 @@ fn cluster(seed: u64) -> Sim {
     sim
 }
 
-fn member<'a>(
-    dump: &'a grapevine::Dump<std::net::SocketAddr>,
+fn member(
+    dump: &grapevine::Dump<std::net::SocketAddr>,
     i: usize,
-) -> &'a MemberDump<std::net::SocketAddr> {
+) -> &MemberDump<std::net::SocketAddr> {
     dump.members
         .iter()
         .find(|m| m.id.addr == node_addr(i))
