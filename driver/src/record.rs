@@ -136,33 +136,58 @@ impl RecordOptions {
 /// from the fields and refuses the log if its `Debug` text differs, so a field added
 /// to `Config` but not here cannot go unnoticed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub struct ConfigRecord {
+    /// [`Config::cluster_name`](grapevine::Config::cluster_name).
     pub cluster_name: String,
+    /// [`Config::probe_interval`](grapevine::Config::probe_interval).
     pub probe_interval: Duration,
+    /// [`Config::probe_timeout`](grapevine::Config::probe_timeout).
     pub probe_timeout: Duration,
+    /// [`Config::indirect_probes`](grapevine::Config::indirect_probes).
     pub indirect_probes: u64,
+    /// [`Config::gossip_interval`](grapevine::Config::gossip_interval).
     pub gossip_interval: Duration,
+    /// [`Config::gossip_fanout`](grapevine::Config::gossip_fanout).
     pub gossip_fanout: u64,
+    /// [`Config::retransmit_mult`](grapevine::Config::retransmit_mult).
     pub retransmit_mult: u32,
+    /// [`Config::suspicion_mult`](grapevine::Config::suspicion_mult).
     pub suspicion_mult: u32,
+    /// [`Config::suspicion_max_mult`](grapevine::Config::suspicion_max_mult).
     pub suspicion_max_mult: u32,
+    /// [`Config::awareness_max`](grapevine::Config::awareness_max).
     pub awareness_max: u32,
+    /// [`Config::max_datagram_size`](grapevine::Config::max_datagram_size).
     pub max_datagram_size: u64,
+    /// [`Config::dead_retention`](grapevine::Config::dead_retention).
     pub dead_retention: Duration,
+    /// [`Config::tombstone_grace`](grapevine::Config::tombstone_grace).
     pub tombstone_grace: Duration,
+    /// [`Config::vnodes`](grapevine::Config::vnodes).
     pub vnodes: u64,
+    /// [`Config::replication_factor`](grapevine::Config::replication_factor).
     pub replication_factor: u64,
+    /// [`Config::datacenter_replication`](grapevine::Config::datacenter_replication).
     pub datacenter_replication: Vec<(String, u64)>,
+    /// [`Config::request_timeout`](grapevine::Config::request_timeout).
     pub request_timeout: Duration,
+    /// [`Config::request_max_hops`](grapevine::Config::request_max_hops).
     pub request_max_hops: u8,
+    /// [`Config::max_members`](grapevine::Config::max_members).
     pub max_members: u64,
+    /// [`Config::unconfirmed_share`](grapevine::Config::unconfirmed_share).
     pub unconfirmed_share: u8,
+    /// [`Config::max_rumours`](grapevine::Config::max_rumours).
     pub max_rumours: u64,
+    /// [`Config::max_requests_in_flight`](grapevine::Config::max_requests_in_flight).
     pub max_requests_in_flight: u64,
+    /// [`Config::max_value_size`](grapevine::Config::max_value_size).
     pub max_value_size: u64,
+    /// [`Config::max_state_bytes`](grapevine::Config::max_state_bytes).
     pub max_state_bytes: u64,
+    /// [`Config::max_total_state_bytes`](grapevine::Config::max_total_state_bytes).
     pub max_total_state_bytes: u64,
+    /// The `Debug` text of the whole config, to check the rebuilt one against.
     pub debug: String,
 }
 
@@ -276,13 +301,17 @@ pub enum KeyringChange {
     Remove(grapevine::Key),
 }
 
-/// A keyring change as the log holds it.
+/// A keyring change as the log holds it: [`KeyringChange`] with each key recorded or
+/// redacted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)]
 pub enum KeyringRecord {
+    /// [`KeyringChange::Replace`].
     Replace(Vec<KeyRecord>),
+    /// [`KeyringChange::Install`].
     Install(KeyRecord),
+    /// [`KeyringChange::Use`].
     Use(KeyRecord),
+    /// [`KeyringChange::Remove`].
     Remove(KeyRecord),
 }
 
