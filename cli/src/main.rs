@@ -1,7 +1,8 @@
 //! `grapevine`: run a Grapevine node, query a running node, or run a local demo cluster.
 //!
 //! ```text
-//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--name NAME] [--data-dir DIR]
+//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
+//!                [--seed-refresh 30s] [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--status alive|suspect|dead|left]... [--all] [--json]
@@ -16,6 +17,7 @@
 //! grapevine request KEY PAYLOAD --via 127.0.0.1:7946 [--json]
 //! grapevine put KEY VALUE --via 127.0.0.1:7946 [--json]
 //! grapevine get KEY --via 127.0.0.1:7946 [--json]
+//! grapevine keys list|install KEY|use KEY|remove KEY --node 127.0.0.1:7946 [--json]
 //! grapevine dump 127.0.0.1:7946 [--json]
 //! grapevine replay DIR [--until TIME] [--events] [--dump-at TIME [--json]] [--check]
 //! grapevine simulate [--nodes 100] [--seed 1] [--loss 5%] [--latency 1ms] [--crash I@T]...
@@ -27,15 +29,17 @@
 //! Every address may be a host name (`localhost:7946`). `--node` names the node
 //! whose own state or view is shown; `--via` names the node a request or a store
 //! read or write enters the cluster through (any node). The querying commands take
-//! `--admin ADDR` when the node's admin interface is not at its port + 1000.
+//! `--admin ADDR` when the node's admin interface is not at its port + 1000 (on
+//! loopback by default: it is unauthenticated).
 //!
 //! Every error is one line on stderr. Bad usage (unknown options, malformed or
-//! unresolvable addresses) exits 2; a failure at run time (a port in use, no seed
-//! answering, a refused data directory, a node that cannot be reached, a refused
-//! `removenode`, a demo that does not reach its goals, a value over the node's
-//! limit, an unknown `--of` node, a missing key, a failed request) exits 1. When
-//! stdout is closed (`grapevine ring | head -1`) a command stops quietly with exit
-//! code 0 (see [`output`]).
+//! unresolvable addresses, a malformed KEY argument) exits 2; a failure at run time
+//! (a port in use, no seed answering within `--join-timeout`, a refused data
+//! directory or key file, a node that cannot be reached, a refused `removenode` or
+//! key change, a demo that does not reach its goals, a value over the node's limit,
+//! an unknown `--of` node, a missing key, a failed request) exits 1. When stdout is
+//! closed (`grapevine ring | head -1`) a command stops quietly with exit code 0 (see
+//! [`output`]).
 //! `node` serves the admin protocol described in [`admin`].
 
 /// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
@@ -49,6 +53,7 @@ mod admin;
 mod app;
 mod demo;
 mod dump;
+mod keys;
 mod node;
 mod ops;
 mod output;
@@ -114,6 +119,8 @@ enum Cmd {
     /// Write a value to the cluster's store through any node: it goes to every live
     /// replica of the key.
     Put(verbs::PutArgs),
+    /// List or rotate a running node's encryption keys (install, use, remove).
+    Keys(keys::KeysArgs),
     /// Print a running node's inner state: members with suspicions, local health,
     /// rumour queue, sync root, ring and placement, requests in flight.
     Dump(dump::DumpArgs),
@@ -290,6 +297,17 @@ fn resolve_all(text: &str) -> CliResult<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// `addr` moved to the loopback address of its family (where a node's admin interface
+/// listens unless `--admin` says otherwise).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
 /// The admin address that goes with a node address: its port plus 1000 (port 0 stays 0).
 fn default_admin(node: SocketAddr) -> CliResult<SocketAddr> {
     let port = match node.port() {
@@ -350,6 +368,7 @@ fn main() -> ExitCode {
         Cmd::State(args) => verbs::state(args),
         Cmd::Request(args) => verbs::request(args),
         Cmd::Put(args) => verbs::put(args),
+        Cmd::Keys(args) => keys::run(args),
         Cmd::Demo(args) => demo::run(args),
         Cmd::Dump(args) => dump::run(args),
         Cmd::Replay(args) => replay::run(args),

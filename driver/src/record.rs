@@ -446,6 +446,27 @@ pub enum Entry {
     Keyring(KeyringRecord),
     /// What the core put out since the previous `Outputs` record, once drained.
     Outputs(Outputs),
+    // New variants go last: postcard names a variant by its position.
+    /// `set_seeds(now, seeds)`: the seeds' addresses looked up again.
+    SetSeeds {
+        /// The core's clock, in nanoseconds.
+        now: u64,
+        /// The seeds.
+        seeds: Vec<SocketAddr>,
+    },
+    /// `handle_request_to(now, key, to, payload)`.
+    RequestTo {
+        /// The core's clock, in nanoseconds.
+        now: u64,
+        /// The key.
+        key: Vec<u8>,
+        /// The chosen replica's address.
+        to: SocketAddr,
+        /// The chosen replica's generation.
+        generation: u64,
+        /// The payload.
+        payload: Vec<u8>,
+    },
 }
 
 impl Entry {
@@ -461,7 +482,9 @@ impl Entry {
             | Entry::Set { now, .. }
             | Entry::Delete { now, .. }
             | Entry::Request { now, .. }
-            | Entry::Respond { now, .. } => Some(*now),
+            | Entry::Respond { now, .. }
+            | Entry::SetSeeds { now, .. }
+            | Entry::RequestTo { now, .. } => Some(*now),
             Entry::Start(start) => Some(start.now),
             Entry::Keyring(_) | Entry::Outputs(_) => None,
         }
@@ -483,6 +506,10 @@ impl Entry {
             Entry::Delete { key, .. } => format!("delete {key:?}"),
             Entry::Request { payload, .. } => format!("request ({} bytes)", payload.len()),
             Entry::Respond { id, .. } => format!("respond #{id}"),
+            Entry::SetSeeds { seeds, .. } => format!("set_seeds {seeds:?}"),
+            Entry::RequestTo { to, payload, .. } => {
+                format!("request to {to} ({} bytes)", payload.len())
+            }
             Entry::Keyring(k) => format!("keyring {k:?}"),
             Entry::Outputs(o) => format!(
                 "outputs: {} transmits, {} events, digest {:016x}",

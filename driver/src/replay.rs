@@ -251,6 +251,20 @@ impl Replay {
             Entry::Respond { id, payload, .. } => {
                 let _ = node.respond(at, RequestId(*id), payload.clone());
             }
+            Entry::SetSeeds { seeds, .. } => node.set_seeds(at, seeds.iter().copied()),
+            Entry::RequestTo {
+                key,
+                to,
+                generation,
+                payload,
+                ..
+            } => {
+                let to = NodeId {
+                    addr: *to,
+                    generation: *generation,
+                };
+                let _ = node.handle_request_to(at, key, &to, payload.clone());
+            }
             Entry::Keyring(change) => {
                 let change = change
                     .to_change()

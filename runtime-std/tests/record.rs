@@ -8,16 +8,25 @@ use std::time::Duration;
 use grapevine_driver::record::{Entry, LogReader};
 use grapevine_driver::replay::{Replay, ReplayError, Step};
 use grapevine_driver::test_support::{TempDir, fast_config, wait_until};
-use grapevine_driver::{Handle, KeyringChange, Options, RecordOptions, Status};
+use grapevine_driver::{Handle, Options, RecordOptions, Status};
 
 const CLUSTER: &str = "runtime-std-record";
 
-fn spawn(dir: &Path, seeds: &[std::net::SocketAddr], keys: bool, rng_seed: u64) -> Handle {
-    let options = Options::new("127.0.0.1:0".parse().unwrap())
+fn spawn(
+    dir: &Path,
+    seeds: &[std::net::SocketAddr],
+    key: Option<grapevine_driver::Key>,
+    keys: bool,
+    rng_seed: u64,
+) -> Handle {
+    let mut options = Options::new("127.0.0.1:0".parse().unwrap())
         .config(fast_config(CLUSTER))
         .seeds(seeds.iter().copied())
         .rng_seed(rng_seed)
         .record(RecordOptions::new(dir).keys(keys));
+    if let Some(key) = key {
+        options = options.keyring(grapevine_driver::Keyring::new(key));
+    }
     grapevine_std::spawn(options).unwrap()
 }
 
@@ -76,12 +85,14 @@ fn replay(dir: &Path, tamper: Option<u64>) -> Result<Replayed, String> {
 fn a_recorded_cluster_replays_byte_for_byte_through_rotation_write_and_crash() {
     let root = TempDir::new("record-cluster");
     let dirs: Vec<PathBuf> = (0..3).map(|i| root.0.join(format!("n{i}"))).collect();
-    let first = spawn(&dirs[0], &[], true, 11);
+    let old = [1u8; 32];
+    let new = [2u8; 32];
+    let first = spawn(&dirs[0], &[], Some(old), true, 11);
     let seeds = [first.local_addr()];
     let nodes = [
         first.clone(),
-        spawn(&dirs[1], &seeds, true, 12),
-        spawn(&dirs[2], &seeds, true, 13),
+        spawn(&dirs[1], &seeds, Some(old), true, 12),
+        spawn(&dirs[2], &seeds, Some(old), true, 13),
     ];
     let addrs: Vec<_> = nodes.iter().map(Handle::local_addr).collect();
     wait_until("three members alive everywhere", || {
@@ -93,22 +104,21 @@ fn a_recorded_cluster_replays_byte_for_byte_through_rotation_write_and_crash() {
     });
 
     // Key rotation, memberlist's way: install everywhere, use everywhere, remove.
-    let old = [1u8; 32];
-    let new = [2u8; 32];
-    for step in [
-        KeyringChange::Replace(vec![old]),
-        KeyringChange::Install(new),
-        KeyringChange::Use(new),
-        KeyringChange::Remove(old),
-    ] {
+    for step in 0..3 {
         for n in &nodes {
-            n.change_keyring(step.clone()).wait().unwrap();
+            match step {
+                0 => n.install_key(new),
+                1 => n.use_key(new),
+                _ => n.remove_key(old),
+            }
+            .wait()
+            .unwrap();
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
         matches!(
-            nodes[0].change_keyring(KeyringChange::Remove(new)).wait(),
+            nodes[0].remove_key(new).wait(),
             Err(grapevine_driver::RuntimeError::Keyring(_))
         ),
         "the primary cannot be removed"
@@ -136,7 +146,8 @@ fn a_recorded_cluster_replays_byte_for_byte_through_rotation_write_and_crash() {
         let found = replay(dir, None).unwrap_or_else(|e| panic!("node {i}: {e}"));
         println!("node {i}: {found:?}");
         assert!(found.packets > 5, "node {i} received datagrams: {found:?}");
-        // Four steps of the rotation, and on node 0 the refused removal too.
+        // The starting keyring, three steps of the rotation, and on node 0 the
+        // refused removal too.
         let changes = if i == 0 { 5 } else { 4 };
         assert_eq!(found.keyring_changes, changes, "node {i}: {found:?}");
         assert!(found.checked > 10, "node {i}: outputs checked: {found:?}");
@@ -152,17 +163,15 @@ fn a_recorded_cluster_replays_byte_for_byte_through_rotation_write_and_crash() {
 }
 
 #[test]
-fn without_record_keys_replay_stops_at_the_first_keyring_change() {
+fn without_record_keys_replay_stops_at_the_starting_keyring() {
     let root = TempDir::new("record-nokeys");
-    let node = spawn(&root.0, &[], false, 5);
+    let node = spawn(&root.0, &[], Some([9u8; 32]), false, 5);
     node.set("k", b"v").wait().unwrap();
-    node.change_keyring(KeyringChange::Replace(vec![[9u8; 32]]))
-        .wait()
-        .unwrap();
+    node.install_key([8u8; 32]).wait().unwrap();
     node.shutdown().wait().unwrap();
     let log = std::fs::read(root.0.join("00000001.gvr")).unwrap();
     assert!(
-        !log.windows(32).any(|w| w == [9u8; 32]),
+        !log.windows(32).any(|w| w == [9u8; 32] || w == [8u8; 32]),
         "no key material in the log"
     );
     let mut replay = Replay::new();
