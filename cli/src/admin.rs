@@ -15,6 +15,7 @@
 //! | `route KEY`  | `{"key", "token", "ring_digest", "replicas": [{"name", "addr", "generation", "state", "topology"}], "pending": [...]}` |
 //! | `removenode NAME` | `{"removed": NAME}` |
 //! | `decommission` | `{"decommissioned": NAME}`, once the node is Left (then it stops) |
+//! | `dump`       | the node's inner state: see `grapevine_driver::dump::dump_json` |
 //!
 //! Requests that carry keys and values (`set`, `get`, `keys`, `delete`, `request`,
 //! `put`, and the store's reads and replica writes) are one line of JSON with the
@@ -131,6 +132,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
         "ring" => ring_json(node),
         "stats" => stats_json(node),
         "route" => route_json(node, arg.as_bytes()),
+        "dump" => Ok(node.dump().wait()?),
         "removenode" if arg.trim().is_empty() => Err(cli_error!("removenode needs a NAME")),
         "removenode" => {
             let name = arg.trim();
@@ -141,7 +143,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
             Ok(json!({ "removed": name }))
         }
         other => Err(cli_error!(
-            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME, decommission or a JSON request)"
+            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME, dump, decommission or a JSON request)"
         )),
     }
 }

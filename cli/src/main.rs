@@ -18,6 +18,11 @@
 //! grapevine put KEY VALUE --via 127.0.0.1:7946 [--json]
 //! grapevine get KEY --via 127.0.0.1:7946 [--json]
 //! grapevine keys list|install KEY|use KEY|remove KEY --node 127.0.0.1:7946 [--json]
+//! grapevine dump 127.0.0.1:7946 [--json]
+//! grapevine replay DIR [--until TIME] [--events] [--dump-at TIME [--json]] [--check]
+//! grapevine simulate [--nodes 100] [--seed 1] [--loss 5%] [--latency 1ms] [--crash I@T]...
+//!                    [--partition 0-49/50-99@T1..T2]... [--duration 60s] [--svg FILE]
+//!                    [--record DIR [--record-node I]] [--json]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
@@ -47,12 +52,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod app;
 mod demo;
+mod dump;
 mod keys;
 mod node;
 mod ops;
 mod output;
 mod query;
+mod replay;
 mod runtime;
+mod simulate;
 mod store;
 mod verbs;
 
@@ -113,6 +121,15 @@ enum Cmd {
     Put(verbs::PutArgs),
     /// List or rotate a running node's encryption keys (install, use, remove).
     Keys(keys::KeysArgs),
+    /// Print a running node's inner state: members with suspicions, local health,
+    /// rumour queue, sync root, ring and placement, requests in flight.
+    Dump(dump::DumpArgs),
+    /// Re-run a node's core from its flight log (`node --record DIR`) and check
+    /// every output against the log, byte for byte.
+    Replay(replay::ReplayArgs),
+    /// Run the deterministic simulator: N nodes on a virtual network with loss,
+    /// latency, crashes and partitions; print a summary and write an SVG.
+    Simulate(simulate::SimulateArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -353,6 +370,9 @@ fn main() -> ExitCode {
         Cmd::Put(args) => verbs::put(args),
         Cmd::Keys(args) => keys::run(args),
         Cmd::Demo(args) => demo::run(args),
+        Cmd::Dump(args) => dump::run(args),
+        Cmd::Replay(args) => replay::run(args),
+        Cmd::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(code) => code,

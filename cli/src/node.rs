@@ -71,6 +71,8 @@ pub struct NodeArgs {
     seed_refresh: Duration,
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    record: crate::replay::RecordArgs,
 }
 
 /// Parses `1500ms`, `5s` or a plain number of seconds.
@@ -163,6 +165,7 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     if let Some(dir) = &args.data_dir {
         options = options.data_dir(dir.clone());
     }
+    let options = args.record.apply(options)?;
     let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;

@@ -81,6 +81,29 @@ impl<A: crate::Address> Rumours<A> {
         self.rumours.is_empty()
     }
 
+    /// The queue by class, highest first, for [`Node::dump`](crate::Node::dump).
+    pub fn dump(&self) -> Vec<crate::dump::RumourClassDump> {
+        let mut classes: Vec<crate::dump::RumourClassDump> = ["own", "topology", "state"]
+            .into_iter()
+            .map(|class| crate::dump::RumourClassDump {
+                class,
+                queued: 0,
+                bytes: 0,
+                transmits: Vec::new(),
+            })
+            .collect();
+        for r in self.rumours.values() {
+            let c = &mut classes[r.class as usize];
+            c.queued += 1;
+            c.bytes += r.bytes.len();
+            match c.transmits.binary_search_by_key(&r.transmits, |(t, _)| *t) {
+                Ok(i) => c.transmits[i].1 += 1,
+                Err(i) => c.transmits.insert(i, (r.transmits, 1)),
+            }
+        }
+        classes
+    }
+
     /// Queues an encoded rumour of `class`, replacing any older rumour about the same
     /// subject. Returns whether a rumour had to be evicted to make room.
     pub fn push(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) -> bool {

@@ -187,6 +187,23 @@ impl<A: crate::Address> Detector<A> {
         self.health
     }
 
+    /// The ceiling of the local health multiplier.
+    pub fn health_max(&self) -> u32 {
+        self.health_max
+    }
+
+    /// The suspicion of `addr` in progress, if any, for dumps.
+    pub fn suspicion(&self, addr: &A) -> Option<crate::dump::SuspicionDump> {
+        self.suspicions
+            .get(addr)
+            .map(|s| crate::dump::SuspicionDump {
+                start: s.start,
+                deadline: s.deadline(),
+                confirmations: s.accusers.len().saturating_sub(1),
+                expected: s.expected,
+            })
+    }
+
     /// We had to refute a suspicion of ourselves: we may be the slow one.
     pub fn refuted(&mut self) {
         self.health_up(1);

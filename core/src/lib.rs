@@ -22,6 +22,7 @@ extern crate alloc;
 mod anti_entropy;
 pub mod config;
 mod dissemination;
+pub mod dump;
 pub mod event;
 mod failure_detector;
 pub mod hash;
@@ -44,6 +45,7 @@ pub mod fuzzing;
 
 pub use config::{Config, ConfigError};
 pub use core::time::Duration;
+pub use dump::Dump;
 pub use event::Event;
 pub use keyring::{Key, Keyring, KeyringError};
 pub use membership::{Address, MemberClaim, MemberInfo, NodeId, Status};

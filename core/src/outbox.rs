@@ -185,6 +185,14 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
 
     // ----- rumours ------------------------------------------------------------------
 
+    /// The rumour queue by class and the current retransmit limit, for dumps.
+    pub fn rumour_dump(&self) -> (Vec<crate::dump::RumourClassDump>, u32) {
+        (
+            self.rumours.dump(),
+            crate::dissemination::retransmit_limit(self.retransmit_mult, self.cluster_size),
+        )
+    }
+
     pub fn has_rumours(&self) -> bool {
         !self.rumours.is_empty()
     }

@@ -232,6 +232,34 @@ impl<A: Address> Router<A> {
         out.body_budget().saturating_sub(128)
     }
 
+    /// Requests in flight, by id, for dumps.
+    pub fn dump(&self) -> Vec<crate::dump::RequestDump<A>> {
+        let mut out: Vec<crate::dump::RequestDump<A>> = self
+            .outgoing
+            .iter()
+            .map(|(id, o)| crate::dump::RequestDump::Outgoing {
+                id: *id,
+                target: o.target.clone(),
+                tried: o.tried.len(),
+                deadline: o.deadline,
+            })
+            .chain(
+                self.incoming
+                    .iter()
+                    .map(|(id, i)| crate::dump::RequestDump::Incoming {
+                        id: *id,
+                        origin: i.origin.as_ref().map(|(o, _)| o.addr.clone()),
+                        deadline: i.deadline,
+                    }),
+            )
+            .collect();
+        out.sort_by_key(|r| match r {
+            crate::dump::RequestDump::Outgoing { id, .. }
+            | crate::dump::RequestDump::Incoming { id, .. } => *id,
+        });
+        out
+    }
+
     fn in_flight(&self) -> usize {
         self.outgoing.len() + self.incoming.len()
     }

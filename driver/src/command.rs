@@ -165,6 +165,8 @@ pub enum Command {
         /// Whether the core accepted it.
         reply: Reply<Result<(), RuntimeError>>,
     },
+    /// The node's inner state as JSON ([`dump::dump_json`](crate::dump::dump_json)).
+    Dump(Reply<serde_json::Value>),
     /// Answer once this node is Normal and every live member holds the same ring
     /// ([`Node::is_ready`](grapevine::Node::is_ready)); at once if it already is.
     Ready(Reply<Result<(), RuntimeError>>),

@@ -26,11 +26,15 @@ use rand_core::SeedableRng;
 
 use crate::join::{JoinStep, SeedJoin};
 use crate::persist::{self, PlacementStore};
+use crate::record::{self, Entry, KeyringChange, KeyringRecord, OutputDigest, Recorder};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, KeyChange, KeysSnapshot, Member, NodeId,
     Options, Ownership, Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StateEntry,
     StatsSnapshot,
 };
+
+/// How often the flight log's buffer is handed to the OS, at most.
+const RECORD_FLUSH: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -78,6 +82,12 @@ pub struct Driver {
     join: SeedJoin,
     /// Answered once the node has joined.
     joined_waiters: Vec<Reply<Result<(), RuntimeError>>>,
+    /// The flight recorder, if [`Options::record`] is set; dropped after a write error.
+    recorder: Option<Recorder>,
+    /// Whether an input reached the core since the last drain (an `Outputs` record is due).
+    recorded_input: bool,
+    /// When the flight log's buffer was last handed to the OS.
+    record_flushed: grapevine::Instant,
 }
 
 impl fmt::Debug for Driver {
@@ -145,6 +155,7 @@ impl Driver {
             }),
             None => None,
         };
+        let restored = saved.clone();
         if let Some(saved) = saved {
             tracing::debug!(
                 name = %saved.name,
@@ -161,6 +172,34 @@ impl Driver {
             .leave_timeout
             .unwrap_or(options.config.gossip_interval * 2);
         let now = clock.now();
+        let recorder = match &options.record {
+            Some(record) => {
+                let start = record::start_record(&options.config, node.id(), seed, restored, now);
+                let mut recorder = Recorder::create(record.clone(), start).map_err(|source| {
+                    RuntimeError::DataDir {
+                        path: record.dir.clone(),
+                        source,
+                    }
+                })?;
+                // The keyring the node started with: an input like any later change.
+                if let Some(keyring) = &options.keyring {
+                    let keys = keyring.keys().copied().collect();
+                    let entry = Entry::Keyring(KeyringRecord::new(
+                        &KeyringChange::Replace(keys),
+                        record.keys,
+                    ));
+                    recorder
+                        .write(&entry)
+                        .map_err(|source| RuntimeError::DataDir {
+                            path: record.dir.clone(),
+                            source,
+                        })?;
+                }
+                tracing::info!(dir = %record.dir.display(), seed, keys = record.keys, "recording inputs");
+                Some(recorder)
+            }
+            None => None,
+        };
         let mut driver = Driver {
             node,
             clock,
@@ -190,12 +229,20 @@ impl Driver {
                 now,
             ),
             joined_waiters: Vec::new(),
+            recorder,
+            recorded_input: false,
+            record_flushed: now,
         };
         // Seeds that are all host names wait for their first lookup (in
         // `handle_timeout`): joining without them would make this node the first of a
         // new cluster.
         if driver.join.can_start_now() {
-            driver.node.join(now, driver.join.seeds());
+            let seeds = driver.join.seeds();
+            driver.record(|| Entry::Join {
+                now: now.as_nanos(),
+                seeds: seeds.clone(),
+            });
+            driver.node.join(now, seeds);
             driver.join.started(now);
         }
         Ok(driver)
@@ -233,6 +280,12 @@ impl Driver {
             return;
         }
         let now = self.clock.now();
+        if let Some(recorder) = &mut self.recorder {
+            self.recorded_input = true;
+            if let Err(error) = recorder.write_packet(now.as_nanos(), from, data) {
+                self.record_failed(&error);
+            }
+        }
         match self.node.handle_packet(now, from, data) {
             // Only members' addresses are remembered, and the table is pruned to them
             // when it outgrows them: a flood from many sources cannot grow it.
@@ -291,6 +344,9 @@ impl Driver {
             self.poll_join(now);
         }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
+            self.record(|| Entry::Timeout {
+                now: now.as_nanos(),
+            });
             self.node.handle_timeout(now);
         }
     }
@@ -306,16 +362,38 @@ impl Driver {
         match self.join.poll(now, joined) {
             JoinStep::Start(seeds) => {
                 tracing::debug!(seeds = seeds.len(), "joining");
+                self.record(|| Entry::Join {
+                    now: now.as_nanos(),
+                    seeds: seeds.clone(),
+                });
                 self.node.join(now, seeds);
                 self.join.started(now);
             }
-            JoinStep::Update(seeds) => self.node.set_seeds(now, seeds),
+            JoinStep::Update(seeds) => {
+                self.record(|| Entry::SetSeeds {
+                    now: now.as_nanos(),
+                    seeds: seeds.clone(),
+                });
+                self.node.set_seeds(now, seeds);
+            }
             JoinStep::Idle => {}
         }
     }
 
     /// Lists the keys, after applying `change`.
     fn change_keys(&mut self, change: Option<KeyChange>) -> Result<KeysSnapshot, RuntimeError> {
+        if self.node.keyring_mut().is_none() {
+            return Err(RuntimeError::NotEncrypted);
+        }
+        if let (Some(change), Some(recorder)) = (&change, &self.recorder) {
+            let change = match change {
+                KeyChange::Install(key) => KeyringChange::Install(*key),
+                KeyChange::Use(key) => KeyringChange::Use(*key),
+                KeyChange::Remove(key) => KeyringChange::Remove(*key),
+            };
+            let entry = Entry::Keyring(KeyringRecord::new(&change, recorder.keys()));
+            self.record(|| entry);
+        }
         let ring = self.node.keyring_mut().ok_or(RuntimeError::NotEncrypted)?;
         match &change {
             Some(KeyChange::Install(key)) => ring.install(*key),
@@ -344,7 +422,12 @@ impl Driver {
             Command::Join(seeds) => {
                 if running {
                     self.join.add(&seeds);
-                    self.node.join(now, self.join.seeds());
+                    let seeds = self.join.seeds();
+                    self.record(|| Entry::Join {
+                        now: now.as_nanos(),
+                        seeds: seeds.clone(),
+                    });
+                    self.node.join(now, seeds);
                     self.join.started(now);
                 }
             }
@@ -359,6 +442,11 @@ impl Driver {
             }
             Command::Keyring { change, reply } => reply.send(self.change_keys(change)),
             Command::Set { key, value, reply } => reply.send(if running {
+                self.record(|| Entry::Set {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                    value: value.clone(),
+                });
                 self.node
                     .set(now, &key, &value)
                     .map_err(RuntimeError::State)
@@ -366,6 +454,10 @@ impl Driver {
                 Err(RuntimeError::Stopped)
             }),
             Command::Delete { key, reply } => reply.send(if running {
+                self.record(|| Entry::Delete {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                });
                 self.node.delete(now, &key).map_err(RuntimeError::State)
             } else {
                 Err(RuntimeError::Stopped)
@@ -391,6 +483,11 @@ impl Driver {
                 payload,
                 reply,
             } => reply.send(if running {
+                self.record(|| Entry::Request {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                    payload: payload.clone(),
+                });
                 self.node
                     .handle_request(now, &key, payload)
                     .map_err(RuntimeError::Request)
@@ -403,6 +500,13 @@ impl Driver {
                 payload,
                 reply,
             } => reply.send(if running {
+                self.record(|| Entry::RequestTo {
+                    now: now.as_nanos(),
+                    key: key.clone(),
+                    to: to.addr,
+                    generation: to.generation,
+                    payload: payload.clone(),
+                });
                 self.node
                     .handle_request_to(now, &key, &to, payload)
                     .map_err(RuntimeError::Request)
@@ -410,6 +514,11 @@ impl Driver {
                 Err(RuntimeError::Stopped)
             }),
             Command::Respond { id, payload, reply } => reply.send(if running {
+                self.record(|| Entry::Respond {
+                    now: now.as_nanos(),
+                    id: id.0,
+                    payload: payload.clone(),
+                });
                 self.node
                     .respond(now, id, payload)
                     .map_err(RuntimeError::Respond)
@@ -430,12 +539,17 @@ impl Driver {
                 }
             }
             Command::RemoveNode { name, reply } => reply.send(if running {
+                self.record(|| Entry::RemoveNode {
+                    now: now.as_nanos(),
+                    name: name.clone(),
+                });
                 self.node
                     .remove_node(now, &name)
                     .map_err(RuntimeError::Remove)
             } else {
                 Err(RuntimeError::Stopped)
             }),
+            Command::Dump(reply) => reply.send(crate::dump::dump_json(&self.node, now)),
             Command::Ready(reply) => {
                 if !running {
                     reply.send(Err(RuntimeError::Stopped));
@@ -471,6 +585,9 @@ impl Driver {
     fn shutdown(&mut self) {
         if matches!(self.phase, Phase::Running | Phase::Decommissioning { .. }) {
             let now = self.clock.now();
+            self.record(|| Entry::Shutdown {
+                now: now.as_nanos(),
+            });
             self.node.shutdown(now);
             self.stopping(now);
         }
@@ -494,6 +611,9 @@ impl Driver {
         let now = self.clock.now();
         self.decommission_waiters.push(reply);
         if self.phase == Phase::Running {
+            self.record(|| Entry::Leave {
+                now: now.as_nanos(),
+            });
             self.node.leave(now);
             self.phase = Phase::Decommissioning {
                 until: now + self.decommission_timeout,
@@ -542,7 +662,11 @@ impl Driver {
     pub fn flush(&mut self, mut send: impl FnMut(SocketAddr, &[u8]) -> io::Result<()>) {
         let mut events = Vec::new();
         let mut left = false;
+        let mut digest = self.recorded_input.then(OutputDigest::default);
         while let Some(event) = self.node.poll_event() {
+            if let Some(digest) = &mut digest {
+                digest.event(&event);
+            }
             if let Event::PlacementChanged(placement) = &event {
                 self.persist(placement);
                 left |= placement.status == Some(Topology::Left);
@@ -554,12 +678,32 @@ impl Driver {
             self.decommissioned(now);
         }
         while let Some(transmit) = self.node.poll_transmit() {
+            if let Some(digest) = &mut digest {
+                digest.transmit(transmit.dest, &transmit.payload);
+            }
             if self.phase == Phase::Done {
                 continue;
             }
             if let Err(error) = send(transmit.dest, &transmit.payload) {
                 self.send_errors += 1;
                 tracing::debug!(dest = %transmit.dest, %error, "UDP send failed");
+            }
+        }
+        if let Some(digest) = digest {
+            let outputs = digest.finish(self.node.poll_timeout());
+            self.record(|| Entry::Outputs(outputs));
+            self.recorded_input = false;
+            // Handing the buffer to the OS at most every RECORD_FLUSH keeps a busy
+            // node at one write per 64 KiB or per period, not one per datagram; a
+            // killed process loses at most that period's tail (the log stays valid).
+            let now = self.clock.now();
+            if now >= self.record_flushed + RECORD_FLUSH {
+                self.record_flushed = now;
+                if let Some(recorder) = &mut self.recorder
+                    && let Err(error) = recorder.flush()
+                {
+                    self.record_failed(&error);
+                }
             }
         }
         for event in events {
@@ -593,6 +737,30 @@ impl Driver {
                 waiter.send(Ok(()));
             }
         }
+    }
+
+    /// Appends a record to the flight log, if recording. `entry` is built only then.
+    fn record(&mut self, entry: impl FnOnce() -> Entry) {
+        if let Some(recorder) = &mut self.recorder {
+            let entry = entry();
+            self.recorded_input |= !matches!(entry, Entry::Outputs(_));
+            if let Err(error) = recorder.write(&entry) {
+                self.record_failed(&error);
+            }
+        }
+    }
+
+    /// A write to the flight log failed: stop recording (the node runs on; a log with
+    /// a hole in it could not be replayed anyway).
+    fn record_failed(&mut self, error: &io::Error) {
+        if let Some(recorder) = self.recorder.take() {
+            tracing::error!(dir = %recorder.dir().display(), %error, "flight recorder stopped");
+        }
+    }
+
+    /// Whether the flight recorder is running.
+    pub fn is_recording(&self) -> bool {
+        self.recorder.is_some()
     }
 
     /// The name of the member at `addr`, if its placement record is known.
@@ -808,6 +976,12 @@ impl Driver {
 /// Dropping the driver is the end of the loop: answer [`Command::WhenStopped`].
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The log is complete before anyone hears the node has stopped.
+        if let Some(recorder) = &mut self.recorder
+            && let Err(error) = recorder.flush()
+        {
+            tracing::error!(%error, "cannot flush the flight log");
+        }
         let panicked = std::thread::panicking();
         // Release the data directory's lock before saying the node has stopped: a
         // waiter may start the next node on the same directory at once.

@@ -300,6 +300,12 @@ impl Handle {
         })
     }
 
+    /// The node's inner state as JSON (see [`dump::dump_json`](crate::dump::dump_json)):
+    /// members with suspicions, health, rumour queue, sync root, ring, requests.
+    pub fn dump(&self) -> Pending<serde_json::Value> {
+        self.call(Command::Dump)
+    }
+
     /// Stops gracefully, keeping this node's ranges ([`grapevine::Node::shutdown`]):
     /// peers see "left", not "dead", and its tokens stay on the ring (shown down), so
     /// a restart with the same data directory moves no data. It keeps running for the

@@ -21,6 +21,9 @@
 //!   returns a [`Pending`] answer that async code `.await`s and threads `.wait()` for,
 //!   and [`Handle::events`] returns [`Events`], read the same two ways.
 //!
+//! - the flight recorder ([`record`]) and its [`replay`]: every input the core
+//!   receives, logged so that a run can be re-run byte for byte.
+//!
 //! Nothing here makes a protocol decision: the core does that.
 //!
 //! # Example
@@ -59,11 +62,14 @@
 mod clock;
 mod command;
 mod driver;
+pub mod dump;
 mod handle;
 pub mod join;
 pub mod keys;
 mod options;
 mod persist;
+pub mod record;
+pub mod replay;
 mod snapshot;
 mod sync;
 #[cfg(feature = "test-support")]
@@ -81,6 +87,7 @@ pub use join::{JoinRetry, Resolver};
 pub use keys::{KeyChange, KeysSnapshot};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
+pub use record::{KeyringChange, RecordOptions};
 pub use snapshot::{
     Member, Ownership, RingSnapshot, Route, RouteReplica, StateEntry, StatsSnapshot,
 };

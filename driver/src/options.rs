@@ -75,6 +75,9 @@ pub struct Options {
     pub join_retry: JoinRetry,
     /// How [`Options::seed_hosts`] are resolved (default: the system's resolver).
     pub resolver: Resolver,
+    /// Record every input the core receives into a flight log (see
+    /// [`record`](crate::record)); `None` (the default) records nothing.
+    pub record: Option<crate::RecordOptions>,
 }
 
 impl Options {
@@ -96,7 +99,14 @@ impl Options {
             seed_hosts: Vec::new(),
             join_retry: JoinRetry::default(),
             resolver: Resolver::system(),
+            record: None,
         }
+    }
+
+    /// Records the node's inputs into a flight log (see [`record`](crate::record)).
+    pub fn record(mut self, record: crate::RecordOptions) -> Self {
+        self.record = Some(record);
+        self
     }
 
     /// Seals and opens datagrams with `keyring` (its primary seals).

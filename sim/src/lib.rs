@@ -32,5 +32,5 @@ pub mod sim;
 pub use net::{Delivery, NetConfig, NetStats, Network};
 pub use sim::{
     EventCounts, EventLog, Invariant, LogEntry, NodeStatus, SIM_PORT, SeedGuard, Sim, SimBuilder,
-    SimNode, Timeout, node_addr, node_index, secs, seed_from_env,
+    SimNode, Tap, Timeout, node_addr, node_index, secs, seed_from_env,
 };

@@ -217,6 +217,33 @@ struct Slot {
     saved: LocalPlacement,
 }
 
+/// Watches one node's inputs and outputs (a flight recorder, for instance): install it
+/// with [`Sim::set_tap`] before the node joins. The simulator calls it for every input
+/// it hands the core itself (packets, timer wake-ups, joins), then, after each drain,
+/// with every transmit and event and the new deadline. Inputs fed through
+/// [`Sim::with_node`] closures are opaque to it: [`Tap::opaque`] says one happened.
+/// A restart of the node is a new life it does not follow.
+pub trait Tap {
+    /// `handle_packet(now, from, data)` is about to be called.
+    fn packet(&mut self, now: Instant, from: SocketAddr, data: &[u8]);
+    /// `handle_timeout(now)` is about to be called.
+    fn timeout(&mut self, now: Instant);
+    /// `join(now, seeds)` is about to be called.
+    fn join(&mut self, now: Instant, seeds: &[SocketAddr]);
+    /// `set(now, key, value)` is about to be called ([`Sim::set`]).
+    fn set(&mut self, now: Instant, key: &str, value: &[u8]);
+    /// A [`Sim::with_node`] closure is about to run: an input the tap cannot see.
+    fn opaque(&mut self, now: Instant);
+    /// The drain after an input: every transmit and event, in the order the node
+    /// put them out, and the next deadline.
+    fn drained(
+        &mut self,
+        transmits: &[(SocketAddr, Vec<u8>)],
+        events: &[Event<SocketAddr>],
+        deadline: Option<Instant>,
+    );
+}
+
 /// Builds a [`Sim`]. Every setting has a default; only the seed is required.
 ///
 /// ```no_run
@@ -332,6 +359,8 @@ impl SimBuilder {
             invariant_every: self.invariant_every,
             check_interval: self.check_interval,
             join_stagger: self.join_stagger,
+            tap: None,
+            tapped_input: false,
         };
         for _ in 0..self.nodes {
             sim.add_node_with_generation(self.generation);
@@ -366,6 +395,10 @@ pub struct Sim {
     invariant_every: u64,
     check_interval: Duration,
     join_stagger: Duration,
+    /// The node a [`Tap`] watches, and the tap.
+    tap: Option<(usize, Box<dyn Tap>)>,
+    /// A join is being fed through `with_node` on the tap's behalf (not opaque).
+    tapped_input: bool,
 }
 
 impl fmt::Debug for Sim {
@@ -580,11 +613,36 @@ impl Sim {
     // ----- inputs -----
 
     fn rng_for(&self, i: usize, generation: u64, lives: u64) -> ChaCha8Rng {
-        ChaCha8Rng::seed_from_u64(derive_seed(
-            self.seed,
-            ((i as u64) << 16) ^ lives,
-            generation,
-        ))
+        ChaCha8Rng::seed_from_u64(self.rng_seed_for(i, generation, lives))
+    }
+
+    fn rng_seed_for(&self, i: usize, generation: u64, lives: u64) -> u64 {
+        derive_seed(self.seed, ((i as u64) << 16) ^ lives, generation)
+    }
+
+    /// The seed of node `i`'s `ChaCha8Rng` in its current life: with its config,
+    /// identity and saved placement, all a replay needs to rebuild it.
+    pub fn rng_seed(&self, i: usize) -> u64 {
+        let slot = &self.slots[i];
+        self.rng_seed_for(i, slot.generation, slot.lives)
+    }
+
+    /// Watches node `i`'s inputs and outputs from now on (see [`Tap`]); replaces any
+    /// earlier tap.
+    pub fn set_tap(&mut self, i: usize, tap: Box<dyn Tap>) {
+        self.tap = Some((i, tap));
+    }
+
+    /// Removes the tap and gives it back.
+    pub fn take_tap(&mut self) -> Option<Box<dyn Tap>> {
+        self.tap.take().map(|(_, tap)| tap)
+    }
+
+    fn tap_for(&mut self, i: usize) -> Option<&mut (dyn Tap + 'static)> {
+        match &mut self.tap {
+            Some((j, tap)) if *j == i => Some(tap.as_mut()),
+            _ => None,
+        }
     }
 
     fn make_node(&self, i: usize, generation: u64, lives: u64, saved: &LocalPlacement) -> SimNode {
@@ -651,14 +709,34 @@ impl Sim {
             format!("node {i} is not running")
         });
         let now = self.now();
+        if !std::mem::take(&mut self.tapped_input) {
+            if let Some(tap) = self.tap_for(i) {
+                tap.opaque(now);
+            }
+        }
         let r = f(&mut self.slots[i].node, now);
         self.drain(i);
         r
     }
 
+    /// Node `i` writes `key` = `value` in its own state now (a [`Tap`] sees it).
+    pub fn set(&mut self, i: usize, key: &str, value: &[u8]) -> Result<(), grapevine::StateError> {
+        let now = self.now();
+        if let Some(tap) = self.tap_for(i) {
+            tap.set(now, key, value);
+            self.tapped_input = true;
+        }
+        self.with_node(i, |n, now| n.set(now, key, value))
+    }
+
     /// Node `i` joins through the nodes `seeds` now.
     pub fn join(&mut self, i: usize, seeds: &[usize]) {
         let addrs: Vec<SocketAddr> = seeds.iter().map(|&s| node_addr(s)).collect();
+        let now = self.now();
+        if let Some(tap) = self.tap_for(i) {
+            tap.join(now, &addrs);
+            self.tapped_input = true;
+        }
         self.with_node(i, |n, now| n.join(now, addrs));
     }
 
@@ -768,7 +846,13 @@ impl Sim {
 
     fn drain(&mut self, i: usize) {
         let now = self.net.now();
+        let tapped = matches!(&self.tap, Some((j, _)) if *j == i);
+        let mut transmits = Vec::new();
+        let mut events = Vec::new();
         while let Some(t) = self.slots[i].node.poll_transmit() {
+            if tapped {
+                transmits.push((t.dest, t.payload.clone()));
+            }
             match self.index_of(&t.dest) {
                 Some(to) => self.net.send(i, to, t.payload),
                 None => self.net.unroutable(i, &t.payload),
@@ -778,7 +862,16 @@ impl Sim {
             if let Event::PlacementChanged(saved) = &e {
                 self.slots[i].saved = (**saved).clone();
             }
+            if tapped {
+                events.push(e.clone());
+            }
             self.record(now, i, e);
+        }
+        if tapped {
+            let deadline = self.slots[i].node.poll_timeout();
+            if let Some(tap) = self.tap_for(i) {
+                tap.drained(&transmits, &events, deadline);
+            }
         }
         let slot = &mut self.slots[i];
         let next = slot.node.poll_timeout().map(|d| d.max(now));
@@ -873,6 +966,9 @@ impl Sim {
             let now = self.net.now();
             match delivery {
                 Delivery::Packet { from, to, payload } => {
+                    if let Some(tap) = self.tap_for(to) {
+                        tap.packet(now, node_addr(from), &payload);
+                    }
                     let slot = &mut self.slots[to];
                     if slot
                         .node
@@ -892,6 +988,10 @@ impl Sim {
                         continue; // stale: the deadline moved since this entry was queued
                     }
                     slot.timer_at = None;
+                    if let Some(tap) = self.tap_for(node) {
+                        tap.timeout(now);
+                    }
+                    let slot = &mut self.slots[node];
                     slot.node.handle_timeout(now);
                     self.drain(node);
                 }

@@ -42,7 +42,7 @@ use crate::config::{Config, ConfigError};
 use crate::dissemination::Subject;
 use crate::event::Event;
 use crate::failure_detector::Detector;
-use crate::hash::SeededState;
+use crate::hash::{Map, SeededState};
 use crate::keyring::Keyring;
 use crate::membership::{Address, Lifecycle, MemberInfo, Membership, NodeId};
 use crate::outbox::Outbox;
@@ -245,6 +245,78 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// configuration) and every live member holds the same ring.
     pub fn is_ready(&self) -> bool {
         self.placement.is_ready()
+    }
+
+    /// A read-only picture of the node's inner state for operators: members with
+    /// their suspicions, local health, the rumour queue by class, the sync root, the
+    /// ring and placement records, and requests in flight. Taking it changes nothing.
+    pub fn dump(&self) -> crate::dump::Dump<A> {
+        use crate::dump::{Dump, MemberDump, RecordDump};
+        let mut best: Map<A, &PlacementRecord<A>> = Map::with_hasher(SeededState(0));
+        for r in self.placement.records() {
+            let slot = best.entry(r.addr.clone()).or_insert(r);
+            if r.rank() > slot.rank() {
+                *slot = r;
+            }
+        }
+        let me = self.members.me().clone();
+        let own = MemberDump {
+            id: me.clone(),
+            name: Some(self.name().into()),
+            incarnation: self.members.incarnation(),
+            status: self.members.own_claim().status,
+            topology: Some(self.topology_state()),
+            confirmed: true,
+            since: Instant::ZERO,
+            suspicion: None,
+            local: true,
+        };
+        let others = self.members.iter().map(|m| {
+            let record = best.get(&m.id.addr);
+            MemberDump {
+                id: m.id.clone(),
+                name: record.map(|r| r.name.clone()),
+                incarnation: m.incarnation,
+                status: m.status,
+                topology: record.map(|r| r.status),
+                confirmed: m.confirmed,
+                since: m.since,
+                suspicion: self.detector.suspicion(&m.id.addr),
+                local: false,
+            }
+        });
+        let mut members: Vec<MemberDump<A>> = core::iter::once(own).chain(others).collect();
+        members[1..].sort_by(|a, b| a.id.addr.cmp(&b.id.addr));
+        let mut records: Vec<RecordDump<A>> = self
+            .placement
+            .records()
+            .map(|r| RecordDump {
+                name: r.name.clone(),
+                addr: r.addr.clone(),
+                status: r.status,
+                location: r.location.clone(),
+                epoch: r.epoch,
+                tokens: r.tokens.len(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        let (rumours, retransmit_limit) = self.out.rumour_dump();
+        Dump {
+            id: me,
+            incarnation: self.members.incarnation(),
+            placement: self.placement(),
+            health: (self.detector.health(), self.detector.health_max()),
+            members,
+            rumours,
+            retransmit_limit,
+            sync_root: self.gossip.root(),
+            ring_digest: self.ring_digest(),
+            ring_tokens: self.ring().tokens().count(),
+            ready: self.is_ready(),
+            records,
+            requests: self.router.dump(),
+            value_transfers: self.value_transfers(),
+        }
     }
 
     // ----- inputs -------------------------------------------------------------------

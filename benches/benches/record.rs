@@ -1,0 +1,141 @@
+//! The flight recorder's cost on the runtime's hot path, on a node that knows 1,000
+//! members: one runtime step per datagram, as `grapevine-driver` does it.
+//!
+//! - `record/off/*`: `handle_packet`, drain `poll_event` and `poll_transmit`,
+//!   `poll_timeout` (the `poll_cycle` of `node.rs`).
+//! - `record/on/*`: the same step with the recorder: the datagram written as a record,
+//!   the outputs hashed into the output digest, the `Outputs` record written; the
+//!   buffer is handed to the OS every 256 datagrams (the driver: at most every
+//!   100 ms, and whenever its 64 KiB fill), into segments of 8 MiB rotated at
+//!   64 MiB in a temporary directory.
+//!
+//! Throughput is reported in datagrams per second.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant as Wall};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use grapevine::NodeId;
+use grapevine::wire::Message;
+use grapevine_benches::fixtures::{Fixture, id, packet, state};
+use grapevine_driver::RecordOptions;
+use grapevine_driver::record::{Entry, OutputDigest, Recorder, Start};
+
+const MEMBERS: usize = 1000;
+const CHUNK: u64 = 256;
+
+fn datagram(fresh_state: bool, k: u64) -> (SocketAddr, Vec<u8>) {
+    let from = 1 + (k % MEMBERS as u64) as usize;
+    let about = 1 + ((k + 1) % MEMBERS as u64) as usize;
+    let msg: Message<SocketAddr> = if fresh_state {
+        state(about, k / MEMBERS as u64 + 1)
+    } else {
+        Message::Ping { seq: k as u32 }
+    };
+    (id(from).addr, packet(&id(from), &[msg]))
+}
+
+fn start(f: &Fixture) -> Start {
+    let id: NodeId<SocketAddr> = f.node.id().clone();
+    Start {
+        config: f.node.config().into(),
+        addr: id.addr,
+        generation: id.generation,
+        rng_seed: 1,
+        placement: None,
+        now: f.now.as_nanos(),
+        wall_micros: 0,
+    }
+}
+
+fn dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("grapevine-bench-record-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(
+    f: &mut Fixture,
+    recorder: &mut Option<Recorder>,
+    fresh_state: bool,
+    next: &mut u64,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let batch: Vec<(SocketAddr, Vec<u8>)> =
+            (0..n).map(|i| datagram(fresh_state, *next + i)).collect();
+        *next += n;
+        let now = f.now;
+        let started = Wall::now();
+        for (from, data) in &batch {
+            match recorder {
+                None => {
+                    let _ = f.node.handle_packet(now, *from, black_box(data));
+                    while let Some(e) = f.node.poll_event() {
+                        black_box(e);
+                    }
+                    while let Some(t) = f.node.poll_transmit() {
+                        black_box(t);
+                    }
+                    black_box(f.node.poll_timeout());
+                }
+                Some(rec) => {
+                    rec.write_packet(now.as_nanos(), *from, data)
+                        .expect("record");
+                    let _ = f.node.handle_packet(now, *from, black_box(data));
+                    let mut digest = OutputDigest::default();
+                    while let Some(e) = f.node.poll_event() {
+                        digest.event(&e);
+                        black_box(e);
+                    }
+                    while let Some(t) = f.node.poll_transmit() {
+                        digest.transmit(t.dest, &t.payload);
+                        black_box(t);
+                    }
+                    let outputs = digest.finish(f.node.poll_timeout());
+                    rec.write(&Entry::Outputs(outputs)).expect("record");
+                }
+            }
+        }
+        // The driver hands the buffer to the OS at most every 100 ms; once per 256
+        // datagrams is more often than that at any rate this node reaches.
+        if let Some(rec) = recorder {
+            rec.flush().expect("flush");
+        }
+        total += started.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn record(c: &mut Criterion) {
+    let dir = dir();
+    let mut g = c.benchmark_group("record");
+    g.throughput(Throughput::Elements(1));
+    for (name, fresh_state) in [("ping", false), ("rumour_state_fresh", true)] {
+        for on in [false, true] {
+            let mut f = Fixture::new(MEMBERS, false);
+            let mut recorder = on.then(|| {
+                let options = RecordOptions::new(dir.join(name))
+                    .max_bytes(64 << 20)
+                    .segment_bytes(8 << 20);
+                Recorder::create(options, start(&f)).expect("recorder")
+            });
+            let mut next = 0u64;
+            let label = format!("{}/{name}", if on { "on" } else { "off" });
+            g.bench_function(label, |b| {
+                b.iter_custom(|iters| run(&mut f, &mut recorder, fresh_state, &mut next, iters))
+            });
+        }
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+criterion_group!(benches, record);
+criterion_main!(benches);
