@@ -49,9 +49,13 @@ impl<A: crate::Address> Rumours<A> {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.rumours.len()
+    }
+
+    /// Whether a rumour about `subject` is still being spread.
+    pub fn contains(&self, subject: &Subject<A>) -> bool {
+        self.by_subject.contains_key(subject)
     }
 
     pub fn is_empty(&self) -> bool {

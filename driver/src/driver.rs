@@ -24,6 +24,7 @@ use grapevine::{LocalPlacement, Status, Topology};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use crate::metrics::{DriverCounts, Metrics};
 use crate::persist::{self, PlacementStore};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
@@ -72,6 +73,8 @@ pub struct Driver {
     /// Where the node's placement is saved, if it has a data directory.
     store: Option<PlacementStore>,
     persist_errors: u64,
+    /// The node's figures for the installed `metrics` recorder.
+    metrics: Metrics,
 }
 
 impl fmt::Debug for Driver {
@@ -147,7 +150,7 @@ impl Driver {
             .unwrap_or_else(|| (options.config.gossip_interval * 20).max(Duration::from_secs(10)));
         let leave_timeout = options
             .leave_timeout
-            .unwrap_or(options.config.gossip_interval * 2);
+            .unwrap_or(options.config.gossip_interval * 3);
         let now = clock.now();
         let mut driver = Driver {
             node,
@@ -169,6 +172,10 @@ impl Driver {
             decommission_timeout,
             store,
             persist_errors: 0,
+            metrics: Metrics::new(
+                local_addr.to_string(),
+                options.config.max_requests_in_flight,
+            ),
         };
         let seeds: Vec<SocketAddr> = options
             .seeds
@@ -286,6 +293,16 @@ impl Driver {
             } else {
                 Err(RuntimeError::Stopped)
             }),
+            Command::Keys { node, reply } => {
+                let mut keys: Vec<(String, Vec<u8>)> = self
+                    .node
+                    .keys(&node)
+                    .filter(|(key, _, _)| !crate::filter::is_reserved(key))
+                    .map(|(key, _, value)| (key.to_owned(), value.to_vec()))
+                    .collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                reply.send(keys);
+            }
             Command::Get { node, key, reply } => {
                 reply.send(self.node.get(&node, &key).map(<[u8]>::to_vec))
             }
@@ -294,9 +311,11 @@ impl Driver {
                 payload,
                 reply,
             } => reply.send(if running {
-                self.node
-                    .handle_request(now, &key, payload)
-                    .map_err(RuntimeError::Request)
+                let accepted = self.node.handle_request(now, &key, payload);
+                if let Ok(id) = accepted {
+                    self.metrics.request_started(id, now);
+                }
+                accepted.map_err(RuntimeError::Request)
             } else {
                 Err(RuntimeError::Stopped)
             }),
@@ -367,7 +386,8 @@ impl Driver {
         }
     }
 
-    /// Drain for the leave timeout, then stop.
+    /// Drain until the leave is spread ([`grapevine::Node::is_leave_spread`], checked
+    /// in `flush` once the datagrams are out) or the leave timeout, then stop.
     fn stopping(&mut self, now: grapevine::Instant) {
         self.phase = Phase::Leaving {
             until: now + self.leave_timeout,
@@ -429,7 +449,10 @@ impl Driver {
     pub fn flush(&mut self, mut send: impl FnMut(SocketAddr, &[u8]) -> io::Result<()>) {
         let mut events = Vec::new();
         let mut left = false;
+        let mut members_changed = false;
+        let now = self.clock.now();
         while let Some(event) = self.node.poll_event() {
+            members_changed |= self.metrics.on_event(&event, now);
             if let Event::PlacementChanged(placement) = &event {
                 self.persist(placement);
                 left |= placement.status == Some(Topology::Left);
@@ -437,7 +460,6 @@ impl Driver {
             events.push(event);
         }
         if left {
-            let now = self.clock.now();
             self.decommissioned(now);
         }
         while let Some(transmit) = self.node.poll_transmit() {
@@ -449,8 +471,11 @@ impl Driver {
                 tracing::debug!(dest = %transmit.dest, %error, "UDP send failed");
             }
         }
+        // The datagrams that tell the others are out: a leave that is spread is over.
+        if matches!(self.phase, Phase::Leaving { .. }) && self.node.is_leave_spread() {
+            self.phase = Phase::Done;
+        }
         for event in events {
-            self.log_event(&event);
             if let Some(backlog) = &mut self.backlog {
                 if backlog.len() < self.event_capacity {
                     backlog.push_back(event);
@@ -475,6 +500,13 @@ impl Driver {
                 waiter.send(Ok(()));
             }
         }
+        let counts = DriverCounts {
+            events_dropped: self.events_dropped,
+            send_errors: self.send_errors,
+            recv_errors: self.recv_errors,
+            persist_errors: self.persist_errors,
+        };
+        self.metrics.record(&self.node, counts, members_changed);
     }
 
     /// The name of the member at `addr`, if its placement record is known.
@@ -484,31 +516,6 @@ impl Driver {
             .filter(|r| r.addr == addr)
             .max_by_key(|r| r.rank())
             .map(|r| r.name.as_str())
-    }
-
-    fn log_event(&self, event: &Event) {
-        let name = |id: &NodeId| self.name_of(id.addr).unwrap_or("?").to_owned();
-        match event {
-            Event::MemberJoined(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), generation = id.generation, "member joined")
-            }
-            Event::MemberSuspect(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member suspect")
-            }
-            Event::MemberRecovered(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member recovered")
-            }
-            Event::MemberDied(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member died")
-            }
-            Event::MemberLeft(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member left")
-            }
-            Event::Topology { name, status } => {
-                tracing::debug!(%name, %status, "member topology")
-            }
-            other => tracing::trace!(event = ?other, "event"),
-        }
     }
 
     /// When the loop must wake up even if nothing arrives: the core's next timer, or

@@ -56,9 +56,12 @@
 mod clock;
 mod command;
 mod driver;
+mod filter;
 mod handle;
+mod metrics;
 mod options;
 mod persist;
+mod printable;
 mod snapshot;
 mod sync;
 #[cfg(feature = "test-support")]
@@ -70,10 +73,12 @@ use std::net::SocketAddr;
 pub use clock::Clock;
 pub use command::{Command, Delivery, EventSink, Reply};
 pub use driver::Driver;
+pub use filter::EventFilter;
 pub use grapevine::{Config, LocalPlacement, Location, RequestId, Status, Topology};
 pub use handle::{Events, Handle, Pending, Recv};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
+pub use printable::Printable;
 pub use snapshot::{Member, Ownership, RingSnapshot, Route, RouteReplica, StatsSnapshot};
 
 /// A core event with socket addresses.
