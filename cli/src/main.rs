@@ -28,6 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod app;
 mod demo;
+mod metrics;
 mod node;
 mod query;
 mod runtime;

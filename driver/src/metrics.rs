@@ -60,6 +60,8 @@ pub(crate) struct Metrics {
     /// `max_requests_in_flight` of them; `cap` guards against a leak all the same.
     started: HashMap<RequestId, grapevine::Instant>,
     cap: usize,
+    /// Whether the members gauges were ever set (a lone node sees no membership event).
+    members_set: bool,
 }
 
 /// The core counters, by metric name and labels.
@@ -161,6 +163,7 @@ impl Metrics {
             failed: metrics::histogram!(DURATION, &label(&[("outcome", "failed")])),
             started: HashMap::new(),
             cap: max_requests.max(1) * 2,
+            members_set: false,
         }
     }
 
@@ -202,7 +205,7 @@ impl Metrics {
     }
 
     /// Records the counters' increase since the last call and the gauges; the member
-    /// table is scanned only when `members_changed`.
+    /// table is scanned the first time and then only when `members_changed`.
     pub fn record(&mut self, node: &CoreNode, driver: DriverCounts, members_changed: bool) {
         let stats = node.stats();
         for s in &self.stats {
@@ -226,7 +229,8 @@ impl Metrics {
         self.last_driver = driver;
         self.rumours.set(node.rumours_queued() as f64);
         self.health.set(f64::from(node.health()));
-        if members_changed {
+        if members_changed || !self.members_set {
+            self.members_set = true;
             let mut by_state = [0u32; 4];
             for m in node.members() {
                 by_state[match m.state {
@@ -342,7 +346,7 @@ mod tests {
             )
             .unwrap();
             let mut metrics = Metrics::new("n1".into(), 4);
-            metrics.record(driver.node(), DriverCounts::default(), true);
+            metrics.record(driver.node(), DriverCounts::default(), false);
             // Garbage is dropped and counted by the core.
             driver.handle_datagram("127.0.0.1:10".parse().unwrap(), b"junk");
             metrics.record(driver.node(), DriverCounts::default(), false);
