@@ -66,9 +66,10 @@ use crate::wire::{Message, PacketError, encode_message};
 /// See the [module docs](crate::node) for the drain rule.
 ///
 /// The node holds the public API and dispatches: each message goes to the part that
-/// owns it ([`Membership`], [`Detector`], [`AntiEntropy`], [`Store`], [`Placement`],
-/// [`Router`]), each part reports its own deadline, and every part acts on the
-/// world through the one [`Outbox`] the node lends it.
+/// owns it (`Membership`, `Detector`, `AntiEntropy`, `Store`, `Placement`,
+/// `Router`: private parts, see ARCHITECTURE.md), each part reports its own
+/// deadline, and every part acts on the world through the one `Outbox` the node
+/// lends it.
 pub struct Node<A: Address, R: RngCore> {
     config: Config,
     members: Membership<A>,
