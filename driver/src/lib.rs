@@ -16,7 +16,17 @@
 //!   timer, which a runtime's loop feeds with datagrams, commands and time;
 //! - [`Handle`], the one client type every runtime returns from `spawn`: each request
 //!   returns a [`Pending`] answer that async code `.await`s and threads `.wait()` for,
-//!   and [`Handle::events`] returns [`Events`], read the same two ways.
+//!   and [`Handle::events`] returns [`Events`], read the same two ways;
+//! - [`EventFilter`]: what a subscription sees ([`Handle::subscribe`]): the
+//!   application's keys only unless it asks for the reserved `gv.` ones, the keys
+//!   under a prefix, or members' liveness;
+//! - metrics: the [`Driver`] records the node's figures through the
+//!   [`metrics`](https://docs.rs/metrics) facade for whatever recorder the program
+//!   installs (members by state, packets and bytes, drops by reason, probes,
+//!   suspicions, deaths, rumour queue depth, local health, requests and their
+//!   latency; every series labelled `node`); `grapevine node --metrics ADDR` serves
+//!   them to Prometheus. Install the recorder before the node starts;
+//! - [`Printable`]: keys and values made readable for logs.
 //!
 //! Nothing here makes a protocol decision: the core does that.
 //!
