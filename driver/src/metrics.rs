@@ -64,8 +64,15 @@ pub(crate) struct Metrics {
     members_set: bool,
 }
 
+/// A core counter's metric name, its labels besides `node`, and how to read it.
+type StatSpec = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    fn(&Stats) -> u64,
+);
+
 /// The core counters, by metric name and labels.
-const STATS: &[(&str, &[(&str, &str)], fn(&Stats) -> u64)] = &[
+const STATS: &[StatSpec] = &[
     ("grapevine_packets_in_total", &[], |s| s.packets_in),
     ("grapevine_packets_out_total", &[], |s| s.packets_out),
     ("grapevine_bytes_in_total", &[], |s| s.bytes_in),
