@@ -11,10 +11,19 @@
 //! | `status`     | `{"node", "name", "ready", "ring_digest", "replication_factor", "members": [{"status", "name", "addr", "state", "topology", "datacenter", "rack", "tokens", "owns", "replica_share"}]}` |
 //! | `members`    | `{"node": ADDR, "members": [{"name", "addr", "generation", "state", "incarnation", "last_heard_ms", "local"}]}` |
 //! | `ring`       | `{"node", "name", "ring_digest", "replication_factor", "owners": [{"name", "addr", "state", "topology", "datacenter", "rack", "tokens", "primary", "replica"}], "tokens": [{"token", "owner"}]}` |
-//! | `stats`      | `{"node", "name", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ...}` |
+//! | `stats`      | `{"node", "name", "uptime_ms", "members_live", "members_known", "ring_digest", "packets_in", ..., "drops", "drops_by_reason": {..}, "health", "rumours_queued", "requests_local", "requests_forwarded", "requests_failed_over", "max_request_bytes", ...}` |
 //! | `route KEY`  | `{"key", "token", "ring_digest", "replicas": [{"name", "addr", "generation", "state", "topology"}], "pending": [...]}` |
 //! | `removenode NAME` | `{"removed": NAME}` |
 //! | `decommission` | `{"decommissioned": NAME}`, once the node is Left (then it stops) |
+//!
+//! Requests that carry keys and values (`set`, `get`, `keys`, `delete`, `request`,
+//! `put`, and the store's reads and replica writes) are one line of JSON with the
+//! protocol version, `{"v": 1, "op": "set", "key": "k", "value": "v"}`: see
+//! [`crate::ops`]. A node refuses a version it does not speak.
+//!
+//! The admin interface is unauthenticated: anyone who reaches it can read and write
+//! state, remove nodes and decommission this one. Bind it (`--admin`) to an address
+//! only trusted clients and the other nodes reach.
 //!
 //! `ring_digest` is the same value in `status`, `ring`, `stats` and `route` (the
 //! core's `ring_digest()`), as 16 hex digits; a token's `owner` is a member's name;
@@ -32,19 +41,29 @@ use grapevine_driver::{RingSnapshot, Status, Topology};
 use serde_json::{Value, json};
 
 use crate::runtime::Node;
+use crate::store::Store;
 use crate::{CliResult, cli_error};
+
+/// The version of the admin protocol's JSON requests this build speaks.
+pub const VERSION: u8 = 1;
 
 /// The default admin port is the node's UDP port plus this.
 pub const PORT_OFFSET: u16 = 1000;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the admin interface and its clients wait for one read or write.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a client waits for a decommission's answer.
 pub const DECOMMISSION_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Binds the admin listener and serves it on a background thread. Returns the bound
 /// address. After a decommission, `stop` tells the process to exit.
-pub fn serve(addr: SocketAddr, node: Node, stop: Sender<()>) -> CliResult<SocketAddr> {
+pub fn serve(
+    addr: SocketAddr,
+    node: Node,
+    store: Store,
+    stop: Sender<()>,
+) -> CliResult<SocketAddr> {
     let listener =
         TcpListener::bind(addr).map_err(|e| cli_error!("cannot bind admin TCP {addr}: {e}"))?;
     let local = listener.local_addr()?;
@@ -53,11 +72,11 @@ pub fn serve(addr: SocketAddr, node: Node, stop: Sender<()>) -> CliResult<Socket
             match stream {
                 Ok(stream) => {
                     // One thread per connection: a decommission may take a while.
-                    let (node, stop) = (node.clone(), stop.clone());
+                    let (node, store, stop) = (node.clone(), store.clone(), stop.clone());
                     let _ = thread::Builder::new()
                         .name("admin-conn".into())
                         .spawn(move || {
-                            if let Err(e) = handle(stream, &node, &stop) {
+                            if let Err(e) = handle(stream, &node, &store, &stop) {
                                 tracing::debug!(error = %e, "admin connection failed");
                             }
                         });
@@ -69,12 +88,22 @@ pub fn serve(addr: SocketAddr, node: Node, stop: Sender<()>) -> CliResult<Socket
     Ok(local)
 }
 
-fn handle(stream: TcpStream, node: &Node, stop: &Sender<()>) -> std::io::Result<()> {
+fn handle(stream: TcpStream, node: &Node, store: &Store, stop: &Sender<()>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
-    BufReader::new(&stream).take(4096).read_line(&mut line)?;
-    let reply = if line.trim() == "decommission" {
+    // Room for a JSON request carrying a key and the largest value, escaped.
+    let limit = 4096 + 8 * u64::try_from(store.max_value_size()).unwrap_or(u64::MAX / 16);
+    BufReader::new(&stream).take(limit).read_line(&mut line)?;
+    let reply = if !line.ends_with('\n') && line.len() as u64 >= limit {
+        json!({ "error": format!(
+            "request longer than {limit} bytes: values are at most {} bytes (max_value_size)",
+            store.max_value_size()
+        ) })
+    } else if line.trim_start().starts_with('{') {
+        crate::ops::answer(line.trim(), node, store)
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }))
+    } else if line.trim() == "decommission" {
         tracing::info!("decommissioning: handing this node's ranges to the others");
         let reply = match node.decommission().wait() {
             Ok(()) => json!({ "decommissioned": node.name() }),
@@ -112,7 +141,7 @@ pub fn answer(request: &str, node: &Node) -> CliResult<Value> {
             Ok(json!({ "removed": name }))
         }
         other => Err(cli_error!(
-            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME or decommission)"
+            "unknown admin request {other:?} (expected status, members, ring, stats, route KEY, removenode NAME, decommission or a JSON request)"
         )),
     }
 }
@@ -254,13 +283,24 @@ fn stats_json(node: &Node) -> CliResult<Value> {
         "state_refused": s.core.state_refused,
         "rumours_evicted": s.core.rumours_evicted,
         "probes": s.core.probes,
+        "indirect_probes": s.core.indirect_probes,
+        "nacks": s.core.nacks,
         "suspicions": s.core.suspicions,
+        "refutations": s.core.refutations,
         "deaths": s.core.deaths,
+        "syncs": s.core.syncs,
+        "deltas_applied": s.core.deltas_applied,
         "requests_local": s.core.requests_local,
         "requests_forwarded": s.core.requests_forwarded,
         "requests_failed_over": s.core.requests_failed_over,
+        "requests_duplicate": s.core.requests_duplicate,
+        "responses_dropped": s.core.responses_dropped,
+        "health": s.health,
+        "rumours_queued": s.rumours_queued,
+        "max_request_bytes": s.max_request_bytes,
         "events_dropped": s.events_dropped,
         "send_errors": s.send_errors,
+        "recv_errors": s.recv_errors,
         "persist_errors": s.persist_errors,
     }))
 }

@@ -24,6 +24,7 @@ use grapevine_driver::{Clock, Event, Options, RequestId, Status};
 
 use crate::app::App;
 use crate::node::parse_duration;
+use crate::output::outln;
 use crate::runtime::{self, Node};
 use crate::{CliResult, Profile, RuntimeKind, cli_error};
 
@@ -173,19 +174,19 @@ impl Demo {
             match self.outcome(*via, id)? {
                 Some(Outcome::Answered { from, after }) => {
                     answered += 1;
-                    println!(
+                    outln!(
                         "  {key:<9} via {via_name:<24} -> served by {} in {:.1} ms",
                         self.name(from),
                         after.as_secs_f64() * 1000.0
                     );
                 }
                 Some(Outcome::Failed { reason, after }) => {
-                    println!(
+                    outln!(
                         "  {key:<9} via {via_name:<24} -> FAILED ({reason}) after {:.1} ms",
                         after.as_secs_f64() * 1000.0
                     );
                 }
-                None => println!("  {key:<9} via {via_name:<24} -> no outcome in time"),
+                None => outln!("  {key:<9} via {via_name:<24} -> no outcome in time"),
             }
         }
         Ok(answered)
@@ -217,7 +218,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     let seed = args.seed.unwrap_or_else(Clock::generation);
     let mut rand = Rand(seed | 1);
     let config = args.profile.config("demo");
-    println!(
+    outln!(
         "starting {n} nodes on 127.0.0.1 ({} runtime, {} profile: probe every {:?}, gossip every {:?}, request timeout {:?}; seed {seed})",
         args.runtime,
         args.profile,
@@ -256,7 +257,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         demo.apps.push(App::start(&node, move |event| {
             let _ = tx.send((i, event, clock.now()));
         }));
-        println!("  n{} listening on {}", i + 1, node.local_addr());
+        outln!("  n{} listening on {}", i + 1, node.local_addr());
         demo.nodes.push(Some(node));
     }
 
@@ -269,7 +270,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         for (i, (&now, before)) in counts.iter().zip(last.iter_mut()).enumerate() {
             if now != *before {
                 let node = d.nodes[i].as_ref().map(Node::local_addr);
-                println!(
+                outln!(
                     "{} n{} ({}) sees {now}/{n} members alive",
                     d.stamp(),
                     i + 1,
@@ -282,13 +283,13 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     })?;
     let converge_time = demo.clock.now() - start;
     if !converged {
-        println!(
+        outln!(
             "FAILED: the cluster did not converge within {:?}",
             args.step_timeout
         );
         return finish(demo, ExitCode::from(1));
     }
-    println!(
+    outln!(
         "{} converged: every node sees {n}/{n} alive in {:.3} s",
         demo.stamp(),
         converge_time.as_secs_f64()
@@ -319,20 +320,20 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     })?;
     let ring_time = demo.clock.now() - start;
     if !agreed {
-        println!(
+        outln!(
             "FAILED: the nodes did not agree on the ring within {:?}",
             args.step_timeout
         );
         return finish(demo, ExitCode::from(1));
     }
-    println!(
+    outln!(
         "{} ring agreed: every node is ready (Normal, holds tokens) and sees ring digest {digest:016x} ({:.3} s after start)",
         demo.stamp(),
         ring_time.as_secs_f64()
     );
     if let Some(node) = demo.nodes[0].as_ref() {
         for o in node.ring().wait()?.ownership {
-            println!(
+            outln!(
                 "  {:<26} {:>3} tokens, owns {:>5.1}% of keys, replica of {:>5.1}%",
                 demo.name(o.addr),
                 o.tokens,
@@ -343,7 +344,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     }
 
     // Requests to random nodes.
-    println!("\nclient requests (sent to random nodes, routed to the key's replicas):");
+    outln!("\nclient requests (sent to random nodes, routed to the key's replicas):");
     let mut answered = 0;
     let mut sent = 0;
     let mut failed_over = 0;
@@ -366,19 +367,19 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
                 } else {
                     "replica"
                 };
-                println!(
+                outln!(
                     "  #{r:<2} {key:<9} via {via_name:<24} -> served by {} ({role}) in {:.1} ms",
                     demo.name(from),
                     after.as_secs_f64() * 1000.0
                 );
             }
             Some(Outcome::Failed { reason, after }) => {
-                println!(
+                outln!(
                     "  #{r:<2} {key:<9} via {via_name:<24} -> FAILED ({reason}) after {:.1} ms",
                     after.as_secs_f64() * 1000.0
                 );
             }
-            None => println!("  #{r:<2} {key:<9} via {via_name:<24} -> no outcome in time"),
+            None => outln!("  #{r:<2} {key:<9} via {via_name:<24} -> no outcome in time"),
         }
     }
 
@@ -447,7 +448,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         .count();
 
     // Stop the victim without leaving, as if it crashed.
-    println!(
+    outln!(
         "\n{} stopping n{} ({victim_addr}) without a goodbye",
         demo.stamp(),
         victim + 1
@@ -457,7 +458,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         node.abort().wait()?;
     }
 
-    println!(
+    outln!(
         "requests for keys n{} owned, sent at once through nodes that must forward them:",
         victim + 1
     );
@@ -478,19 +479,19 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
                 } else {
                     "owner already suspected; routed to"
                 };
-                println!(
+                outln!(
                     "  {key:<9} via {via_name:<24} -> {how} {} in {:.1} ms",
                     demo.name(from),
                     after.as_secs_f64() * 1000.0
                 );
             }
             Some(Outcome::Failed { reason, after }) => {
-                println!(
+                outln!(
                     "  {key:<9} via {via_name:<24} -> FAILED ({reason}) after {:.1} ms",
                     after.as_secs_f64() * 1000.0
                 );
             }
-            None => println!("  {key:<9} via {via_name:<24} -> no outcome in time"),
+            None => outln!("  {key:<9} via {via_name:<24} -> no outcome in time"),
         }
     }
 
@@ -529,14 +530,14 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         .collect();
     deaths.sort_by_key(|(_, t)| *t);
     if let Some(t) = first_suspect {
-        println!(
+        outln!(
             "  first suspicion of n{} after {:.3} s",
             victim + 1,
             t.as_secs_f64()
         );
     }
     for (i, t) in &deaths {
-        println!(
+        outln!(
             "  n{} declared n{} dead after {:.3} s",
             i + 1,
             victim + 1,
@@ -545,14 +546,14 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     }
     let detect_time = deaths.iter().map(|(_, t)| *t).max().unwrap_or(detect_time);
     if !detected {
-        println!(
+        outln!(
             "FAILED: not every node declared n{} dead within {:?}",
             victim + 1,
             args.step_timeout
         );
         return finish(demo, ExitCode::from(1));
     }
-    println!(
+    outln!(
         "{} detected: every survivor sees n{} dead {:.3} s after it stopped",
         demo.stamp(),
         victim + 1,
@@ -572,10 +573,10 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         }
     }
     if !unchanged {
-        println!("FAILED: a crash changed the ring or the routes");
+        outln!("FAILED: a crash changed the ring or the routes");
         return finish(demo, ExitCode::from(1));
     }
-    println!(
+    outln!(
         "{} the crash moved no data: every survivor still sees ring digest {:016x}, the same {} tokens, and the same replicas for n{}'s keys (n{} stays their replica, shown down)",
         demo.stamp(),
         ring_before.digest,
@@ -583,7 +584,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         victim + 1,
         victim + 1,
     );
-    println!(
+    outln!(
         "the same keys again, served by a live replica while n{} is down:",
         victim + 1
     );
@@ -595,7 +596,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         .as_ref()
         .ok_or_else(|| cli_error!("node {via} is stopped"))?
         .clone();
-    println!(
+    outln!(
         "\n{} removenode {victim_name} through n{}",
         demo.stamp(),
         via + 1
@@ -622,7 +623,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     })?;
     let remove_time = demo.clock.now() - removed_at;
     if !moved {
-        println!(
+        outln!(
             "FAILED: {victim_name}'s tokens did not leave every ring within {:?}",
             args.step_timeout
         );
@@ -633,7 +634,7 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
         .iter()
         .filter(|(_, owner)| *owner != victim_name)
         .all(|t| tokens_after.contains(t));
-    println!(
+    outln!(
         "{} {victim_name} removed: its {victim_tokens} tokens left the ring of every survivor in {:.3} s ({}); ring digest {:016x} -> {digest_after:016x}",
         demo.stamp(),
         remove_time.as_secs_f64(),
@@ -646,17 +647,17 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     );
     for ((key, _), before) in probes.iter().zip(&routes_before) {
         let after = replica_names(&demo, via, key)?;
-        println!(
+        outln!(
             "  {key:<9} replicas {} -> {}",
             before.join(","),
             after.join(",")
         );
     }
-    println!("the same keys again, now served by their new owners:");
+    outln!("the same keys again, now served by their new owners:");
     answered += demo.serve_probes(&probes, &mut sent)?;
 
     let wall = demo.clock.now() - t0;
-    println!(
+    outln!(
         "\nsummary: {n} nodes ({} runtime, {} profile); converged in {:.3} s, ring agreed in {:.3} s; n{} detected dead in {:.3} s (first suspicion {}), its crash moved 0 tokens, removenode moved {victim_tokens} in {:.3} s; {answered}/{sent} requests answered, {failed_over} failed over; wall time {:.1} s",
         args.runtime,
         args.profile,

@@ -4,18 +4,33 @@
 //! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
-//! grapevine members --node 127.0.0.1:7946 [--json]
+//! grapevine members --node 127.0.0.1:7946 [--status alive|suspect|dead|left]... [--all] [--json]
 //! grapevine ring --node 127.0.0.1:7946 [--json]
 //! grapevine stats --node 127.0.0.1:7946 [--json]
 //! grapevine removenode NAME --node 127.0.0.1:7946 [--json]
 //! grapevine decommission --node 127.0.0.1:7946 [--json]
+//! grapevine set KEY VALUE --node 127.0.0.1:7946 [--json]
+//! grapevine get KEY --node 127.0.0.1:7946 [--of NAME|ADDR] [--json]
+//! grapevine delete KEY --node 127.0.0.1:7946 [--json]
+//! grapevine state --node 127.0.0.1:7946 [--of NAME|ADDR] [--all] [--json]
+//! grapevine request KEY PAYLOAD --via 127.0.0.1:7946 [--json]
+//! grapevine put KEY VALUE --via 127.0.0.1:7946 [--json]
+//! grapevine get KEY --via 127.0.0.1:7946 [--json]
 //! grapevine demo [--nodes 5]
 //! ```
+//!
+//! Every address may be a host name (`localhost:7946`). `--node` names the node
+//! whose own state or view is shown; `--via` names the node a request or a store
+//! read or write enters the cluster through (any node). The querying commands take
+//! `--admin ADDR` when the node's admin interface is not at its port + 1000.
 //!
 //! Every error is one line on stderr. Bad usage (unknown options, malformed or
 //! unresolvable addresses) exits 2; a failure at run time (a port in use, no seed
 //! answering, a refused data directory, a node that cannot be reached, a refused
-//! `removenode`, a demo that does not reach its goals) exits 1.
+//! `removenode`, a demo that does not reach its goals, a value over the node's
+//! limit, an unknown `--of` node, a missing key, a failed request) exits 1. When
+//! stdout is closed (`grapevine ring | head -1`) a command stops quietly with exit
+//! code 0 (see [`output`]).
 //! `node` serves the admin protocol described in [`admin`].
 
 /// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
@@ -30,8 +45,12 @@ mod app;
 mod demo;
 mod metrics;
 mod node;
+mod ops;
+mod output;
 mod query;
 mod runtime;
+mod store;
+mod verbs;
 
 use std::fmt;
 use std::io::IsTerminal;
@@ -62,8 +81,8 @@ enum Cmd {
     /// Print the cluster as a node sees it, like `nodetool status`: state, name,
     /// address, rack, datacenter, tokens and shares.
     Status(query::StatusArgs),
-    /// Print the members a node knows.
-    Members(query::QueryArgs),
+    /// Print the members a node knows (those that left only with --all).
+    Members(query::MembersArgs),
     /// Print a node's token ring: who owns which share of the keys.
     Ring(query::QueryArgs),
     /// Print a node's counters.
@@ -73,6 +92,21 @@ enum Cmd {
     Removenode(query::RemoveArgs),
     /// Decommission a node: hand its ranges to the others, then stop it.
     Decommission(query::QueryArgs),
+    /// Set a key in a node's own gossip state (`--node`).
+    Set(verbs::SetArgs),
+    /// Read a key: from a node's gossip state (`--node`, `--of`), or from the
+    /// cluster's store through any node (`--via`).
+    Get(verbs::GetArgs),
+    /// Delete a key from a node's own gossip state.
+    Delete(verbs::DeleteArgs),
+    /// List the keys of a node's gossip state (`--of` another node's, as it holds them).
+    State(verbs::StateArgs),
+    /// Send a request for a key through any node; print who served it, by which
+    /// path (local, forwarded, failover) and how fast.
+    Request(verbs::RequestArgs),
+    /// Write a value to the cluster's store through any node: it goes to every live
+    /// replica of the key.
+    Put(verbs::PutArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -217,15 +251,27 @@ macro_rules! usage_error {
 }
 pub(crate) use usage_error;
 
-/// Resolves `host:port` (or `ip:port`) to one socket address.
+/// Resolves `host:port` (or `ip:port`) to one socket address: the first the
+/// resolver gives.
 fn resolve(text: &str) -> CliResult<SocketAddr> {
+    resolve_all(text).map(|addrs| addrs[0])
+}
+
+/// Resolves `host:port` (or `ip:port`) to every address it names, in the resolver's
+/// order (never empty): `localhost` may name `::1` and `127.0.0.1`, and a client
+/// tries each until one answers.
+fn resolve_all(text: &str) -> CliResult<Vec<SocketAddr>> {
     if let Ok(addr) = text.parse() {
-        return Ok(addr);
+        return Ok(vec![addr]);
     }
-    text.to_socket_addrs()
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
         .map_err(|e| usage_error!("cannot resolve address {text:?}: {e}"))?
-        .next()
-        .ok_or_else(|| usage_error!("address {text:?} resolves to nothing"))
+        .collect();
+    if addrs.is_empty() {
+        return Err(usage_error!("address {text:?} resolves to nothing"));
+    }
+    Ok(addrs)
 }
 
 /// The admin address that goes with a node address: its port plus 1000 (port 0 stays 0).
@@ -282,6 +328,12 @@ fn main() -> ExitCode {
         Cmd::Stats(args) => query::stats(args),
         Cmd::Removenode(args) => query::removenode(args),
         Cmd::Decommission(args) => query::decommission(args),
+        Cmd::Set(args) => verbs::set(args),
+        Cmd::Get(args) => verbs::get(args),
+        Cmd::Delete(args) => verbs::delete(args),
+        Cmd::State(args) => verbs::state(args),
+        Cmd::Request(args) => verbs::request(args),
+        Cmd::Put(args) => verbs::put(args),
         Cmd::Demo(args) => demo::run(args),
     };
     match result {

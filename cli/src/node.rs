@@ -12,6 +12,7 @@ use grapevine_driver::{Clock, Event, Options, Printable, Status};
 
 use crate::app::App;
 use crate::runtime::{self, Node};
+use crate::store::Store;
 use crate::{
     CliResult, ClusterArgs, admin, cli_error, default_admin, metrics, resolve, usage_error,
 };
@@ -22,15 +23,18 @@ pub struct NodeArgs {
     /// The UDP address to bind; other nodes reach this node at this address, so use
     /// a concrete IP (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
-    bind: SocketAddr,
+    bind: String,
     /// A node to join (repeat for more). Without seeds this node starts a new cluster.
     #[arg(long = "seed", value_name = "ADDR")]
     seeds: Vec<String>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
     /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
-    /// `route KEY`, `removenode NAME`, `decommission`), read one JSON document.
+    /// `route KEY`, `removenode NAME`, `decommission`, or a JSON request such as
+    /// `{"v":1,"op":"get","key":"k"}`), read one JSON document. Unauthenticated:
+    /// bind it where only trusted clients and the other nodes reach it (their
+    /// stores send replica writes to it).
     #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    admin: Option<String>,
     /// The node's stable name (host ID). With --data-dir: used the first time
     /// (default: 16 random hex digits) and must match the saved one afterwards.
     #[arg(long, value_name = "NAME")]
@@ -81,7 +85,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the node until Ctrl-C or SIGTERM, then leaves gracefully.
 pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
-    if args.bind.ip().is_unspecified() {
+    let bind = resolve(&args.bind)?;
+    if bind.ip().is_unspecified() {
         return Err(usage_error!(
             "--bind {}: use a concrete IP, since other nodes reach this node at the address it binds",
             args.bind
@@ -92,9 +97,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         .iter()
         .map(|s| resolve(s))
         .collect::<CliResult<Vec<_>>>()?;
-    let admin_addr = match args.admin {
-        Some(addr) => addr,
-        None => default_admin(args.bind)?,
+    let admin_addr = match &args.admin {
+        Some(addr) => resolve(addr)?,
+        None => default_admin(bind)?,
     };
     let (stop_tx, stop_rx) = mpsc::channel();
     let signal = stop_tx.clone();
@@ -103,7 +108,8 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     })
     .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
     let config = args.cluster.profile.config(&args.cluster.cluster);
-    let mut options = Options::new(args.bind).config(config).seeds(seeds.clone());
+    let config_max_value = config.max_value_size;
+    let mut options = Options::new(bind).config(config).seeds(seeds.clone());
     if let Some(name) = &args.name {
         if name.is_empty() || name.len() > grapevine::placement::MAX_NAME_LEN {
             return Err(usage_error!(
@@ -129,8 +135,10 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     if let Some(addr) = metrics_addr {
         metrics::serve(addr)?;
     }
+    let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
-    let admin_addr = admin::serve(admin_addr, node.clone(), stop_tx.clone())?;
+    let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
+    Store::publish(&node, admin_addr)?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,
@@ -144,7 +152,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     }
     let names = node.clone();
     let mut known: HashMap<SocketAddr, String> = HashMap::new();
-    let app = App::start(&node, move |event| log_event(event, &names, &mut known));
+    let app = App::with_store(&node, store, move |event| {
+        log_event(event, &names, &mut known)
+    });
 
     if !seeds.is_empty() {
         wait_for_contact(&node, args.join_timeout).map_err(|e| {
@@ -183,12 +193,12 @@ fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
 /// The name of the member at `addr`: from `known`, refreshed from the node's
 /// members when missing.
 fn name_of(addr: SocketAddr, node: &Node, known: &mut HashMap<SocketAddr, String>) -> String {
-    if !known.contains_key(&addr) {
-        if let Ok(members) = node.members().wait() {
-            for m in members {
-                if let Some(name) = m.name {
-                    known.insert(m.id.addr, name);
-                }
+    if !known.contains_key(&addr)
+        && let Ok(members) = node.members().wait()
+    {
+        for m in members {
+            if let Some(name) = m.name {
+                known.insert(m.id.addr, name);
             }
         }
     }

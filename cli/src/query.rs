@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::Value;
 
-use crate::{CliResult, admin, default_admin, resolve};
+use crate::output::outln;
+use crate::{CliResult, admin, cli_error, default_admin, resolve_all};
 
 /// Arguments of `grapevine status`.
 #[derive(Debug, Args)]
@@ -29,36 +30,104 @@ pub struct RemoveArgs {
     query: QueryArgs,
 }
 
-/// Arguments of `grapevine members`, `ring`, `stats` and `decommission`.
+/// Arguments of `grapevine members`.
 #[derive(Debug, Args)]
-pub struct QueryArgs {
-    /// The node's UDP address; its admin interface is at port + 1000 unless --admin says otherwise.
-    #[arg(long, value_name = "ADDR")]
-    node: String,
-    /// The node's admin address, if it was started with --admin.
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
-    /// Print the node's JSON reply instead of a table.
+pub struct MembersArgs {
+    #[command(flatten)]
+    query: QueryArgs,
+    /// Show only members in these states (repeat, or separate with commas).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "STATE")]
+    status: Vec<MemberState>,
+    /// Also show members that left (kept as tombstones for an hour, so that a stale
+    /// rumour cannot revive them); hidden by default.
     #[arg(long)]
-    json: bool,
+    all: bool,
 }
 
-fn admin_addr(args: &QueryArgs) -> CliResult<SocketAddr> {
-    match args.admin {
-        Some(addr) => Ok(addr),
-        None => default_admin(resolve(&args.node)?),
+/// A member's liveness, as `grapevine members --status` filters it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MemberState {
+    /// Answering probes.
+    Alive,
+    /// Missed probes, not yet declared dead.
+    Suspect,
+    /// Declared dead (crashed or partitioned away).
+    Dead,
+    /// Left gracefully.
+    Left,
+}
+
+impl MemberState {
+    fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
     }
 }
 
-fn print_json(value: &Value) -> CliResult<ExitCode> {
-    println!(
+/// Arguments of `grapevine ring`, `stats`, `decommission`, and the node part of the
+/// key-value commands.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// The node's UDP address (IP or host name); its admin interface is at port +
+    /// 1000 unless --admin says otherwise.
+    #[arg(long, value_name = "ADDR")]
+    pub node: String,
+    /// The node's admin address, if it was started with --admin.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Print the node's JSON reply instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn admin_addr(args: &QueryArgs) -> CliResult<SocketAddr> {
+    admin_for(&args.node, args.admin.as_deref())
+}
+
+/// The admin address of the node at `node` (`admin` when given, else its port +
+/// 1000). A host name may name several addresses (`localhost`: `::1` and
+/// `127.0.0.1`); the first that accepts a connection is the one.
+pub fn admin_for(node: &str, admin: Option<&str>) -> CliResult<SocketAddr> {
+    let candidates = match admin {
+        Some(admin) => resolve_all(admin)?,
+        None => resolve_all(node)?
+            .into_iter()
+            .map(default_admin)
+            .collect::<CliResult<Vec<_>>>()?,
+    };
+    if let [only] = candidates.as_slice() {
+        return Ok(*only);
+    }
+    candidates
+        .iter()
+        .copied()
+        .find(|addr| {
+            std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_secs(1)).is_ok()
+        })
+        .ok_or_else(|| {
+            let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+            cli_error!(
+                "cannot reach the admin interface at any of {} (is `grapevine node` running there?)",
+                list.join(", ")
+            )
+        })
+}
+
+/// Prints a JSON reply, pretty.
+pub fn print_json(value: &Value) -> CliResult<ExitCode> {
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+/// The string at `key`, or `?`.
+pub fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("?")
 }
 
@@ -69,10 +138,21 @@ fn number(value: &Value, key: &str) -> String {
     }
 }
 
-/// `grapevine members`: a table of address, state, incarnation, generation, last heard.
-pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
-    let reply = admin::query(admin_addr(&args)?, "members")?;
-    if args.json {
+/// `grapevine members`: a table of address, state, incarnation, generation, last
+/// heard; members that left are hidden unless `--all` or `--status left`.
+pub fn members(args: MembersArgs) -> CliResult<ExitCode> {
+    let mut reply = admin::query(admin_addr(&args.query)?, "members")?;
+    if let Some(members) = reply.get_mut("members").and_then(Value::as_array_mut) {
+        members.retain(|m| {
+            let state = text(m, "state");
+            if args.status.is_empty() {
+                args.all || state != MemberState::Left.as_str()
+            } else {
+                args.status.iter().any(|s| s.as_str() == state)
+            }
+        });
+    }
+    if args.query.json {
         return print_json(&reply);
     }
     let empty = Vec::new();
@@ -80,9 +160,14 @@ pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
         .get("members")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
-    println!(
+    outln!(
         "{:<24} {:<18} {:<8} {:>11} {:>18} {:>12}",
-        "ADDRESS", "NAME", "STATE", "INCARNATION", "GENERATION", "LAST HEARD"
+        "ADDRESS",
+        "NAME",
+        "STATE",
+        "INCARNATION",
+        "GENERATION",
+        "LAST HEARD"
     );
     for m in members {
         let local = m.get("local").and_then(Value::as_bool).unwrap_or(false);
@@ -94,7 +179,7 @@ pub fn members(args: QueryArgs) -> CliResult<ExitCode> {
                 None => "never".to_owned(),
             }
         };
-        println!(
+        outln!(
             "{:<24} {:<18} {:<8} {:>11} {:>18} {:>12}",
             text(m, "addr"),
             m.get("name").and_then(Value::as_str).unwrap_or("-"),
@@ -128,7 +213,7 @@ pub fn status(args: StatusArgs) -> CliResult<ExitCode> {
         .get("members")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
-    println!(
+    outln!(
         "ring digest {} as seen by {} ({}), {}; replication factor {}",
         text(&reply, "ring_digest"),
         text(&reply, "name"),
@@ -140,13 +225,20 @@ pub fn status(args: StatusArgs) -> CliResult<ExitCode> {
         },
         number(&reply, "replication_factor"),
     );
-    println!("Status=Up/Down  State=Normal/Joining/Leaving/left(X)/Removed");
-    println!(
+    outln!("Status=Up/Down  State=Normal/Joining/Leaving/left(X)/Removed");
+    outln!(
         "{:<3} {:<18} {:<22} {:<8} {:<6} {:>6} {:>7} {:>9}",
-        "--", "NAME", "ADDRESS", "RACK", "DC", "TOKENS", "OWNS", "RF SHARE"
+        "--",
+        "NAME",
+        "ADDRESS",
+        "RACK",
+        "DC",
+        "TOKENS",
+        "OWNS",
+        "RF SHARE"
     );
     for m in members {
-        println!(
+        outln!(
             "{:<3} {:<18} {:<22} {:<8} {:<6} {:>6} {:>6.1}% {:>8.1}%",
             text(m, "status"),
             text(m, "name"),
@@ -173,14 +265,14 @@ pub fn stats(args: QueryArgs) -> CliResult<ExitCode> {
                 // Nested counters (drops by reason) print one per line.
                 Value::Object(inner) => {
                     for (sub, v) in inner {
-                        println!("{:<22} {v}", format!("{key}.{sub}"));
+                        outln!("{:<34} {v}", format!("{key}.{sub}"));
                     }
                 }
                 _ => {
                     let value = value
                         .as_str()
                         .map_or_else(|| value.to_string(), str::to_owned);
-                    println!("{key:<22} {value}");
+                    outln!("{key:<34} {value}");
                 }
             }
         }
@@ -196,7 +288,7 @@ pub fn removenode(args: RemoveArgs) -> CliResult<ExitCode> {
     if args.query.json {
         return print_json(&reply);
     }
-    println!(
+    outln!(
         "removed {}: its ranges move to the other nodes",
         text(&reply, "removed")
     );
@@ -210,7 +302,7 @@ pub fn decommission(args: QueryArgs) -> CliResult<ExitCode> {
     if args.json {
         return print_json(&reply);
     }
-    println!(
+    outln!(
         "decommissioned {}: its ranges moved to the other nodes, and it stopped",
         text(&reply, "decommissioned")
     );
@@ -233,7 +325,7 @@ pub fn ring(args: QueryArgs) -> CliResult<ExitCode> {
         .get("tokens")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
-    println!(
+    outln!(
         "ring digest {} as seen by {} ({}): {} tokens, {} owners, replication factor {}",
         text(&reply, "ring_digest"),
         text(&reply, "name"),
@@ -242,12 +334,18 @@ pub fn ring(args: QueryArgs) -> CliResult<ExitCode> {
         owners.len(),
         number(&reply, "replication_factor"),
     );
-    println!(
+    outln!(
         "{:<18} {:<22} {:<8} {:<8} {:>7} {:>8} {:>9}",
-        "OWNER", "ADDRESS", "STATE", "TOPOLOGY", "TOKENS", "OWNS", "REPLICAS"
+        "OWNER",
+        "ADDRESS",
+        "STATE",
+        "TOPOLOGY",
+        "TOKENS",
+        "OWNS",
+        "REPLICAS"
     );
     for o in owners {
-        println!(
+        outln!(
             "{:<18} {:<22} {:<8} {:<8} {:>7} {:>7.1}% {:>8.1}%",
             text(o, "name"),
             text(o, "addr"),

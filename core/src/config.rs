@@ -10,6 +10,11 @@ use crate::placement::Replication;
 use core::fmt;
 use core::time::Duration;
 
+/// The largest `max_value_size` a config may set: 16 MiB. A value is fetched in
+/// chunks and held whole while it is reassembled, so the bound is on memory per
+/// transfer, not on datagrams.
+pub const MAX_VALUE_SIZE: usize = 16 << 20;
+
 /// Everything a [`Node`](crate::Node) can be tuned with. Plain data: clone it to
 /// stamp out many nodes, and call [`Config::validate`] (the node does) before use.
 ///
@@ -82,7 +87,11 @@ pub struct Config {
     pub max_rumours: usize,
     /// Most requests this node tracks at once (originated plus forwarded).
     pub max_requests_in_flight: usize,
-    /// Largest value accepted by [`Node::set`](crate::Node::set), in bytes.
+    /// Largest value accepted by [`Node::set`](crate::Node::set), in bytes. Values
+    /// up to [`INLINE_VALUE_MAX`](crate::state::INLINE_VALUE_MAX) travel inside their
+    /// rumour; longer ones are announced by a stub and fetched in datagram-sized
+    /// chunks, and become visible to readers only once whole. At most
+    /// [`MAX_VALUE_SIZE`].
     pub max_value_size: usize,
     /// Largest total of key and value bytes kept for one node's state.
     pub max_state_bytes: usize,
@@ -119,8 +128,8 @@ impl Config {
             unconfirmed_share: 25,
             max_rumours: 4096,
             max_requests_in_flight: 4096,
-            max_value_size: 1024,
-            max_state_bytes: 64 * 1024,
+            max_value_size: 64 * 1024,
+            max_state_bytes: 1024 * 1024,
             max_total_state_bytes: 64 * 1024 * 1024,
         }
     }
@@ -220,13 +229,11 @@ impl Config {
                 max: u64::MAX,
             });
         }
-        // A value must fit in one datagram next to its headers.
-        let max_value = self.max_datagram_size.saturating_sub(256);
-        if self.max_value_size == 0 || self.max_value_size > max_value {
+        if self.max_value_size == 0 || self.max_value_size > MAX_VALUE_SIZE {
             return Err(OutOfRange {
                 field: "max_value_size",
                 min: 1,
-                max: max_value as u64,
+                max: MAX_VALUE_SIZE as u64,
             });
         }
         if self.max_total_state_bytes < self.max_state_bytes {

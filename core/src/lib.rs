@@ -113,6 +113,7 @@ pub mod routing;
 pub mod state;
 pub mod stats;
 pub mod time;
+mod transfer;
 pub mod wire;
 // The `arbitrary` derives name `::std`; the fuzzing helpers need it too.
 #[cfg(feature = "arbitrary")]

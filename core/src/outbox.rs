@@ -14,7 +14,7 @@ use core::time::Duration;
 use rand_core::RngCore;
 
 use crate::config::Config;
-use crate::dissemination::{Rumours, Subject, retransmit_limit};
+use crate::dissemination::{Class, Rumours, Subject, retransmit_limit};
 use crate::event::Event;
 use crate::hash::{Map, SeededState, cluster_id};
 use crate::keyring::{Keyring, SEAL_OVERHEAD};
@@ -206,7 +206,14 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
 
     /// Queues a rumour, counting an eviction if the queue was full.
     pub fn rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
-        if self.rumours.push(subject, bytes) {
+        let class = self.class_of(&subject);
+        self.rumour_as(subject, class, bytes);
+    }
+
+    /// [`rumour`](Self::rumour) in a class the caller knows better (our own placement
+    /// record is a claim about this node).
+    pub fn rumour_as(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) {
+        if self.rumours.push(subject, class, bytes) {
             self.stats.rumours_evicted += 1;
         }
     }
@@ -214,7 +221,20 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
     /// Queues a rumour about our own state: the queue's bound applies, but evicting
     /// for our own write is not a sign of a flood, so it is not counted.
     pub fn own_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
-        self.rumours.push(subject, bytes);
+        let class = self.class_of(&subject);
+        self.rumours.push(subject, class, bytes);
+    }
+
+    /// A rumour's priority for room in a packet: our own claims first (a refutation
+    /// must beat its suspicion timeout), then topology (membership, placement), then
+    /// state.
+    fn class_of(&self, subject: &Subject<A>) -> Class {
+        match subject {
+            Subject::Member(a) if *a == self.me => Class::Own,
+            Subject::Member(_) => Class::Topology,
+            Subject::Placement(_) => Class::Topology,
+            Subject::State(..) => Class::State,
+        }
     }
 
     pub fn forget_rumour(&mut self, subject: &Subject<A>) {

@@ -32,7 +32,9 @@ use crate::hash::{Map, SeededState, StableHasher, mix64};
 use crate::membership::{Address, NodeId};
 use crate::outbox::Outbox;
 use crate::time::Instant;
-use crate::wire::{DigestEntry, Message, StateDelta, StatePage, encode_message};
+use crate::wire::{
+    DigestEntry, Message, StateDelta, StatePage, StateStub, encode_message, value_hash,
+};
 
 /// Keys with this prefix belong to the protocol (`gv.tokens`, `gv.ring`).
 pub const RESERVED_PREFIX: &str = "gv.";
@@ -132,6 +134,17 @@ pub(crate) fn key_hash(key: &str, version: u64) -> u64 {
 /// Measured: a key's and a value's heap blocks with their allocator headers, and the
 /// entry's share of a B-tree node, come to about 100 bytes beyond the raw bytes.
 pub const ENTRY_OVERHEAD: usize = 112;
+
+/// The stub that announces a large value.
+fn stub_of<A: Clone>(owner: &NodeId<A>, key: &str, version: u64, value: &[u8]) -> StateStub<A> {
+    StateStub {
+        owner: owner.clone(),
+        key: String::from(key),
+        version,
+        len: u32::try_from(value.len()).unwrap_or(u32::MAX),
+        hash: value_hash(value),
+    }
+}
 
 fn entry_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
     ENTRY_OVERHEAD + key.len() + value.as_ref().map_or(0, Vec::len)
@@ -287,7 +300,14 @@ pub(crate) struct Store<A> {
     /// [`OWNER_OVERHEAD`] per owner), and the most the state of others may take.
     held: usize,
     max_total: usize,
+    /// Values longer than this travel as a [`StateStub`] and are fetched in chunks.
+    inline_max: usize,
 }
+
+/// The longest value that travels inline, in its rumour or anti-entropy page; longer
+/// values are announced by a stub and fetched in chunks (see `transfer.rs`). Smaller
+/// datagrams lower it: a value must fit one datagram beside its headers.
+pub const INLINE_VALUE_MAX: usize = 1024;
 
 /// What holding one owner's state costs beyond its entries (the map slot, the
 /// counters): charged so that a flood of tiny owners is bounded too.
@@ -308,7 +328,53 @@ impl<A: Address> Store<A> {
             tombstone_grace: config.tombstone_grace,
             held: 0,
             max_total: config.max_total_state_bytes,
+            inline_max: INLINE_VALUE_MAX.min(config.max_datagram_size.saturating_sub(256)),
         }
+    }
+
+    /// The message that spreads `delta`: the delta itself, or a stub when the value is
+    /// too large to travel inline.
+    pub fn announce(&self, delta: &StateDelta<A>) -> Vec<u8> {
+        match &delta.value {
+            Some(v) if v.len() > self.inline_max => encode_message(&Message::StateStub(stub_of(
+                &delta.owner,
+                &delta.key,
+                delta.version,
+                v,
+            ))),
+            _ => encode_message(&Message::State(delta.clone())),
+        }
+    }
+
+    /// Whether `stub` names a version this node would take: newer than what it holds
+    /// of that key, of the owner's life it holds, and not one it already collected.
+    pub fn lacks(&self, stub: &StateStub<A>) -> bool {
+        if stub.key.is_empty() || stub.key.len() > MAX_KEY_LEN {
+            return false;
+        }
+        match self.owners.get(&stub.owner.addr) {
+            None => true,
+            Some(st) if st.generation != stub.owner.generation => {
+                st.generation < stub.owner.generation
+            }
+            Some(st) => match st.entries.get(&stub.key) {
+                Some(e) => e.version < stub.version,
+                None => stub.version > st.watermark,
+            },
+        }
+    }
+
+    /// The value of `owner`'s `key` if this node holds exactly `version` of it.
+    pub fn value_at(&self, owner: &NodeId<A>, key: &str, version: u64) -> Option<&[u8]> {
+        let st = self
+            .owners
+            .get(&owner.addr)
+            .filter(|s| s.generation == owner.generation)?;
+        st.entries
+            .get(key)
+            .filter(|e| e.version == version)?
+            .value
+            .as_deref()
     }
 
     // ----- reading ------------------------------------------------------------------
@@ -455,7 +521,7 @@ impl<A: Address> Store<A> {
         );
         if applied {
             let subject = Subject::State(delta.owner.addr.clone(), delta.key.clone());
-            out.rumour(subject, encode_message(&Message::State(delta)));
+            out.rumour(subject, self.announce(&delta));
         }
         applied
     }
@@ -628,10 +694,19 @@ impl<A: Address> Store<A> {
         let mut pages = Vec::new();
         let mut from = after;
         let mut i = 0;
+        let large = |e: &Entry| e.value.as_ref().is_some_and(|v| v.len() > self.inline_max);
         while pages.len() < max_pages {
             let mut page = Vec::new();
             let mut size = 0;
+            // A large value ends the page just before it and travels as a stub: the
+            // page must not claim a version its receiver will only have once fetched.
+            let mut stub = None;
             while let Some((k, e)) = entries.get(i) {
+                if large(e) {
+                    stub = Some((*k, *e));
+                    i += 1;
+                    break;
+                }
                 let len = k.len() + e.value.as_ref().map_or(0, Vec::len) + 24;
                 if size + len > budget && !page.is_empty() {
                     break;
@@ -640,8 +715,11 @@ impl<A: Address> Store<A> {
                 page.push(((*k).clone(), e.version, e.value.clone()));
                 i += 1;
             }
-            let truncated = i < entries.len();
-            let last = page.last().map_or(from, |p| p.1);
+            let truncated = i < entries.len() || stub.is_some();
+            let last = match stub {
+                Some((_, e)) => e.version - 1,
+                None => page.last().map_or(from, |p| p.1),
+            };
             let upto = if truncated { last } else { u64::MAX }
                 .min(st.watermark)
                 .max(from);
@@ -655,6 +733,16 @@ impl<A: Address> Store<A> {
             });
             pages.push(encode_message(&msg));
             from = upto;
+            if let Some((k, e)) = stub {
+                if let Some(v) = &e.value {
+                    pages.push(encode_message(&Message::StateStub(stub_of(
+                        owner, k, e.version, v,
+                    ))));
+                }
+                // The next page starts after the large value; the receiver's watermark
+                // stays below it until the value has arrived.
+                from = e.version;
+            }
             if !truncated {
                 break;
             }

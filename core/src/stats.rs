@@ -112,4 +112,15 @@ pub struct Stats {
     pub requests_duplicate: u64,
     /// Responses dropped because they were duplicates or came too late.
     pub responses_dropped: u64,
+    /// Large values this node began to fetch in chunks.
+    pub transfers_started: u64,
+    /// Large values fetched whole and checked.
+    pub transfers_completed: u64,
+    /// Stubs not fetched because the most transfers were already under way
+    /// (anti-entropy offers them again).
+    pub transfers_refused: u64,
+    /// Transfers dropped, partial bytes and all, after retries without progress.
+    pub transfers_expired: u64,
+    /// Values whose reassembled bytes did not match their stub's hash: discarded.
+    pub transfers_corrupt: u64,
 }

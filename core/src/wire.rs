@@ -117,6 +117,76 @@ pub enum Message<A> {
         /// The member's name.
         name: String,
     },
+    /// A value too large for one datagram, announced without its bytes (rumour, or in
+    /// an anti-entropy answer). Whoever sends it holds the value: fetch it with
+    /// [`Message::ValueWant`].
+    StateStub(StateStub<A>),
+    /// Send me these chunks of one large value (the sender must be a confirmed member).
+    ValueWant(ValueWant<A>),
+    /// One chunk of a large value, in answer to a [`Message::ValueWant`].
+    ValueChunk(ValueChunk<A>),
+}
+
+/// A large value of one node's state, described but not carried: its length and the
+/// stable hash of its bytes, so that the reassembled value can be checked whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct StateStub<A> {
+    /// The node that owns the key.
+    pub owner: NodeId<A>,
+    /// The key.
+    pub key: String,
+    /// The owner's version counter at the write.
+    pub version: u64,
+    /// The value's length in bytes.
+    pub len: u32,
+    /// [`value_hash`] of the value's bytes.
+    pub hash: u64,
+}
+
+/// A request for some chunks of one large value at one version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ValueWant<A> {
+    /// The node that owns the key.
+    pub owner: NodeId<A>,
+    /// The key.
+    pub key: String,
+    /// The version wanted: chunks of any other version are not sent.
+    pub version: u64,
+    /// Chunk size in bytes, chosen by the requester to fit its datagrams.
+    pub chunk: u16,
+    /// The chunk indices wanted (at most [`MAX_CHUNKS_PER_WANT`] are answered).
+    pub indices: Vec<u32>,
+}
+
+/// One chunk of a large value: bytes `index * chunk ..` of the value at `version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ValueChunk<A> {
+    /// The node that owns the key.
+    pub owner: NodeId<A>,
+    /// The key.
+    pub key: String,
+    /// The version the bytes belong to.
+    pub version: u64,
+    /// The chunk's index.
+    pub index: u32,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// Chunks one [`ValueWant`] may ask for: a window, so that one small request cannot
+/// draw an unbounded burst.
+pub const MAX_CHUNKS_PER_WANT: usize = 16;
+
+/// The stable hash of a large value's bytes, carried in its [`StateStub`].
+pub fn value_hash(bytes: &[u8]) -> u64 {
+    use core::hash::Hasher;
+    let mut h = crate::hash::StableHasher::default();
+    h.write(bytes);
+    h.write_u64(bytes.len() as u64);
+    h.finish()
 }
 
 /// One key of one node's state, at one version.

@@ -776,3 +776,93 @@ fn state_flood_rss_child() {
         "RSS gave back {gave_back} B of the {grew} B the flood took"
     );
 }
+
+/// Forged stubs and chunks of large values: only confirmed, live owners' stubs start
+/// a transfer, at most a few transfers run at once (so the bytes held for partial
+/// values stay within a few `max_value_size`), chunks that no transfer expects change
+/// nothing, and partial values expire when their source stops answering.
+#[test]
+fn forged_large_value_stubs_and_chunks_stay_bounded_and_expire() {
+    use grapevine::wire::{StateStub, ValueChunk};
+    let _serial = lock();
+    let mut c = config();
+    c.max_value_size = 64 * 1024;
+    c.max_state_bytes = 256 * 1024;
+    c.max_total_state_bytes = 16 << 20;
+    let region = Region::new(&GLOBAL);
+    let mut f = full_node(&region, &c, 13);
+    let members = f.members();
+    let (owners, strangers) = members.split_at(100);
+    let large = |o: &NodeId<Addr>, k: u64, len: u32| {
+        Message::StateStub(StateStub {
+            owner: o.clone(),
+            key: format!("blob{k}"),
+            version: k,
+            len,
+            hash: k,
+        })
+    };
+    // Stubs of owners that never answered a ping: nothing starts.
+    for o in &strangers[..200] {
+        f.send_from(Some(o), [large(o, 1, 60_000)], STEP);
+    }
+    assert_eq!(
+        f.node.value_transfers(),
+        (0, 0),
+        "unconfirmed owners' stubs"
+    );
+    for o in owners {
+        f.confirm(o);
+    }
+    let before = held(&region);
+    // 100 confirmed owners announce 64 KiB values (and lengths beyond the limit).
+    for (i, o) in owners.iter().enumerate() {
+        f.send_from(Some(o), [large(o, 1, 65_536), large(o, 2, u32::MAX)], STEP);
+        let (count, bytes) = f.node.value_transfers();
+        assert!(count <= 4, "{count} transfers after {i} owners");
+        assert!(bytes <= 4 * c.max_value_size, "{bytes} B held");
+    }
+    let refused = f.node.stats().transfers_refused;
+    assert!(
+        refused >= 90,
+        "{refused} stubs refused while transfers were full"
+    );
+    // Chunks nobody asked for, wrong lengths, wrong versions, indices out of range.
+    for (i, o) in owners.iter().enumerate() {
+        let i = i as u32;
+        f.send_from(
+            Some(o),
+            (0..4u32).map(|k| {
+                Message::ValueChunk(ValueChunk {
+                    owner: o.clone(),
+                    key: "blob1".into(),
+                    version: u64::from(k % 2) + 1,
+                    index: i * 7 + k * 1_000_000,
+                    data: vec![k as u8; 1 + (i as usize * 13) % 1200],
+                })
+            }),
+            STEP,
+        );
+    }
+    let (count, bytes) = f.node.value_transfers();
+    assert!(count <= 4 && bytes <= 4 * c.max_value_size);
+    assert_eq!(f.node.stats().transfers_completed, 0);
+    let grew = held(&region) - before;
+    println!(
+        "seed 13: 100 owners × 2 large stubs, 400 forged chunks: {count} transfers holding {bytes} B, \
+         {refused} stubs refused; heap grew {grew} B"
+    );
+    // The sources never answer: within a few seconds every partial value is dropped.
+    for _ in 0..100 {
+        f.now = f.now + Duration::from_millis(100);
+        f.settle();
+    }
+    assert_eq!(f.node.value_transfers(), (0, 0), "partial values expire");
+    assert!(f.node.stats().transfers_expired >= 1);
+    assert!(
+        owners
+            .iter()
+            .all(|o| f.node.keys(&o.addr).all(|(k, _, _)| !k.starts_with("blob"))),
+        "no partial value became visible"
+    );
+}

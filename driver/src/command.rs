@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use grapevine::RequestId;
 
-use crate::{Event, EventFilter, Member, RingSnapshot, Route, RuntimeError, StatsSnapshot};
+use crate::{
+    Event, EventFilter, Member, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
+};
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
 pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
@@ -99,13 +101,6 @@ pub enum Command {
         /// Whether the core accepted it.
         reply: Reply<Result<(), RuntimeError>>,
     },
-    /// List the application keys of some node's state, as this node knows it.
-    Keys {
-        /// The node that owns the keys.
-        node: SocketAddr,
-        /// `(key, value)` pairs sorted by key, without the reserved `gv.` keys.
-        reply: Reply<Vec<(String, Vec<u8>)>>,
-    },
     /// Read a key of some node's state, as this node knows it.
     Get {
         /// The node that owns the key.
@@ -114,6 +109,13 @@ pub enum Command {
         key: String,
         /// The value, if known.
         reply: Reply<Option<Vec<u8>>>,
+    },
+    /// List the live keys of some node's state, as this node knows it.
+    Keys {
+        /// The node that owns the state.
+        node: SocketAddr,
+        /// Each key with its version and value, sorted by key.
+        reply: Reply<Vec<StateEntry>>,
     },
     /// Send a client request for `key`; the answer arrives as [`grapevine::Event::Response`]
     /// (or [`grapevine::Event::RequestFailed`]) on the event subscribers.

@@ -28,7 +28,7 @@ use crate::metrics::{DriverCounts, Metrics};
 use crate::persist::{self, PlacementStore};
 use crate::{
     Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
-    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot,
+    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,10 +116,14 @@ impl Driver {
         };
         let mut node = CoreNode::new(options.config.clone(), id, ChaCha8Rng::seed_from_u64(seed))
             .map_err(RuntimeError::Config)?;
-        let store = options
-            .data_dir
-            .as_ref()
-            .map(|dir| PlacementStore::new(dir, options.config.cluster_name.clone()));
+        let store = match &options.data_dir {
+            Some(dir) => {
+                let mut store = PlacementStore::new(dir, options.config.cluster_name.clone());
+                store.lock()?;
+                Some(store)
+            }
+            None => None,
+        };
         let saved = match &store {
             Some(store) => Some(persist::open(
                 store,
@@ -293,18 +297,21 @@ impl Driver {
             } else {
                 Err(RuntimeError::Stopped)
             }),
-            Command::Keys { node, reply } => {
-                let mut keys: Vec<(String, Vec<u8>)> = self
-                    .node
-                    .keys(&node)
-                    .filter(|(key, _, _)| !crate::filter::is_reserved(key))
-                    .map(|(key, _, value)| (key.to_owned(), value.to_vec()))
-                    .collect();
-                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                reply.send(keys);
-            }
             Command::Get { node, key, reply } => {
                 reply.send(self.node.get(&node, &key).map(<[u8]>::to_vec))
+            }
+            Command::Keys { node, reply } => {
+                let mut entries: Vec<StateEntry> = self
+                    .node
+                    .keys(&node)
+                    .map(|(key, version, value)| StateEntry {
+                        key: key.to_owned(),
+                        version,
+                        value: value.to_vec(),
+                    })
+                    .collect();
+                entries.sort_by(|a, b| a.key.cmp(&b.key));
+                reply.send(entries)
             }
             Command::Request {
                 key,
@@ -609,6 +616,9 @@ impl Driver {
             recv_errors: self.recv_errors,
             persist_errors: self.persist_errors,
             tracked_sources: self.last_heard.len() + self.drops.sources.len(),
+            health: self.node.health(),
+            rumours_queued: self.node.rumours_queued(),
+            max_request_bytes: self.node.max_request_bytes(),
         }
     }
 
@@ -789,6 +799,44 @@ mod tests {
         assert_eq!(members[0].last_heard, None);
         let stats = ask(&mut d, Command::Stats);
         assert_eq!((stats.members_live, stats.members_known), (1, 1));
+    }
+
+    #[test]
+    fn keys_list_a_nodes_state_sorted_and_stats_show_the_queue() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut d = driver(Options::new(addr));
+        let before = ask(&mut d, Command::Stats);
+        assert_eq!(before.health, 0);
+        assert!(before.max_request_bytes > 0);
+        for (key, value) in [("b", "2"), ("a", "1")] {
+            let set = ask(&mut d, |reply| Command::Set {
+                key: key.into(),
+                value: value.as_bytes().to_vec(),
+                reply,
+            });
+            assert!(set.is_ok(), "{set:?}");
+        }
+        let keys = ask(&mut d, |reply| Command::Keys { node: addr, reply });
+        let app: Vec<(&str, &[u8])> = keys
+            .iter()
+            .filter(|e| !e.key.starts_with(grapevine::state::RESERVED_PREFIX))
+            .map(|e| (e.key.as_str(), e.value.as_slice()))
+            .collect();
+        assert_eq!(app, [("a", &b"1"[..]), ("b", &b"2"[..])]);
+        assert!(keys.windows(2).all(|w| w[0].key < w[1].key), "sorted");
+        let other = ask(&mut d, |reply| Command::Keys {
+            node: "127.0.0.1:10".parse().unwrap(),
+            reply,
+        });
+        assert!(other.is_empty(), "an unknown node has no keys");
+        // Each write is a rumour waiting to be piggybacked (no peer took it yet).
+        let after = ask(&mut d, Command::Stats);
+        assert!(
+            after.rumours_queued >= before.rumours_queued + 2,
+            "{} then {}",
+            before.rumours_queued,
+            after.rumours_queued
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use grapevine::RequestId;
 use crate::sync::Shared;
 use crate::{
     Command, Delivery, Driver, Event, EventFilter, EventSink, Member, NodeId, RecvTimeoutError,
-    Reply, RingSnapshot, Route, RuntimeError, StatsSnapshot,
+    Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 /// How a runtime delivers a command to its loop (and wakes the loop if it must).
@@ -143,10 +143,9 @@ impl Handle {
         })
     }
 
-    /// The application keys of the node at `node` and their values, as this node
-    /// knows them, sorted by key. The reserved `gv.` keys (the core's placement
-    /// records) are left out; [`Handle::get`] reads them.
-    pub fn keys(&self, node: SocketAddr) -> Pending<Vec<(String, Vec<u8>)>> {
+    /// The live keys of the state of the node at `node`, as this node knows it
+    /// (reserved `gv.` keys included), sorted by key.
+    pub fn keys(&self, node: SocketAddr) -> Pending<Vec<StateEntry>> {
         self.call(|reply| Command::Keys { node, reply })
     }
 

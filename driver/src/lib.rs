@@ -89,7 +89,9 @@ pub use handle::{Events, Handle, Pending, Recv};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
 pub use printable::Printable;
-pub use snapshot::{Member, Ownership, RingSnapshot, Route, RouteReplica, StatsSnapshot};
+pub use snapshot::{
+    Member, Ownership, RingSnapshot, Route, RouteReplica, StateEntry, StatsSnapshot,
+};
 
 /// A core event with socket addresses.
 pub type Event = grapevine::Event<SocketAddr>;

@@ -197,6 +197,12 @@ pub enum RuntimeError {
         /// The OS error.
         source: io::Error,
     },
+    /// Another running node holds the data directory (its lock file is locked): two
+    /// processes must never share one identity and its tokens.
+    DataDirInUse {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// The placement file does not parse, or its checksum does not match: it is left
     /// as it is, and the node does not start.
     CorruptPlacement {
@@ -254,6 +260,12 @@ impl fmt::Display for RuntimeError {
             RuntimeError::DataDir { path, source } => {
                 write!(f, "data directory {}: {source}", path.display())
             }
+            RuntimeError::DataDirInUse { path } => write!(
+                f,
+                "data directory {} is in use by another running node (lock {} is held)",
+                path.parent().unwrap_or(path).display(),
+                path.display()
+            ),
             RuntimeError::CorruptPlacement { path, reason } => write!(
                 f,
                 "{} is corrupt ({reason}); refusing to start (restore it, or remove it to join as a new node)",
@@ -298,6 +310,7 @@ impl std::error::Error for RuntimeError {
             RuntimeError::Restore(e) => Some(e),
             RuntimeError::Remove(e) => Some(e),
             RuntimeError::Stopped
+            | RuntimeError::DataDirInUse { .. }
             | RuntimeError::CorruptPlacement { .. }
             | RuntimeError::ForeignDataDir { .. }
             | RuntimeError::NameMismatch { .. }

@@ -86,11 +86,18 @@ fn checksum(saved: &Saved) -> String {
     format!("{:016x}", fnv1a(&body))
 }
 
+/// The lock file in a data directory: held (an OS advisory lock) for as long as a
+/// node runs from the directory.
+pub const LOCK_FILE: &str = "lock";
+
 /// A node's data directory and the cluster it belongs to.
 #[derive(Debug, Clone)]
 pub struct PlacementStore {
     dir: PathBuf,
     cluster: String,
+    /// The locked lock file, once [`PlacementStore::lock`] succeeded; the lock goes
+    /// with the last clone.
+    lock: Option<std::sync::Arc<File>>,
 }
 
 impl PlacementStore {
@@ -99,6 +106,37 @@ impl PlacementStore {
         PlacementStore {
             dir: dir.into(),
             cluster: cluster.into(),
+            lock: None,
+        }
+    }
+
+    /// Takes the directory for this process (creating it if needed): fails with
+    /// [`RuntimeError::DataDirInUse`] while another process holds it, so that two
+    /// nodes never run under one name with one set of tokens. The OS releases the
+    /// lock when the process exits, however it exits.
+    pub fn lock(&mut self) -> Result<(), RuntimeError> {
+        let io_error = |source| RuntimeError::DataDir {
+            path: self.dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(io_error)?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| RuntimeError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.lock = Some(std::sync::Arc::new(file));
+                Ok(())
+            }
+            Err(fs::TryLockError::WouldBlock) => Err(RuntimeError::DataDirInUse { path }),
+            Err(fs::TryLockError::Error(source)) => Err(RuntimeError::DataDir { path, source }),
         }
     }
 
@@ -296,6 +334,22 @@ mod tests {
             matches!(err, RuntimeError::CorruptPlacement { .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_data_dir_is_used_by_one_node_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = PlacementStore::new(dir.path().join("d"), "c1");
+        first.lock().unwrap();
+        let mut second = PlacementStore::new(dir.path().join("d"), "c1");
+        let err = second.lock().unwrap_err();
+        assert!(matches!(err, RuntimeError::DataDirInUse { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("in use by another running node"),
+            "{err}"
+        );
+        drop(first);
+        second.lock().expect("free once the first node is gone");
     }
 
     #[test]

@@ -61,6 +61,27 @@ pub struct StatsSnapshot {
     /// times and the sources of the current drop summary): bounded by the member
     /// table, whatever the number of addresses that send to the node.
     pub tracked_sources: usize,
+    /// Lifeguard's local health multiplier ([`grapevine::Node::health`]): 0 when
+    /// this node answers and hears answers in time; higher when it misses nacks or
+    /// has to refute suspicions of itself, which stretches its probe timeouts.
+    pub health: u32,
+    /// Rumours waiting to be piggybacked ([`grapevine::Node::rumours_queued`]).
+    pub rumours_queued: usize,
+    /// The largest key plus payload a request (or payload a response) may carry
+    /// ([`grapevine::Node::max_request_bytes`]).
+    pub max_request_bytes: usize,
+}
+
+/// One key of a node's state ([`Handle::keys`](crate::Handle::keys)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StateEntry {
+    /// The key.
+    pub key: String,
+    /// Its version: raised by every write of its owner.
+    pub version: u64,
+    /// Its value.
+    pub value: Vec<u8>,
 }
 
 /// One replica of a key.

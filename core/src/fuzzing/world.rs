@@ -100,6 +100,9 @@ pub enum Input {
     /// Key rotation on every node at once (keyed setups): install a new key, deliver
     /// what is in flight, make it the primary, deliver again, remove the old one.
     Rotate,
+    /// A node writes a value of `len` bytes (modulo `max_value_size`), most of them
+    /// too long to travel inline: stubs, chunk requests, chunks, reassembly.
+    Large { node: u8, len: u16, fill: u8 },
     /// `seconds` (up to 63) of a healthy network: every datagram delivered, timers
     /// fired as they fall due.
     Run { seconds: u8 },
@@ -126,8 +129,10 @@ pub fn fuzz_config(setup: &Setup) -> Config {
     c.max_members = 16;
     c.max_rumours = 32;
     c.max_requests_in_flight = 8;
-    c.max_value_size = 200;
-    c.max_state_bytes = 1024;
+    // Above the inline limit (1,024 B, or 256 B with 512-byte datagrams): large
+    // values travel as stubs and chunks.
+    c.max_value_size = 1500;
+    c.max_state_bytes = 4096;
     c.dead_retention = crate::Duration::from_secs(30);
     c.tombstone_grace = crate::Duration::from_secs(20);
     c
@@ -214,6 +219,12 @@ struct World {
     /// (destination node, sender address) whose replay window a forged datagram in
     /// that sender's name may have moved.
     forged: BTreeSet<(usize, FuzzAddr)>,
+    /// Every value the nodes wrote: (owner address, key, version) → the values written
+    /// under it (one per life of the owner), for the no-torn-read check.
+    written: BTreeMap<(FuzzAddr, String, u64), Vec<Vec<u8>>>,
+    /// A forged datagram carried state (a lie the check cannot tell from a torn read):
+    /// the no-torn-read check is off from then on.
+    state_forged: bool,
 }
 
 fn addr_of(i: usize) -> FuzzAddr {
@@ -323,6 +334,52 @@ impl World {
         check(slot, &self.config);
         check_bounds(&slot.node, &self.config);
         check_ring(slot);
+        self.check_reads(i);
+    }
+
+    /// Records a value node `i` wrote, under the version it got.
+    fn wrote(&mut self, i: usize, key: &str, value: &[u8]) {
+        let me = addr_of(i);
+        let version = self.slots[i]
+            .node
+            .keys(&me)
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, v, _)| v);
+        if let Some(version) = version {
+            let values = self
+                .written
+                .entry((me, String::from(key), version))
+                .or_default();
+            if !values.iter().any(|v| v[..] == *value) {
+                values.push(value.to_vec());
+            }
+        }
+    }
+
+    /// No torn reads: every value node `i` holds for another node is one that node
+    /// wrote under that version, whole (large values arrive in chunks).
+    fn check_reads(&self, i: usize) {
+        if self.state_forged {
+            return;
+        }
+        let node = &self.slots[i].node;
+        for j in 0..self.slots.len() {
+            let owner = addr_of(j);
+            if j == i {
+                continue;
+            }
+            for (key, version, value) in node.keys(&owner) {
+                if let Some(values) = self.written.get(&(owner, String::from(key), version)) {
+                    assert!(
+                        values.iter().any(|v| v[..] == *value),
+                        "node {} holds {key:?} v{version} of node {owner} as {} bytes that \
+                         node {owner} never wrote (torn?)",
+                        addr_of(i),
+                        value.len()
+                    );
+                }
+            }
+        }
     }
 
     fn settle_all(&mut self) {
@@ -523,6 +580,15 @@ impl World {
                 let Some(i) = self.pick_up(node) else { return };
                 let keyed = self.keyring.is_some();
                 let sealed = keyed && !unsealed;
+                self.state_forged |= messages.iter().any(|m| {
+                    matches!(
+                        m,
+                        Message::State(_)
+                            | Message::StatePage(_)
+                            | Message::StateStub(_)
+                            | Message::ValueChunk(_)
+                    )
+                });
                 let data = self.packet(&sender, &messages, unsealed);
                 if sealed && self.node_index(sender.addr).is_some() {
                     self.forged.insert((i, sender.addr));
@@ -579,7 +645,19 @@ impl World {
                 let now = self.now;
                 let slot = &mut self.slots[i];
                 if slot.node.set(now, &key, &value).is_ok() {
-                    slot.model.insert(key, value);
+                    self.wrote(i, &key, &value);
+                    self.slots[i].model.insert(key, value);
+                }
+                self.settle(i);
+            }
+            Input::Large { node, len, fill } => {
+                let Some(i) = self.pick_up(node) else { return };
+                let now = self.now;
+                let len = usize::from(len) % (self.config.max_value_size + 1);
+                let value: Vec<u8> = (0..len).map(|k| fill ^ (k as u8)).collect();
+                if self.slots[i].node.set(now, "large", &value).is_ok() {
+                    self.wrote(i, "large", &value);
+                    self.slots[i].model.insert(String::from("large"), value);
                 }
                 self.settle(i);
             }
@@ -765,6 +843,8 @@ pub fn run(scenario: Scenario) {
         seed: setup.seed,
         highest: BTreeMap::new(),
         forged: BTreeSet::new(),
+        written: BTreeMap::new(),
+        state_forged: false,
     };
     for i in 0..usize::from(setup.nodes % 3) + 1 {
         let node = world.new_node(i, 1);
@@ -801,6 +881,8 @@ mod tests {
             seed: setup.seed,
             highest: BTreeMap::new(),
             forged: BTreeSet::new(),
+            written: BTreeMap::new(),
+            state_forged: false,
         };
         for i in 0..usize::from(nodes) {
             let node = world.new_node(i, 1);
@@ -828,6 +910,23 @@ mod tests {
                 w.slots[i].node.live_members(),
                 2,
                 "node {i} sees the others"
+            );
+        }
+        // A large value, fetched in chunks by the others and checked whole.
+        w.step(Input::Large {
+            node: 0,
+            len: 1400,
+            fill: 7,
+        });
+        w.step(Input::Run { seconds: 10 });
+        let fetched: u64 = (1..3)
+            .map(|i| w.slots[i].node.stats().transfers_completed)
+            .sum();
+        assert_eq!(fetched, 2, "both others fetched the large value");
+        for i in 1..3 {
+            assert_eq!(
+                w.slots[i].node.get(&addr_of(0), "large").map(<[u8]>::len),
+                Some(1400)
             );
         }
         // Strangers: a crowd, then ghosts that answer pings, repeatedly.

@@ -7,13 +7,14 @@ use rand_core::RngCore;
 
 use super::Node;
 use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
-use crate::dissemination::Subject;
+use crate::dissemination::{Class, Subject};
 use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
 };
 use crate::placement::{RING_KEY, Received};
 use crate::time::Instant;
+use crate::transfer;
 use crate::wire::{DigestEntry, Message, encode_message};
 
 /// Probe periods an unconfirmed member may stay unconfirmed before it is forgotten.
@@ -28,6 +29,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         &mut self,
         now: Instant,
         sender: &NodeId<A>,
+        direct: bool,
         msg: Message<A>,
         reply: &mut Vec<Vec<u8>>,
     ) {
@@ -127,6 +129,47 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             Message::Response(resp) => self.router.on_response(sender, resp, &mut self.out),
             Message::Placement(record) => self.on_record(record),
+            Message::StateStub(stub) => {
+                if self.members.is_live_owner(&stub.owner) && self.store.lacks(&stub) {
+                    let budget = self.out.body_budget();
+                    self.transfers
+                        .offer(now, &sender.addr, stub, budget, &mut self.out);
+                }
+            }
+            Message::ValueWant(want) => {
+                // A want is small and its answer is not: only a confirmed, live member
+                // speaking from its own address is served (no reflection, no
+                // amplification towards a third party).
+                let member = self
+                    .members
+                    .get(&sender.addr)
+                    .is_some_and(|m| m.id == *sender && m.status.is_live());
+                if !direct || !member || !self.members.is_confirmed(&sender.addr) {
+                    return;
+                }
+                if let Some(value) = self.store.value_at(&want.owner, &want.key, want.version) {
+                    let chunks = transfer::serve(&want, value, self.out.body_budget());
+                    let count = chunks.len();
+                    self.out.send(sender.addr.clone(), &chunks, count);
+                }
+            }
+            Message::ValueChunk(chunk) => {
+                let Some(delta) = self
+                    .transfers
+                    .on_chunk(now, &sender.addr, chunk, &mut self.out)
+                else {
+                    return;
+                };
+                if !self.members.is_live_owner(&delta.owner) {
+                    return;
+                }
+                let owner = delta.owner.addr.clone();
+                let placement = &mut self.placement;
+                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
+                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                    self.refresh_tree(&owner);
+                }
+            }
             Message::PlacementWant { name } => {
                 if let Some(record) = self.placement.record(&name) {
                     reply.push(encode_message(&Message::Placement(record.clone())));
@@ -228,6 +271,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     // An older life's state goes; the new life's arrives with its first
                     // key. Its placement is kept: it is the same member by name.
                     self.store.new_life(&claim.id);
+                    self.transfers.forget_owner(&claim.id.addr);
                 }
                 if entered_live {
                     let live = self.members.live_len();
@@ -322,6 +366,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn forget_member(&mut self, addr: &A) {
         self.detector.forget(addr);
         self.store.forget(addr);
+        self.transfers.forget_owner(addr);
         self.out.forget_sender(addr);
         self.gossip.set(addr, None);
         self.out.count().members_evicted += 1;
@@ -342,6 +387,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         for addr in self.members.expire_dead(now, self.config.dead_retention) {
             self.store.forget(&addr);
+            self.transfers.forget_owner(&addr);
             self.detector.forget(&addr);
             self.out.forget_sender(&addr);
         }
@@ -418,9 +464,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
     pub(super) fn spread_record(&mut self, record: crate::placement::PlacementRecord<A>) {
         let leaf = self.placement.leaf_hash(&record.name);
         self.gossip.set_record(&record.name, leaf);
+        // Our own record is a claim about this node: a joiner's proposed tokens must
+        // reach the others before they allocate their own (joint allocation).
+        let class = if record.name == self.name() {
+            Class::Own
+        } else {
+            Class::Topology
+        };
         let subject = Subject::Placement(record.name.clone());
         self.out
-            .rumour(subject, encode_message(&Message::Placement(record)));
+            .rumour_as(subject, class, encode_message(&Message::Placement(record)));
     }
 
     /// A record from a peer: kept if it outranks ours, and then passed on.

@@ -55,6 +55,7 @@ use crate::routing::{ReplicaSet, RequestError, RequestId, RespondError, Router};
 use crate::state::{StateError, Store, check_app_key};
 use crate::stats::Stats;
 use crate::time::Instant;
+use crate::transfer::Transfers;
 
 mod dispatch;
 use crate::wire::{Message, PacketError, encode_message};
@@ -78,6 +79,7 @@ pub struct Node<A: Address, R: RngCore> {
     store: Store<A>,
     placement: Placement<A>,
     router: Router<A>,
+    transfers: Transfers<A>,
     out: Outbox<A, R>,
     deadline: Option<Instant>,
 }
@@ -110,6 +112,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             store: Store::new(&config, hasher),
             placement: Placement::new(&config, &id, hasher),
             router: Router::new(&config, hasher),
+            transfers: Transfers::new(config.probe_timeout, config.max_value_size),
             out: Outbox::new(&config, &id, rng, hasher),
             deadline: None,
             config,
@@ -162,6 +165,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 || !self
                     .out
                     .is_rumouring(&Subject::Member(self.members.me().addr.clone())))
+    }
+
+    /// The largest key plus payload a request may carry through
+    /// [`handle_request`](Self::handle_request), and the largest payload a
+    /// [`respond`](Self::respond) may carry: what fits one datagram with the current
+    /// keyring.
+    pub fn max_request_bytes(&self) -> usize {
+        crate::routing::Router::<A>::max_request_bytes(&self.out)
     }
 
     /// Installs (or with `None`, removes) the keyring that seals and opens datagrams.
@@ -366,8 +377,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             self.heard_from(now, &sender);
         }
         let mut reply: Vec<Vec<u8>> = Vec::new();
+        // Only a sender speaking from its own address gets more than a reply-sized
+        // answer (the chunks of a large value).
+        let direct = sender.addr == from;
         for msg in messages {
-            self.on_message(now, &sender, msg, &mut reply);
+            self.on_message(now, &sender, direct, msg, &mut reply);
         }
         if !reply.is_empty() {
             // Replies go where the datagram came from. A source that is not a member
@@ -410,6 +424,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let route = |k: &[u8]| self.placement.route(k, &self.members);
         self.router
             .handle_timeout(now, &route, self.members.me(), &mut self.out);
+        if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
+            // After two silent retries, ask the owner itself if it is up.
+            let members = &self.members;
+            let owner_if_live = |owner: &NodeId<A>| {
+                members
+                    .get(&owner.addr)
+                    .filter(|m| m.id == *owner && m.status.is_live())
+                    .map(|_| owner.addr.clone())
+            };
+            self.transfers
+                .on_timeout(now, &owner_if_live, &mut self.out);
+        }
         self.after_input(now);
     }
 
@@ -474,6 +500,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.store.held()
     }
 
+    /// Large values this node is fetching in chunks, and the bytes it holds for them
+    /// (bounded: a few values of at most `max_value_size` each).
+    pub fn value_transfers(&self) -> (usize, usize) {
+        (self.transfers.len(), self.transfers.bytes())
+    }
+
     /// Every node whose state this node holds (itself included), in no particular
     /// order: the owners [`Node::keys`] and [`Node::state_hash`] answer for.
     pub fn state_owners(&self) -> impl Iterator<Item = &A> + '_ {
@@ -501,8 +533,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         // λ·log N times by every node.
         if key != RING_KEY {
             let subject = Subject::State(me.addr.clone(), String::from(key));
-            self.out
-                .own_rumour(subject, encode_message(&Message::State(delta.clone())));
+            self.out.own_rumour(subject, self.store.announce(&delta));
         }
         self.refresh_tree(&me.addr);
         self.placement.key_changed(key);
@@ -584,6 +615,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 self.detector.poll_timeout(),
                 self.gossip.poll_timeout(),
                 self.router.poll_timeout(),
+                self.transfers.poll_timeout(),
             ]
             .into_iter()
             .flatten()
