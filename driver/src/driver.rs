@@ -693,6 +693,10 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let panicked = std::thread::panicking();
+        // Release the data directory's lock before telling anyone the node stopped:
+        // the fields drop only after this function, and a waiter that restarts the
+        // node from the same directory at once would find it still locked.
+        drop(self.store.take());
         for waiter in self.stop_waiters.drain(..) {
             waiter.send(if panicked {
                 Err(RuntimeError::Io(io::Error::other(
