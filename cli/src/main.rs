@@ -1,8 +1,10 @@
 //! `grapevine`: run a Grapevine node, query a running node, or run a local demo cluster.
 //!
 //! ```text
-//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR]... [--name NAME] [--data-dir DIR]
+//! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
+//!                [--seed-refresh 30s] [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
+//!                [--metrics ADDR]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--status alive|suspect|dead|left]... [--all] [--json]
 //! grapevine ring --node 127.0.0.1:7946 [--json]
@@ -16,6 +18,7 @@
 //! grapevine request KEY PAYLOAD --via 127.0.0.1:7946 [--json]
 //! grapevine put KEY VALUE --via 127.0.0.1:7946 [--json]
 //! grapevine get KEY --via 127.0.0.1:7946 [--json]
+//! grapevine keys list|install KEY|use KEY|remove KEY --node 127.0.0.1:7946 [--json]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
@@ -25,12 +28,13 @@
 //! `--admin ADDR` when the node's admin interface is not at its port + 1000.
 //!
 //! Every error is one line on stderr. Bad usage (unknown options, malformed or
-//! unresolvable addresses) exits 2; a failure at run time (a port in use, no seed
-//! answering, a refused data directory, a node that cannot be reached, a refused
-//! `removenode`, a demo that does not reach its goals, a value over the node's
-//! limit, an unknown `--of` node, a missing key, a failed request) exits 1. When
-//! stdout is closed (`grapevine ring | head -1`) a command stops quietly with exit
-//! code 0 (see [`output`]).
+//! unresolvable addresses, a malformed KEY argument) exits 2; a failure at run time
+//! (a port in use, no seed answering within `--join-timeout`, a refused data
+//! directory or key file, a node that cannot be reached, a refused `removenode` or
+//! key change, a demo that does not reach its goals, a value over the node's limit,
+//! an unknown `--of` node, a missing key, a failed request) exits 1. When stdout is
+//! closed (`grapevine ring | head -1`) a command stops quietly with exit code 0 (see
+//! [`output`]).
 //! `node` serves the admin protocol described in [`admin`].
 
 /// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
@@ -43,6 +47,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod app;
 mod demo;
+mod keys;
 mod metrics;
 mod node;
 mod ops;
@@ -107,6 +112,8 @@ enum Cmd {
     /// Write a value to the cluster's store through any node: it goes to every live
     /// replica of the key.
     Put(verbs::PutArgs),
+    /// List or rotate a running node's encryption keys (install, use, remove).
+    Keys(keys::KeysArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -334,6 +341,7 @@ fn main() -> ExitCode {
         Cmd::State(args) => verbs::state(args),
         Cmd::Request(args) => verbs::request(args),
         Cmd::Put(args) => verbs::put(args),
+        Cmd::Keys(args) => keys::run(args),
         Cmd::Demo(args) => demo::run(args),
     };
     match result {

@@ -4,11 +4,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
-use grapevine_driver::{Clock, Event, Options, Printable, Status};
+use grapevine_driver::{Event, Options, Printable};
 
 use crate::app::App;
 use crate::runtime::{self, Node};
@@ -24,9 +26,19 @@ pub struct NodeArgs {
     /// a concrete IP (port 0 picks a free port).
     #[arg(long, value_name = "ADDR")]
     bind: String,
-    /// A node to join (repeat for more). Without seeds this node starts a new cluster.
+    /// A node to join, `IP:PORT` or `HOST:PORT` (repeat for more). The node keeps
+    /// trying its seeds, with backoff up to 30 s, until one answers; a host name is
+    /// resolved again on every attempt and every 30 s afterwards, so it may be a DNS
+    /// name whose addresses change (a Kubernetes headless service). Without seeds this
+    /// node starts a new cluster.
     #[arg(long = "seed", value_name = "ADDR")]
     seeds: Vec<String>,
+    /// Seal every datagram with the keys in FILE: one key per line (32 bytes in base64
+    /// or hex), the first being primary; blank and `#` lines are ignored. The file
+    /// must not be readable by group or others (chmod 600). Every node of the cluster
+    /// needs a key in common; rotate keys with `grapevine keys`.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// The TCP address of the admin interface [default: the bind IP, port + 1000].
     /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
     /// `route KEY`, `removenode NAME`, `decommission`, or a JSON request such as
@@ -53,9 +65,14 @@ pub struct NodeArgs {
     /// (e.g. 127.0.0.1:9464; scrape http://ADDR/metrics). Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
-    /// How long to wait for a seed to answer before giving up (e.g. 5s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    join_timeout: Duration,
+    /// Give up (exit 1) when no seed has answered within DURATION (e.g. 30s, 500ms).
+    /// Without it the node keeps trying until it joins.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    join_timeout: Option<Duration>,
+    /// How often seeds given as host names are resolved again once the node has
+    /// joined, so that a node left alone later finds the seeds' current addresses.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    seed_refresh: Duration,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -92,11 +109,20 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
             args.bind
         ));
     }
-    let seeds = args
-        .seeds
-        .iter()
-        .map(|s| resolve(s))
-        .collect::<CliResult<Vec<_>>>()?;
+    let mut seeds = Vec::new();
+    let mut seed_hosts = Vec::new();
+    for seed in &args.seeds {
+        match parse_seed(seed)? {
+            Seed::Addr(addr) => seeds.push(addr),
+            Seed::Host(host) => seed_hosts.push(host),
+        }
+    }
+    let keyring = match &args.key_file {
+        Some(path) => {
+            Some(grapevine_driver::keys::read_key_file(path).map_err(|e| cli_error!("{e}"))?)
+        }
+        None => None,
+    };
     let admin_addr = match &args.admin {
         Some(addr) => resolve(addr)?,
         None => default_admin(bind)?,
@@ -109,7 +135,17 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     .map_err(|e| cli_error!("cannot install the signal handler: {e}"))?;
     let config = args.cluster.profile.config(&args.cluster.cluster);
     let config_max_value = config.max_value_size;
-    let mut options = Options::new(bind).config(config).seeds(seeds.clone());
+    let mut options = Options::new(bind).config(config).seeds(seeds);
+    options.seed_hosts = seed_hosts;
+    let retry = grapevine_driver::JoinRetry::default();
+    options = options.join_retry(grapevine_driver::JoinRetry::new(
+        retry.initial,
+        retry.max,
+        args.seed_refresh,
+    ));
+    if let Some(keyring) = keyring {
+        options = options.keyring(keyring);
+    }
     if let Some(name) = &args.name {
         if name.is_empty() || name.len() > grapevine::placement::MAX_NAME_LEN {
             return Err(usage_error!(
@@ -138,7 +174,6 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
-    Store::publish(&node, admin_addr)?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,
@@ -156,37 +191,72 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         log_event(event, &names, &mut known)
     });
 
-    if !seeds.is_empty() {
-        wait_for_contact(&node, args.join_timeout).map_err(|e| {
-            let list: Vec<String> = seeds.iter().map(ToString::to_string).collect();
-            cli_error!(
-                "{e}: no seed answered within {:?} ({})",
-                args.join_timeout,
-                list.join(", ")
-            )
-        })?;
+    // With --join-timeout, a watcher stops the process when the node has not joined
+    // in time; otherwise the node keeps trying (the driver logs each attempt).
+    let gave_up = Arc::new(AtomicBool::new(false));
+    if let Some(timeout) = args.join_timeout {
+        let (joined, stop, gave_up) = (node.joined(), stop_tx.clone(), gave_up.clone());
+        std::thread::Builder::new()
+            .name("join-timeout".into())
+            .spawn(move || {
+                if joined.wait_timeout(timeout).is_none() {
+                    gave_up.store(true, Ordering::SeqCst);
+                    let _ = stop.send(());
+                }
+            })?;
     }
 
     let _ = stop_rx.recv();
+    if gave_up.load(Ordering::SeqCst) {
+        let _ = node.clone().abort().wait();
+        app.stop();
+        return Err(cli_error!(
+            "cannot join: no seed answered within {} ({}); check that a seed runs, and that --cluster and the keys match its own",
+            humantime(args.join_timeout.unwrap_or_default()),
+            args.seeds.join(", ")
+        ));
+    }
     tracing::info!("stopping (this node keeps its ranges)");
     node.shutdown().wait()?;
     app.stop();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits until some other member is alive.
-fn wait_for_contact(node: &Node, timeout: Duration) -> CliResult {
-    let clock = Clock::new();
-    let deadline = clock.now() + timeout;
-    loop {
-        let members = node.members().wait()?;
-        if members.iter().any(|m| !m.local && m.state == Status::Alive) {
-            return Ok(());
-        }
-        if clock.now() >= deadline {
-            return Err(cli_error!("cannot join the cluster"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// A `--seed`: an address, or a host name to resolve on every attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Seed {
+    Addr(SocketAddr),
+    Host(String),
+}
+
+/// Parses a `--seed`: `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`. Only its form is
+/// checked here (a usage error); whether the host resolves is the driver's business,
+/// attempt after attempt.
+fn parse_seed(text: &str) -> CliResult<Seed> {
+    if let Ok(addr) = text.parse() {
+        return Ok(Seed::Addr(addr));
+    }
+    let bad = || usage_error!("--seed {text:?}: expected IP:PORT or HOST:PORT");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let valid = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid {
+        return Err(bad());
+    }
+    Ok(Seed::Host(text.to_owned()))
+}
+
+/// `1.5s`, `500ms`: a duration as a person writes it.
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -266,5 +336,33 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5h").is_err());
+        assert_eq!(humantime(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(humantime(Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn seeds_are_addresses_or_host_names() {
+        assert_eq!(
+            parse_seed("10.0.0.1:7946").unwrap(),
+            Seed::Addr("10.0.0.1:7946".parse().unwrap())
+        );
+        assert_eq!(
+            parse_seed("[::1]:7946").unwrap(),
+            Seed::Addr("[::1]:7946".parse().unwrap())
+        );
+        assert_eq!(
+            parse_seed("grapevine.default.svc.cluster.local:7946").unwrap(),
+            Seed::Host("grapevine.default.svc.cluster.local:7946".into())
+        );
+        for bad in [
+            "nohost",
+            ":7946",
+            "host:",
+            "host:99999",
+            "a b:1",
+            "host:port",
+        ] {
+            assert!(parse_seed(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! | `request` | `key`, `payload` | `{"key", "served_by": {"name", "addr"}, "path", "latency_us", "response"}` |
 //! | `put` | `key`, `value` | `{"key", "bytes", "written", "replicas": [{"name", "addr", "pending", "written", "error"?}]}`: natural replicas in ring order, then pending ones |
 //! | `store-get` | `key` | `{"key", "found", "value", "served_by": {"name", "addr"}, "path", "latency_us"}` |
-//! | `replica-put` | `key`, `value` | `{"key", "bytes"}`: a replica write into this node's own store (sent by `put`) |
+//! | `keyring` | `action` (`list`, `install`, `use`, `remove`), `key` (base64, but for `list`) | `{"node", "primary", "keys"}`: key fingerprints, the primary first (see [`crate::keys`]); never the keys |
 //!
 //! `of` names the node whose state is read, as this node holds it: a member's name
 //! or its `IP:port`; without it, this node's own state. `path` is `local`,
@@ -123,13 +123,13 @@ pub fn answer(line: &str, node: &Node, store: &Store) -> CliResult<Value> {
             reply["value"] = json!(value.as_deref().map(text));
             Ok(reply)
         }
-        "replica-put" => {
-            let (key, value) = (field("key")?, field("value")?);
-            store.write_local(node, key, value.as_bytes())?;
-            Ok(json!({ "key": key, "bytes": value.len() }))
-        }
+        "keyring" => crate::keys::answer(
+            field("action")?,
+            request.get("key").and_then(Value::as_str),
+            node,
+        ),
         other => Err(cli_error!(
-            "unknown op {other:?} (expected set, delete, get, keys, request, put, store-get or replica-put)"
+            "unknown op {other:?} (expected set, delete, get, keys, request, put, store-get or keyring)"
         )),
     }
 }

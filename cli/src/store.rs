@@ -6,14 +6,12 @@
 //! - **Where a key lives**: [`Handle::route`](grapevine_driver::Handle::route) names
 //!   the key's natural replicas in ring order and whether each is alive, as the
 //!   entry node sees the ring.
-//! - **Writes** (`grapevine put KEY VALUE --via NODE`): the entry node writes the
-//!   value to every live natural replica, and to the pending replicas a range is
-//!   moving to while a member joins or leaves. Grapevine routes a request to one replica
-//!   only, so the store sends replica writes itself: to its own map when it is a
-//!   replica, and otherwise over TCP to the replica's admin interface, whose address
-//!   each node publishes in its gossip state under [`ENDPOINT_KEY`] (serf's tags,
-//!   Cassandra's native address in gossip). The put succeeds when at least one
-//!   replica took the value, and says how many did.
+//! - **Writes** (`grapevine put KEY VALUE --via NODE`): the entry node sends the value
+//!   to every live natural replica, and to the pending replicas a range is moving to
+//!   while a member joins or leaves, each by a request addressed to that replica
+//!   ([`Handle::request_to`](grapevine_driver::Handle::request_to): Cassandra's
+//!   coordinator writing to each replica). The put succeeds when at least one replica
+//!   took the value, and says how many did.
 //! - **Reads** (`grapevine get KEY --via NODE`): a routed Grapevine request
 //!   ([`Handle::request`](grapevine_driver::Handle::request)). The entry node serves it
 //!   itself when it is a replica; otherwise Grapevine forwards it to the first live
@@ -29,7 +27,6 @@
 //! payload (`grapevine request`) is answered with `served by ADDR`.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,11 +35,7 @@ use grapevine_driver::{Event, NodeId, RequestId, Status};
 use serde_json::{Value, json};
 
 use crate::runtime::Node;
-use crate::{CliResult, admin, cli_error};
-
-/// The gossip-state key under which a node publishes its admin address, where
-/// other nodes' stores send replica writes.
-pub const ENDPOINT_KEY: &str = "store.admin";
+use crate::{CliResult, cli_error};
 
 /// The first byte of a request payload that is a store operation. Text payloads
 /// (what `grapevine request` sends) never start with it.
@@ -50,6 +43,12 @@ pub const STORE_TAG: u8 = 0;
 
 /// Store operation: read a key (request payload `[STORE_TAG, GET]`).
 const GET: u8 = b'G';
+/// Store operation: a replica write (request payload `[STORE_TAG, PUT, value...]`).
+const PUT: u8 = b'P';
+/// Store answer: the replica stored the value.
+const STORED: u8 = b'S';
+/// Store answer: the replica refused the value (over its limit).
+const REFUSED: u8 = b'R';
 /// Store answer: the value follows.
 const FOUND: u8 = b'F';
 /// Store answer: this replica holds no value for the key.
@@ -141,14 +140,6 @@ impl Store {
         }
     }
 
-    /// Publishes this node's admin address in its gossip state, so that other
-    /// nodes' stores can send it replica writes.
-    pub fn publish(node: &Node, admin: SocketAddr) -> CliResult {
-        node.set(ENDPOINT_KEY, admin.to_string().as_bytes())
-            .wait()
-            .map_err(|e| cli_error!("cannot publish the store's address: {e}"))
-    }
-
     /// The node's `max_value_size`: the largest value it gossips in its state.
     pub fn max_value_size(&self) -> usize {
         self.inner.max_value_size
@@ -177,6 +168,13 @@ impl Store {
     /// The answer to a request delivered to this node: a store read, or for any
     /// other payload `served by ADDR`.
     pub fn serve(&self, node: &Node, key: &[u8], payload: &[u8]) -> Vec<u8> {
+        if let [STORE_TAG, PUT, value @ ..] = payload {
+            let key = String::from_utf8_lossy(key);
+            return match self.write_local(node, &key, value) {
+                Ok(()) => vec![STORE_TAG, STORED],
+                Err(_) => vec![STORE_TAG, REFUSED],
+            };
+        }
         if payload != [STORE_TAG, GET] {
             return crate::app::answer(node);
         }
@@ -296,7 +294,8 @@ impl Store {
     /// A write through `node`: `value` goes to every live natural replica of `key`.
     /// Returns one JSON line per replica (written or why not); fails if none took it.
     pub fn put(&self, node: &Node, key: &str, value: &[u8]) -> CliResult<Vec<Value>> {
-        let max = self.max_value(node)?;
+        // A replica write carries the key beside the value in one request datagram.
+        let max = self.max_value(node)?.saturating_sub(key.len());
         if value.len() > max {
             return Err(cli_error!(
                 "value of {} bytes exceeds the store's limit of {max} bytes",
@@ -309,26 +308,39 @@ impl Store {
                 "the ring is empty: no replica for {key:?} yet (is the node ready?)"
             ));
         }
-        let mut replicas = Vec::new();
-        let mut written = 0;
         // Pending replicas (a range moving while a member joins or leaves) take the
-        // write too, so the new owner has it once the move completes.
+        // write too, so the new owner has it once the move completes. Every replica
+        // gets its request at once; then the answers are collected.
+        let mut payload = Vec::with_capacity(value.len() + 2);
+        payload.extend_from_slice(&[STORE_TAG, PUT]);
+        payload.extend_from_slice(value);
+        let mut sent = Vec::new();
         for (i, replica) in route.replicas.iter().chain(&route.pending).enumerate() {
             let pending = i >= route.replicas.len();
-            if !replica.state.is_live() {
-                replicas.push(json!({
-                    "name": replica.name,
-                    "addr": replica.id.addr.to_string(),
-                    "pending": pending,
-                    "written": false,
-                    "error": format!("{}", replica.state),
-                }));
-                continue;
-            }
-            let result = if replica.id == *node.id() {
-                self.write_local(node, key, value)
+            let result = if !replica.state.is_live() {
+                Err(cli_error!("{}", replica.state))
+            } else if replica.id == *node.id() {
+                self.write_local(node, key, value).map(|()| None)
             } else {
-                self.write_remote(node, replica.id.addr, key, value)
+                node.request_to(key.as_bytes(), replica.id.clone(), payload.clone())
+                    .wait()
+                    .map(Some)
+                    .map_err(|e| cli_error!("refused: {e}"))
+            };
+            sent.push((replica, pending, result));
+        }
+        let mut replicas = Vec::new();
+        let mut written = 0;
+        for (replica, pending, result) in sent {
+            let result = match result {
+                Ok(Some(id)) => match self.wait(id, REQUEST_WAIT) {
+                    Some(Ok((_, answer))) if answer == [STORE_TAG, STORED] => Ok(()),
+                    Some(Ok(_)) => Err(cli_error!("the replica refused the value")),
+                    Some(Err(reason)) => Err(cli_error!("{reason}")),
+                    None => Err(cli_error!("no answer within {REQUEST_WAIT:?}")),
+                },
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
             };
             written += usize::from(result.is_ok());
             let mut line = json!({
@@ -349,23 +361,6 @@ impl Store {
             ));
         }
         Ok(replicas)
-    }
-
-    /// Sends a replica write to the store of the member at `addr`, at the admin
-    /// address it publishes in its gossip state.
-    fn write_remote(&self, node: &Node, addr: SocketAddr, key: &str, value: &[u8]) -> CliResult {
-        let endpoint = node
-            .get(addr, ENDPOINT_KEY)
-            .wait()?
-            .ok_or_else(|| cli_error!("{addr} has not published its store address yet"))?;
-        let endpoint: SocketAddr = String::from_utf8_lossy(&endpoint)
-            .parse()
-            .map_err(|e| cli_error!("{addr} published a bad store address: {e}"))?;
-        let value = std::str::from_utf8(value)
-            .map_err(|_| cli_error!("store values travel as UTF-8 text"))?;
-        let request =
-            json!({ "v": admin::VERSION, "op": "replica-put", "key": key, "value": value });
-        admin::query(endpoint, &request.to_string()).map(drop)
     }
 }
 

@@ -158,15 +158,27 @@ fn unreachable_seed() {
 
 #[test]
 fn unresolvable_seed() {
-    assert_usage_error(
+    // A host name is resolved again on every attempt (it may appear later), so only
+    // --join-timeout ends the wait: a failure at run time.
+    assert_failure(
         &[
             "node",
             "--bind",
             "127.0.0.1:0",
             "--seed",
             "no-such-host.invalid:7946",
+            "--join-timeout",
+            "1s",
         ],
         "no-such-host.invalid",
+    );
+}
+
+#[test]
+fn malformed_seed() {
+    assert_usage_error(
+        &["node", "--bind", "127.0.0.1:0", "--seed", "nohost"],
+        "nohost",
     );
 }
 

@@ -172,10 +172,10 @@ fn requests_and_the_store_through_any_node() {
     );
 
     // The store's limit is the node's max_value_size, or less if a value would not
-    // fit one response datagram (the node's stats say how much fits).
+    // fit one request datagram beside its key (the node's stats say how much fits).
     let stats = a.json(&["stats"]);
     let response = stats["max_request_bytes"].as_u64().unwrap() as usize;
-    let limit = max_value_size().min(response - 2);
+    let limit = max_value_size().min(response - 2) - "big".len();
     let out = a.run("--via", &["put", "big", &"x".repeat(limit + 1)]);
     assert_error("put over the limit", &out, 1, "exceeds the store's limit");
     let out = a.run("--via", &["put", "big", &"x".repeat(max_value_size() + 1)]);

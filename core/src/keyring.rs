@@ -97,6 +97,12 @@ impl Keyring {
         Ok(())
     }
 
+    /// The installed keys, the primary first. For an operator's listing: show a
+    /// fingerprint of each, never the key itself.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> + '_ {
+        self.keys.iter().map(|(k, _)| k)
+    }
+
     /// The number of installed keys.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -375,6 +375,11 @@ impl<A: crate::Address> Membership<A> {
         &self.seeds
     }
 
+    /// Replaces the seeds (re-resolved by the runtime), without rejoining.
+    pub fn set_seeds(&mut self, seeds: impl IntoIterator<Item = A>) {
+        self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
+    }
+
     /// Our own claim, as we spread it.
     pub fn own_claim(&self) -> MemberClaim<A> {
         let status = if self.lifecycle == Lifecycle::Left {

@@ -85,6 +85,12 @@ pub enum RequestError {
     },
     /// The node has left the cluster.
     Left,
+    /// [`Node::handle_request_to`](crate::Node::handle_request_to): the node named is
+    /// neither a natural nor a pending replica of the key (as this node sees the ring).
+    NotAReplica,
+    /// [`Node::handle_request_to`](crate::Node::handle_request_to): the replica named
+    /// is not alive (or not at the life named).
+    ReplicaDown,
 }
 
 impl fmt::Display for RequestError {
@@ -100,6 +106,8 @@ impl fmt::Display for RequestError {
                 )
             }
             RequestError::Left => f.write_str("the node has left the cluster"),
+            RequestError::NotAReplica => f.write_str("that node is no replica of the key"),
+            RequestError::ReplicaDown => f.write_str("that replica is not alive"),
         }
     }
 }
@@ -165,7 +173,13 @@ struct Outgoing<A> {
     /// The replicas tried so far, `target` last.
     tried: Vec<A>,
     deadline: Instant,
+    /// Sent to one chosen replica ([`Router::request_to`]): no fail-over.
+    direct: bool,
 }
+
+/// `hops` of a request sent to one chosen replica: delivered there if it is a natural
+/// or pending replica of the key, never passed on.
+const DIRECT: u8 = 0;
 
 /// A request delivered here, awaiting the application's answer.
 #[derive(Clone, Debug)]
@@ -268,9 +282,73 @@ impl<A: Address> Router<A> {
                     tried: alloc::vec![target.clone()],
                     target,
                     deadline,
+                    direct: false,
                 },
             );
         }
+        Ok(RequestId(id))
+    }
+
+    /// A request for one chosen replica of `key` (a natural or a pending one): a store
+    /// writing every replica, or streaming a range to a joiner, addresses each itself.
+    /// No fail-over: if that replica does not answer, the request fails.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_to<R: RngCore>(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        to: &NodeId<A>,
+        payload: Vec<u8>,
+        route: RouteFn<'_, A>,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) -> Result<RequestId, RequestError> {
+        let len = key.len() + payload.len();
+        let max = Self::max_request_bytes(out);
+        if len > max {
+            return Err(RequestError::TooLarge { len, max });
+        }
+        if self.in_flight() >= self.max_in_flight {
+            return Err(RequestError::TooManyInFlight);
+        }
+        let set = route(key);
+        let Some(replica) = set
+            .replicas
+            .iter()
+            .chain(&set.pending)
+            .find(|r| r.id.addr == to.addr)
+        else {
+            return Err(RequestError::NotAReplica);
+        };
+        if replica.id != *to || !replica.state.is_live() {
+            return Err(RequestError::ReplicaDown);
+        }
+        let id = self.next_id();
+        if *to == *me {
+            self.deliver_locally(now, id, None, key.to_vec(), payload, out);
+            return Ok(RequestId(id));
+        }
+        let target = to.addr.clone();
+        let req = ForwardedRequest {
+            origin: me.clone(),
+            id,
+            hops: DIRECT,
+            key: key.to_vec(),
+            payload: payload.clone(),
+        };
+        out.count().requests_forwarded += 1;
+        out.send(target.clone(), &[encode_message(&Message::Request(req))], 1);
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                key: key.to_vec(),
+                payload,
+                tried: alloc::vec![target.clone()],
+                target,
+                deadline: now + self.request_timeout,
+                direct: true,
+            },
+        );
         Ok(RequestId(id))
     }
 
@@ -360,7 +438,9 @@ impl<A: Address> Router<A> {
         out: &mut Outbox<A, R>,
     ) {
         let set = route(&req.key);
-        if set.replicas.iter().any(|r| r.id == *me) {
+        // A direct request may be for a pending replica (a range moving here).
+        let pending = req.hops == DIRECT && set.pending.iter().any(|r| r.id == *me);
+        if set.replicas.iter().any(|r| r.id == *me) || pending {
             if !self.first_sighting(&req.origin, req.id) {
                 out.count().requests_duplicate += 1;
                 return;
@@ -432,6 +512,15 @@ impl<A: Address> Router<A> {
             .map(|(id, _)| *id)
             .collect();
         for id in failed {
+            if self.outgoing.get(&id).is_some_and(|o| o.direct) {
+                // Sent to that replica alone: nobody else may take it.
+                self.outgoing.remove(&id);
+                out.event(Event::RequestFailed {
+                    id: RequestId(id),
+                    reason: RequestFailure::Unavailable,
+                });
+                continue;
+            }
             self.fail_over(now, id, route, me, out);
         }
     }
@@ -448,7 +537,7 @@ impl<A: Address> Router<A> {
         let Some(o) = self.outgoing.remove(&id) else {
             return;
         };
-        if o.tried.len() >= 2 {
+        if o.direct || o.tried.len() >= 2 {
             out.event(Event::RequestFailed {
                 id: RequestId(id),
                 reason: RequestFailure::Timeout,
@@ -748,6 +837,82 @@ mod tests {
         assert_eq!(
             r.request(Instant::ZERO, b"k", vec![0; max], &empty, &me(), &mut out),
             Err(RequestError::TooLarge { len: max + 1, max })
+        );
+    }
+
+    #[test]
+    fn a_request_to_one_replica_goes_there_only_and_never_fails_over() {
+        let timeout = Config::lan("t").request_timeout;
+        let mut replicas = set(&[(2, Status::Alive), (3, Status::Alive), (4, Status::Dead)]);
+        replicas.pending = set(&[(5, Status::Alive)]).replicas;
+        let route = |_: &[u8]| replicas.clone();
+        let mut r = router();
+        let mut out = outbox(ME);
+        let t0 = Instant::ZERO;
+        // Not a replica, a dead one, a stale life: refused, nothing sent.
+        for (to, err) in [
+            (NodeId::new(9, 1), RequestError::NotAReplica),
+            (NodeId::new(4, 1), RequestError::ReplicaDown),
+            (NodeId::new(3, 7), RequestError::ReplicaDown),
+        ] {
+            let got = r.request_to(t0, b"k", &to, b"p".to_vec(), &route, &me(), &mut out);
+            assert_eq!(got, Err(err), "{to:?}");
+        }
+        assert!(sent(&mut out).is_empty());
+        // The second natural replica, then the pending one: each gets it directly.
+        for to in [3, 5] {
+            let id = r
+                .request_to(
+                    t0,
+                    b"k",
+                    &NodeId::new(to, 1),
+                    b"p".to_vec(),
+                    &route,
+                    &me(),
+                    &mut out,
+                )
+                .expect("a live replica");
+            let (dest, req) = forwarded(&sent(&mut out));
+            assert_eq!((dest, req.hops, req.id), (to, DIRECT, id.0));
+        }
+        // No answer: each fails, and nothing goes to another replica.
+        r.handle_timeout(t0 + timeout, &route, &me(), &mut out);
+        assert!(sent(&mut out).is_empty(), "no fail-over");
+        let failed = events(&mut out);
+        assert_eq!(failed.len(), 2);
+        assert!(failed.iter().all(|e| matches!(
+            e,
+            Event::RequestFailed {
+                reason: RequestFailure::Timeout,
+                ..
+            }
+        )));
+        assert_eq!(out.stats().requests_failed_over, 0);
+
+        // The pending replica delivers a direct request for a key it is taking over,
+        // but not a routed one (that goes to a natural replica).
+        let mut pending = router();
+        let mut out = outbox(5);
+        let req = ForwardedRequest {
+            origin: me(),
+            id: 7,
+            hops: DIRECT,
+            key: b"k".to_vec(),
+            payload: b"p".to_vec(),
+        };
+        let five = NodeId::new(5, 1);
+        pending.on_forwarded(t0, req.clone(), &route, &five, &mut out);
+        assert_eq!(out.stats().requests_local, 1);
+        let routed = ForwardedRequest {
+            hops: 1,
+            id: 8,
+            ..req
+        };
+        pending.on_forwarded(t0, routed, &route, &five, &mut out);
+        assert_eq!(
+            out.stats().requests_local,
+            1,
+            "a routed request is not delivered"
         );
     }
 

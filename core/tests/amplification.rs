@@ -165,3 +165,95 @@ fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
         "nothing goes to an address named only in a body"
     );
 }
+
+/// Large values through a spoofed source: a datagram from a non-member naming a real
+/// member as its sender asks for the chunks of a value and announces a stub. No chunk
+/// is served (the want does not come from the member's own address), the stub is
+/// fetched from its owner (a confirmed member), and nothing goes to the named member.
+#[test]
+fn a_spoofed_chunk_request_is_not_served_and_a_spoofed_stub_is_fetched_from_its_owner() {
+    use grapevine::wire::{StateStub, ValueWant, decode_body};
+    let mut nodes = vec![node(1, None), node(2, None), node(3, None)];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    nodes[2].join(Instant::ZERO, [addr(1)]);
+    run(&mut nodes, Instant::from_secs(20));
+    nodes[0]
+        .set(Instant::from_secs(20), "big", &[9u8; 10_000])
+        .expect("a 10 kB value");
+    run(&mut nodes, Instant::from_secs(30));
+    assert_eq!(
+        nodes[1].get(&addr(1), "big").map(<[u8]>::len),
+        Some(10_000),
+        "the value reached node 2 in chunks"
+    );
+    let version = nodes[0]
+        .keys(&addr(1))
+        .find(|(k, _, _)| *k == "big")
+        .map(|(_, v, _)| v)
+        .expect("written");
+    let named = nodes[1].id().clone();
+    let owner = nodes[2].id().clone();
+    let victim = addr(99);
+    let mut body = BodyBuilder::new(&named, 1400 - HEADER_LEN);
+    assert!(body.push(&Message::ValueWant(ValueWant {
+        owner: nodes[0].id().clone(),
+        key: "big".into(),
+        version,
+        chunk: 1000,
+        indices: (0..16).collect(),
+    })));
+    assert!(body.push(&Message::StateStub(StateStub {
+        owner: owner.clone(),
+        key: "x".into(),
+        version: 99,
+        len: 5_000,
+        hash: 1,
+    })));
+    let mut data = Vec::new();
+    Header {
+        flags: 0,
+        cluster_id: cluster_id("amp"),
+    }
+    .write(&mut data);
+    data.extend_from_slice(&body.finish());
+    let target = &mut nodes[0];
+    while target.poll_transmit().is_some() {}
+    let now = Instant::from_secs(30);
+    target
+        .handle_packet(now, victim, &data)
+        .expect("well formed");
+    let (mut to_victim, mut chunks_out, mut wants_to_named, mut wants_to_owner) = (0, 0, 0, 0);
+    let mut at = now;
+    for _ in 0..100 {
+        while let Some(t) = target.poll_transmit() {
+            if t.dest == victim {
+                to_victim += t.payload.len();
+            }
+            let Ok((_, msgs)) = decode_body::<SocketAddr>(&t.payload[HEADER_LEN..]) else {
+                continue;
+            };
+            for m in msgs {
+                match m {
+                    Message::ValueChunk(_) => chunks_out += 1,
+                    Message::ValueWant(_) if t.dest == named.addr => wants_to_named += 1,
+                    Message::ValueWant(_) if t.dest == owner.addr => wants_to_owner += 1,
+                    _ => {}
+                }
+            }
+        }
+        at = at + grapevine::Duration::from_millis(100);
+        target.handle_timeout(at);
+    }
+    println!(
+        "spoofed want and stub: {to_victim} B to the source, {chunks_out} chunks served, \
+         {wants_to_named} wants to the named member, {wants_to_owner} to the owner"
+    );
+    assert_eq!(chunks_out, 0, "no chunk for a want from a spoofed source");
+    assert_eq!(
+        wants_to_named, 0,
+        "nothing to an address named only in a body"
+    );
+    assert!(wants_to_owner >= 1, "the stub is fetched from its owner");
+    assert!(to_victim <= 3 * data.len());
+}

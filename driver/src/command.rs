@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use grapevine::RequestId;
 
 use crate::{
-    Event, EventFilter, Member, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
+    Event, EventFilter, KeyChange, KeysSnapshot, Member, NodeId, RingSnapshot, Route, RuntimeError,
+    StateEntry, StatsSnapshot,
 };
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
@@ -127,6 +128,18 @@ pub enum Command {
         /// The request's id, or why the core refused it.
         reply: Reply<Result<RequestId, RuntimeError>>,
     },
+    /// Send a request to one chosen replica of `key` (natural or pending), without
+    /// fail-over: see [`grapevine::Node::handle_request_to`].
+    RequestTo {
+        /// The key.
+        key: Vec<u8>,
+        /// The replica, as [`crate::Handle::route`] names it.
+        to: NodeId,
+        /// The application payload.
+        payload: Vec<u8>,
+        /// The id the answer will carry.
+        reply: Reply<Result<RequestId, RuntimeError>>,
+    },
     /// Answer a [`grapevine::Event::Request`].
     Respond {
         /// The id from the event.
@@ -172,6 +185,17 @@ pub enum Command {
     /// Answer once this node is Normal and every live member holds the same ring
     /// ([`Node::is_ready`](grapevine::Node::is_ready)); at once if it already is.
     Ready(Reply<Result<(), RuntimeError>>),
+    /// Answer once this node has joined: it has a live member, or it has no seed (the
+    /// first node of its cluster). At once if it already has.
+    Joined(Reply<Result<(), RuntimeError>>),
+    /// List the installed encryption keys, after applying `change` if there is one.
+    /// Refused with [`RuntimeError::NotEncrypted`] on a node without a keyring.
+    Keyring {
+        /// The change to make first.
+        change: Option<KeyChange>,
+        /// The keys now installed, by fingerprint, or why the change was refused.
+        reply: Reply<Result<KeysSnapshot, RuntimeError>>,
+    },
     /// Stop at once without leaving: peers will detect this node as failed.
     Abort,
     /// Answer once the loop has ended (when the [`Driver`](crate::Driver) is dropped):

@@ -24,11 +24,13 @@ use grapevine::{LocalPlacement, Status, Topology};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use crate::join::{JoinStep, SeedJoin};
 use crate::metrics::{DriverCounts, Metrics};
 use crate::persist::{self, PlacementStore};
 use crate::{
-    Clock, Command, CoreNode, Delivery, Event, EventSink, Member, NodeId, Options, Ownership,
-    Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StateEntry, StatsSnapshot,
+    Clock, Command, CoreNode, Delivery, Event, EventSink, KeyChange, KeysSnapshot, Member, NodeId,
+    Options, Ownership, Reply, RingSnapshot, Route, RouteReplica, RuntimeError, StateEntry,
+    StatsSnapshot,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,10 @@ pub struct Driver {
     persist_errors: u64,
     /// The node's figures for the installed `metrics` recorder.
     metrics: Metrics,
+    /// The seeds, their lookups and the attempt schedule.
+    join: SeedJoin,
+    /// Answered once the node has joined.
+    joined_waiters: Vec<Reply<Result<(), RuntimeError>>>,
 }
 
 impl fmt::Debug for Driver {
@@ -116,6 +122,8 @@ impl Driver {
         };
         let mut node = CoreNode::new(options.config.clone(), id, ChaCha8Rng::seed_from_u64(seed))
             .map_err(RuntimeError::Config)?;
+        // Before `join`, so that the first datagram is sealed already.
+        node.set_keyring(options.keyring.clone());
         let store = match &options.data_dir {
             Some(dir) => {
                 let mut store = PlacementStore::new(dir, options.config.cluster_name.clone());
@@ -180,14 +188,23 @@ impl Driver {
                 local_addr.to_string(),
                 options.config.max_requests_in_flight,
             ),
+            join: SeedJoin::new(
+                local_addr,
+                options.seeds.clone(),
+                options.seed_hosts.clone(),
+                options.resolver.clone(),
+                options.join_retry,
+                now,
+            ),
+            joined_waiters: Vec::new(),
         };
-        let seeds: Vec<SocketAddr> = options
-            .seeds
-            .iter()
-            .copied()
-            .filter(|s| *s != local_addr)
-            .collect();
-        driver.node.join(now, seeds);
+        // Seeds that are all host names wait for their first lookup (in
+        // `handle_timeout`): joining without them would make this node the first of a
+        // new cluster.
+        if driver.join.can_start_now() {
+            driver.node.join(now, driver.join.seeds());
+            driver.join.started(now);
+        }
         Ok(driver)
     }
 
@@ -270,9 +287,60 @@ impl Driver {
             }
             _ => {}
         }
+        // Drops held back by the rate limit are reported once it allows, even when no
+        // further datagram arrives to trigger it.
+        if let Some(summary) = self.drops.summary(now) {
+            tracing::warn!("{summary}");
+        }
+        // Joining is over once the node stops: a lookup answered while it leaves must
+        // not start it.
+        if self.phase == Phase::Running && self.join.wants_poll(now, self.is_joined()) {
+            self.poll_join(now);
+        }
         if self.node.poll_timeout().is_some_and(|t| t <= now) {
             self.node.handle_timeout(now);
         }
+    }
+
+    /// Whether the node has joined: it has a live member, or no seed to contact.
+    fn is_joined(&self) -> bool {
+        self.join.is_started() && (self.node.live_members() > 0 || self.join.only_self())
+    }
+
+    /// Collects seed lookups and makes the join attempt that is due.
+    fn poll_join(&mut self, now: grapevine::Instant) {
+        let joined = self.is_joined();
+        match self.join.poll(now, joined) {
+            JoinStep::Start(seeds) => {
+                tracing::debug!(seeds = seeds.len(), "joining");
+                self.node.join(now, seeds);
+                self.join.started(now);
+            }
+            JoinStep::Update(seeds) => self.node.set_seeds(now, seeds),
+            JoinStep::Idle => {}
+        }
+    }
+
+    /// Lists the keys, after applying `change`.
+    fn change_keys(&mut self, change: Option<KeyChange>) -> Result<KeysSnapshot, RuntimeError> {
+        let ring = self.node.keyring_mut().ok_or(RuntimeError::NotEncrypted)?;
+        match &change {
+            Some(KeyChange::Install(key)) => ring.install(*key),
+            Some(KeyChange::Use(key)) => ring.use_key(key).map_err(RuntimeError::Keyring)?,
+            Some(KeyChange::Remove(key)) => ring.remove(key).map_err(RuntimeError::Keyring)?,
+            None => {}
+        }
+        let keys = KeysSnapshot::of(ring);
+        if let Some(change) = change {
+            // The change shows the key's fingerprint only.
+            tracing::info!(
+                ?change,
+                primary = keys.primary().unwrap_or("-"),
+                installed = keys.fingerprints.len(),
+                "keyring changed"
+            );
+        }
+        Ok(keys)
     }
 
     /// Applies one command from a handle.
@@ -282,9 +350,21 @@ impl Driver {
         match command {
             Command::Join(seeds) => {
                 if running {
-                    self.node.join(now, seeds);
+                    self.join.add(&seeds);
+                    self.node.join(now, self.join.seeds());
+                    self.join.started(now);
                 }
             }
+            Command::Joined(reply) => {
+                if !running {
+                    reply.send(Err(RuntimeError::Stopped));
+                } else if self.is_joined() {
+                    reply.send(Ok(()));
+                } else {
+                    self.joined_waiters.push(reply);
+                }
+            }
+            Command::Keyring { change, reply } => reply.send(self.change_keys(change)),
             Command::Set { key, value, reply } => reply.send(if running {
                 self.node
                     .set(now, &key, &value)
@@ -323,6 +403,18 @@ impl Driver {
                     self.metrics.request_started(id, now);
                 }
                 accepted.map_err(RuntimeError::Request)
+            } else {
+                Err(RuntimeError::Stopped)
+            }),
+            Command::RequestTo {
+                key,
+                to,
+                payload,
+                reply,
+            } => reply.send(if running {
+                self.node
+                    .handle_request_to(now, &key, &to, payload)
+                    .map_err(RuntimeError::Request)
             } else {
                 Err(RuntimeError::Stopped)
             }),
@@ -399,7 +491,11 @@ impl Driver {
         self.phase = Phase::Leaving {
             until: now + self.leave_timeout,
         };
-        for waiter in self.ready_waiters.drain(..) {
+        for waiter in self
+            .ready_waiters
+            .drain(..)
+            .chain(self.joined_waiters.drain(..))
+        {
             waiter.send(Err(RuntimeError::Stopped));
         }
     }
@@ -502,6 +598,11 @@ impl Driver {
             });
             self.events_dropped += dropped;
         }
+        if !self.joined_waiters.is_empty() && self.is_joined() {
+            for waiter in self.joined_waiters.drain(..) {
+                waiter.send(Ok(()));
+            }
+        }
         if !self.ready_waiters.is_empty() && self.node.is_ready() {
             for waiter in self.ready_waiters.drain(..) {
                 waiter.send(Ok(()));
@@ -528,7 +629,7 @@ impl Driver {
     /// When the loop must wake up even if nothing arrives: the core's next timer, or
     /// the end of a graceful leave. `None` means "only on input".
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        let core = self.node.poll_timeout();
+        let core = self.core_deadline();
         let at = match self.phase {
             Phase::Done => return Some(self.clock.origin),
             Phase::Leaving { until } | Phase::Decommissioning { until } => {
@@ -541,7 +642,7 @@ impl Driver {
 
     /// How long until [`Driver::deadline`], from now; `None` means "only on input".
     pub fn time_to_deadline(&self) -> Option<Duration> {
-        let core = self.node.poll_timeout();
+        let core = self.core_deadline();
         let at = match self.phase {
             Phase::Done => return Some(Duration::ZERO),
             Phase::Leaving { until } | Phase::Decommissioning { until } => {
@@ -550,6 +651,18 @@ impl Driver {
             Phase::Running => core,
         };
         at.map(|t| t - self.clock.now())
+    }
+
+    /// The soonest of the core's timer and the next join attempt (or lookup check).
+    fn core_deadline(&self) -> Option<grapevine::Instant> {
+        let join = match self.phase {
+            Phase::Running => self.join.deadline(self.clock.now()),
+            _ => None,
+        };
+        [self.node.poll_timeout(), join, self.drops.due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the loop should exit (after an abort, or once a graceful leave is over).
@@ -693,10 +806,9 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         let panicked = std::thread::panicking();
-        // Release the data directory's lock before telling anyone the node stopped:
-        // the fields drop only after this function, and a waiter that restarts the
-        // node from the same directory at once would find it still locked.
-        drop(self.store.take());
+        // Release the data directory's lock before saying the node has stopped: a
+        // waiter may start the next node on the same directory at once.
+        self.store = None;
         for waiter in self.stop_waiters.drain(..) {
             waiter.send(if panicked {
                 Err(RuntimeError::Io(io::Error::other(
@@ -761,12 +873,18 @@ mod tests {
             None,
             "rate-limited"
         );
+        assert_eq!(
+            log.due(),
+            Some(t0 + DropLog::PERIOD),
+            "the loop wakes for it"
+        );
         let later = log.summary(t0 + DropLog::PERIOD).expect("after the period");
         assert!(
             later.contains("replayed 1") && later.contains("10.0.0.1:1"),
             "{later}"
         );
         assert_eq!(log.summary(t0 + DropLog::PERIOD * 3), None, "nothing new");
+        assert_eq!(log.due(), None);
     }
 
     #[test]
@@ -976,6 +1094,18 @@ impl DropLog {
             self.sources.insert(from, 1);
         } else {
             self.others += 1;
+        }
+    }
+
+    /// When the drops held back may be summarised, if any are.
+    fn due(&self) -> Option<grapevine::Instant> {
+        if self.reasons.is_empty() {
+            None
+        } else {
+            Some(
+                self.last
+                    .map_or(grapevine::Instant::ZERO, |t| t + Self::PERIOD),
+            )
         }
     }
 

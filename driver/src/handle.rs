@@ -14,8 +14,8 @@ use grapevine::RequestId;
 
 use crate::sync::Shared;
 use crate::{
-    Command, Delivery, Driver, Event, EventFilter, EventSink, Member, NodeId, RecvTimeoutError,
-    Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
+    Command, Delivery, Driver, Event, EventFilter, EventSink, Key, KeyChange, KeysSnapshot, Member,
+    NodeId, RecvTimeoutError, Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 /// How a runtime delivers a command to its loop (and wakes the loop if it must).
@@ -160,6 +160,19 @@ impl Handle {
         })
     }
 
+    /// Sends a request for `key` to one chosen replica, natural or pending (as
+    /// [`Handle::route`] names them): how a store writes every replica of a key. No
+    /// fail-over; the answer (or [`Event::RequestFailed`]) arrives on the event
+    /// subscribers with the returned id.
+    pub fn request_to(&self, key: &[u8], to: NodeId, payload: Vec<u8>) -> Pending<RequestId> {
+        self.try_call(|reply| Command::RequestTo {
+            key: key.to_vec(),
+            to,
+            payload,
+            reply,
+        })
+    }
+
     /// Answers an [`Event::Request`] this node received.
     pub fn respond(&self, id: RequestId, payload: Vec<u8>) -> Pending<()> {
         self.try_call(|reply| Command::Respond { id, payload, reply })
@@ -244,6 +257,45 @@ impl Handle {
     /// ```
     pub fn ready(&self) -> Pending<()> {
         self.try_call(Command::Ready)
+    }
+
+    /// Answered once this node has joined its cluster: it has a live member, or it
+    /// has no seed (it is the first node). Until then the node keeps trying its seeds
+    /// (see [`crate::join`]); bound the wait to give up, as `grapevine node
+    /// --join-timeout` does.
+    pub fn joined(&self) -> Pending<()> {
+        self.try_call(Command::Joined)
+    }
+
+    /// The encryption keys installed on this node, by fingerprint ([`crate::keys::fingerprint`]),
+    /// the primary first. Refused with [`RuntimeError::NotEncrypted`] on a node that
+    /// runs without a keyring.
+    pub fn keyring(&self) -> Pending<KeysSnapshot> {
+        self.change_keys(None)
+    }
+
+    /// Installs `key` for opening datagrams. Rotation, as serf's `keys` command: install
+    /// the new key on every node, then [`Handle::use_key`] on every node, then
+    /// [`Handle::remove_key`] the old one on every node; at each step every node opens
+    /// what every other seals.
+    pub fn install_key(&self, key: Key) -> Pending<KeysSnapshot> {
+        self.change_keys(Some(KeyChange::Install(key)))
+    }
+
+    /// Makes an installed key the primary: this node seals with it from now on.
+    /// Refused (nothing changes) if the key is not installed.
+    pub fn use_key(&self, key: Key) -> Pending<KeysSnapshot> {
+        self.change_keys(Some(KeyChange::Use(key)))
+    }
+
+    /// Removes an installed key. Refused (nothing changes) if it is the primary or is
+    /// not installed.
+    pub fn remove_key(&self, key: Key) -> Pending<KeysSnapshot> {
+        self.change_keys(Some(KeyChange::Remove(key)))
+    }
+
+    fn change_keys(&self, change: Option<KeyChange>) -> Pending<KeysSnapshot> {
+        self.try_call(|reply| Command::Keyring { change, reply })
     }
 
     /// Decommissions this node: it turns Leaving, its ranges move to the other

@@ -7,6 +7,9 @@
 //!
 //! - [`Clock`]: the runtime's monotonic clock mapped to [`grapevine::Instant`];
 //! - [`Options`] and [`RuntimeError`];
+//! - [`keys`]: cluster keys as text and in key files, and their fingerprints;
+//! - [`join`]: retrying the seeds with backoff, and re-resolving seeds given as host
+//!   names off the loop;
 //! - [`PlacementStore`]: the node's name, location and tokens in its data
 //!   directory (`placement.json`), saved on every change and restored at start;
 //! - [`Command`], with [`Reply`] and [`EventSink`]: what a handle asks of the loop;
@@ -68,6 +71,8 @@ mod command;
 mod driver;
 mod filter;
 mod handle;
+pub mod join;
+pub mod keys;
 mod metrics;
 mod options;
 mod persist;
@@ -84,8 +89,10 @@ pub use clock::Clock;
 pub use command::{Command, Delivery, EventSink, Reply};
 pub use driver::Driver;
 pub use filter::EventFilter;
-pub use grapevine::{Config, LocalPlacement, Location, RequestId, Status, Topology};
+pub use grapevine::{Config, Key, Keyring, LocalPlacement, Location, RequestId, Status, Topology};
 pub use handle::{Events, Handle, Pending, Recv};
+pub use join::{JoinRetry, Resolver};
+pub use keys::{KeyChange, KeysSnapshot};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
 pub use printable::Printable;

@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use grapevine::{
-    Config, ConfigError, Location, RemoveError, RequestError, RespondError, RestoreError,
-    StateError,
+    Config, ConfigError, Keyring, KeyringError, Location, RemoveError, RequestError, RespondError,
+    RestoreError, StateError,
 };
+
+use crate::join::{JoinRetry, Resolver};
 
 /// Everything needed to start a node: where to bind, whom to join, the protocol
 /// config, and the node's identity: its name, location and data directory.
@@ -65,6 +67,18 @@ pub struct Options {
     /// How long [`Handle::decommission`](crate::Handle::decommission) waits for the
     /// node to report Left; `None` (the default) uses 20 gossip intervals, at least 10 s.
     pub decommission_timeout: Option<Duration>,
+    /// The keys that seal and open every datagram (`None`, the default: unencrypted).
+    /// Every node of a cluster needs a key in common; see [`crate::keys`] for key
+    /// files, and [`Handle::install_key`](crate::Handle::install_key) to rotate.
+    pub keyring: Option<Keyring>,
+    /// Seeds given as `host:port`, resolved on the driver's resolver thread on every
+    /// join attempt and every [`JoinRetry::refresh`] afterwards (see [`crate::join`]).
+    pub seed_hosts: Vec<String>,
+    /// How often the node tries its seeds until it joins, and re-resolves
+    /// [`Options::seed_hosts`] afterwards.
+    pub join_retry: JoinRetry,
+    /// How [`Options::seed_hosts`] are resolved (default: the system's resolver).
+    pub resolver: Resolver,
 }
 
 impl Options {
@@ -82,7 +96,36 @@ impl Options {
             location: None,
             data_dir: None,
             decommission_timeout: None,
+            keyring: None,
+            seed_hosts: Vec::new(),
+            join_retry: JoinRetry::default(),
+            resolver: Resolver::system(),
         }
+    }
+
+    /// Seals and opens datagrams with `keyring` (its primary seals).
+    pub fn keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    /// Adds a seed given as `host:port`, resolved again on every join attempt and
+    /// periodically afterwards (a DNS name whose addresses change).
+    pub fn seed_host(mut self, host: impl Into<String>) -> Self {
+        self.seed_hosts.push(host.into());
+        self
+    }
+
+    /// Sets how often the node tries its seeds and re-resolves host names.
+    pub fn join_retry(mut self, retry: JoinRetry) -> Self {
+        self.join_retry = retry;
+        self
+    }
+
+    /// Sets how seed host names are resolved.
+    pub fn resolver(mut self, resolver: Resolver) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// Sets the node's stable name (see [`Options::name`](Options#structfield.name)).
@@ -245,6 +288,10 @@ pub enum RuntimeError {
     Remove(RemoveError),
     /// The node did not finish in time (a decommission that has not reported Left).
     Timeout,
+    /// A key operation on a node that runs unencrypted (no [`Options::keyring`]).
+    NotEncrypted,
+    /// The keyring refused a change; it is unchanged.
+    Keyring(KeyringError),
 }
 
 impl fmt::Display for RuntimeError {
@@ -293,6 +340,10 @@ impl fmt::Display for RuntimeError {
             RuntimeError::Restore(e) => write!(f, "saved placement refused: {e}"),
             RuntimeError::Remove(e) => write!(f, "removal refused: {e}"),
             RuntimeError::Timeout => f.write_str("timed out"),
+            RuntimeError::NotEncrypted => {
+                f.write_str("this node runs unencrypted (start it with a key file)")
+            }
+            RuntimeError::Keyring(e) => write!(f, "keyring change refused: {e}"),
         }
     }
 }
@@ -309,7 +360,9 @@ impl std::error::Error for RuntimeError {
             RuntimeError::DataDir { source, .. } => Some(source),
             RuntimeError::Restore(e) => Some(e),
             RuntimeError::Remove(e) => Some(e),
-            RuntimeError::Stopped
+            RuntimeError::Keyring(e) => Some(e),
+            RuntimeError::NotEncrypted
+            | RuntimeError::Stopped
             | RuntimeError::DataDirInUse { .. }
             | RuntimeError::CorruptPlacement { .. }
             | RuntimeError::ForeignDataDir { .. }

@@ -801,3 +801,139 @@ pub fn flood_from_many_sources_is_dropped(
     node.abort().wait().unwrap();
     figures
 }
+
+/// Encryption and joining through the handle, on real UDP: two nodes join through a
+/// seed given as a host name that resolves to nobody at first (the resolver is the
+/// test's), all three seal with one key, a node with another key never joins and the
+/// seed counts its datagrams as unauthenticated, and the keys rotate (install, use,
+/// remove on every node) without a single suspicion.
+pub fn keys_rotate_and_host_seeds_resolve_late(spawn: impl Spawn, cluster_name: &str) {
+    use crate::join::{JoinRetry, Resolver};
+    use crate::keys::fingerprint;
+    use grapevine::Keyring;
+
+    let (k1, k2) = ([0x31u8; 32], [0x32u8; 32]);
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = || {
+        Options::new(local)
+            .config(fast_config(cluster_name))
+            .keyring(Keyring::new(k1))
+            .join_retry(JoinRetry::new(
+                Duration::from_millis(100),
+                Duration::from_millis(400),
+                Duration::from_secs(1),
+            ))
+    };
+    let first = spawn(options()).unwrap();
+    // "seeds.test:7946" resolves to nothing until `target` is set.
+    let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let lookups = Arc::new(Mutex::new(0u32));
+    let resolver = {
+        let (target, lookups) = (target.clone(), lookups.clone());
+        Resolver::new(move |host| {
+            assert_eq!(host, "seeds.test:7946");
+            *lookups.lock().unwrap() += 1;
+            target
+                .lock()
+                .unwrap()
+                .map(|a| vec![a])
+                .ok_or_else(|| std::io::Error::other("no such host (yet)"))
+        })
+    };
+    let joiners: Vec<Handle> = (0..2)
+        .map(|_| {
+            spawn(
+                options()
+                    .seed_host("seeds.test:7946")
+                    .resolver(resolver.clone()),
+            )
+            .unwrap()
+        })
+        .collect();
+    wait_until("a few failed lookups", || *lookups.lock().unwrap() >= 4);
+    assert!(
+        joiners[0]
+            .joined()
+            .wait_timeout(Duration::from_millis(50))
+            .is_none(),
+        "not joined while the name resolves to nobody"
+    );
+    *target.lock().unwrap() = Some(first.local_addr());
+    for node in &joiners {
+        node.joined()
+            .wait_timeout(DEADLINE)
+            .expect("joined once the name resolves")
+            .unwrap();
+    }
+    let nodes: Vec<&Handle> = std::iter::once(&first).chain(&joiners).collect();
+    wait_until("3 alive everywhere", || nodes.iter().all(|n| alive(n) == 3));
+
+    // Another key: the seed cannot open its datagrams, and nobody joins it.
+    let stranger = spawn(
+        Options::new(local)
+            .config(fast_config(cluster_name))
+            .keyring(Keyring::new(k2))
+            .seed(first.local_addr()),
+    )
+    .unwrap();
+    wait_until("the seed to drop the stranger's datagrams", || {
+        first.stats().wait().unwrap().core.drops.unauthenticated > 0
+    });
+    assert!(
+        stranger
+            .joined()
+            .wait_timeout(Duration::from_millis(500))
+            .is_none()
+    );
+    stranger.abort().wait().unwrap();
+
+    let (f1, f2) = (fingerprint(&k1), fingerprint(&k2));
+    for node in &nodes {
+        let keys = node.install_key(k2).wait().unwrap();
+        assert_eq!(keys.fingerprints, [f1.clone(), f2.clone()]);
+    }
+    for node in &nodes {
+        assert_eq!(
+            node.use_key(k2).wait().unwrap().primary(),
+            Some(f2.as_str())
+        );
+    }
+    assert!(matches!(
+        first.remove_key(k2).wait(),
+        Err(RuntimeError::Keyring(
+            grapevine::KeyringError::RemovePrimary
+        ))
+    ));
+    for node in &nodes {
+        assert_eq!(
+            node.remove_key(k1).wait().unwrap().fingerprints,
+            std::slice::from_ref(&f2)
+        );
+    }
+    let probes: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.stats().wait().unwrap().core.probes)
+        .collect();
+    wait_until("10 more probes on every node", || {
+        nodes
+            .iter()
+            .zip(&probes)
+            .all(|(n, p)| n.stats().wait().unwrap().core.probes >= p + 10)
+    });
+    for node in &nodes {
+        let stats = node.stats().wait().unwrap();
+        assert_eq!(stats.core.suspicions, 0, "no false suspicion");
+        assert_eq!(alive(node), 3);
+    }
+    // A node without a keyring has no keys to list.
+    let plain = spawn(Options::new(local).config(fast_config(cluster_name))).unwrap();
+    assert!(matches!(
+        plain.keyring().wait(),
+        Err(RuntimeError::NotEncrypted)
+    ));
+    plain.abort().wait().unwrap();
+    for node in joiners {
+        node.abort().wait().unwrap();
+    }
+    first.abort().wait().unwrap();
+}

@@ -131,9 +131,9 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 pub use grapevine_driver::{
-    Config, Event, EventFilter, Events, Handle, Location, Member, NodeId, Options, Ownership,
-    Pending, PlacementStore, RecvTimeoutError, RequestId, RingSnapshot, Route, RouteReplica,
-    RuntimeError, StatsSnapshot, Status, Topology,
+    Config, Event, EventFilter, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot, Location,
+    Member, NodeId, Options, Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId,
+    Resolver, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
 };
 
 /// Binds the socket, starts the node's task on smol's global executor and joins

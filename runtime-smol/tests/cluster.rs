@@ -62,3 +62,11 @@ fn data_dir_keeps_identity_and_refuses_bad_ones() {
 fn decommission_and_remove_node() {
     test_support::decommission_and_remove_node(grapevine_smol::spawn, "runtime-smol-remove");
 }
+
+#[test]
+fn keys_rotate_and_host_seeds_resolve_late() {
+    test_support::keys_rotate_and_host_seeds_resolve_late(
+        grapevine_smol::spawn,
+        "runtime-smol-keys",
+    );
+}

@@ -107,8 +107,9 @@
 mod runtime;
 
 pub use grapevine_driver::{
-    Clock, Config, Event, EventFilter, Events, Handle, Location, Member, NodeId, Options,
-    Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId, RingSnapshot, Route,
-    RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
+    Clock, Config, Event, EventFilter, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot,
+    Location, Member, NodeId, Options, Ownership, Pending, PlacementStore, RecvTimeoutError,
+    RequestId, Resolver, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status,
+    Topology,
 };
 pub use runtime::spawn;

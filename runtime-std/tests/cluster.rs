@@ -58,3 +58,8 @@ fn flood_from_2000_sources_is_dropped_and_the_node_still_works() {
     );
     println!("{figures:?}");
 }
+
+#[test]
+fn keys_rotate_and_host_seeds_resolve_late() {
+    test_support::keys_rotate_and_host_seeds_resolve_late(grapevine_std::spawn, "runtime-std-keys");
+}

@@ -76,3 +76,13 @@ fn decommission_and_remove_node() {
     let _entered = runtime.enter();
     test_support::decommission_and_remove_node(grapevine_tokio::spawn, "runtime-tokio-remove");
 }
+
+#[test]
+fn keys_rotate_and_host_seeds_resolve_late() {
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    test_support::keys_rotate_and_host_seeds_resolve_late(
+        grapevine_tokio::spawn,
+        "runtime-tokio-keys",
+    );
+}

@@ -194,13 +194,5 @@ pub fn cluster(n: usize) -> Vec<NodeProcess> {
                         .is_some_and(|m| m.iter().filter(|m| m["status"] == "UN").count() == n)
             })
     });
-    wait_until("every node to hold every store address", || {
-        nodes.iter().all(|node| {
-            nodes.iter().all(|other| {
-                let out = node.run("--node", &["get", "store.admin", "--of", &other.name]);
-                out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == other.admin
-            })
-        })
-    });
     nodes
 }

@@ -130,11 +130,20 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Message::Response(resp) => self.router.on_response(sender, resp, &mut self.out),
             Message::Placement(record) => self.on_record(record),
             Message::StateStub(stub) => {
-                if self.members.is_live_owner(&stub.owner) && self.store.lacks(&stub) {
-                    let budget = self.out.body_budget();
-                    self.transfers
-                        .offer(now, &sender.addr, stub, budget, &mut self.out);
+                if !self.members.is_live_owner(&stub.owner) || !self.store.lacks(&stub) {
+                    return;
                 }
+                // Fetch from whoever sent the stub (it holds the value) if it has
+                // proven its address; else from the owner, which is confirmed. Nothing
+                // goes to an address named only inside a body.
+                let source = if direct && self.members.is_live_owner(sender) {
+                    sender.addr.clone()
+                } else {
+                    stub.owner.addr.clone()
+                };
+                let budget = self.out.body_budget();
+                self.transfers
+                    .offer(now, &source, stub, budget, &mut self.out);
             }
             Message::ValueWant(want) => {
                 // A want is small and its answer is not: only a confirmed, live member

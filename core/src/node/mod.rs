@@ -283,6 +283,21 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.after_input(now);
     }
 
+    /// Replaces the seeds this node announces itself to while it has no live member
+    /// (at once, and then every gossip round), without rejoining: a runtime calls it
+    /// when it has re-resolved seeds given as host names. This node's own address is
+    /// left out. Does nothing to a node that has not joined or has left.
+    pub fn set_seeds(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
+        if !self.members.is_active() {
+            return;
+        }
+        self.members.set_seeds(seeds);
+        if self.members.live_len() == 0 {
+            self.contact_seeds();
+        }
+        self.after_input(now);
+    }
+
     /// Decommissions this node: it turns Leaving (the members that will take its
     /// ranges become pending replicas), then Left after [`RING_DELAY_ROUNDS`] gossip
     /// rounds, and then leaves the cluster as [`Node::shutdown`] does. A node that
@@ -589,6 +604,32 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let id =
             self.router
                 .request(now, key, payload, &route, self.members.me(), &mut self.out)?;
+        self.after_input(now);
+        Ok(id)
+    }
+
+    /// Sends a request to one chosen replica of `key`, natural or pending (see
+    /// [`Node::route`]): how a store writes to every replica, or to the node a range is
+    /// moving to while it joins. The replica gets it as [`Event::Request`] (whatever
+    /// its own ring says, as long as it counts itself a natural or pending replica of
+    /// the key); its answer comes back as [`Event::Response`]. Unlike
+    /// [`Node::handle_request`] there is no fail-over: if that replica does not answer
+    /// within `request_timeout`, [`Event::RequestFailed`] reports it.
+    pub fn handle_request_to(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        to: &NodeId<A>,
+        payload: Vec<u8>,
+    ) -> Result<RequestId, RequestError> {
+        if !self.members.is_active() {
+            return Err(RequestError::Left);
+        }
+        let route = |k: &[u8]| self.placement.route(k, &self.members);
+        let me = self.members.me();
+        let id = self
+            .router
+            .request_to(now, key, to, payload, &route, me, &mut self.out)?;
         self.after_input(now);
         Ok(id)
     }
