@@ -25,7 +25,8 @@
 //! Every address may be a host name (`localhost:7946`). `--node` names the node
 //! whose own state or view is shown; `--via` names the node a request or a store
 //! read or write enters the cluster through (any node). The querying commands take
-//! `--admin ADDR` when the node's admin interface is not at its port + 1000.
+//! `--admin ADDR` when the node's admin interface is not at its port + 1000 (on
+//! loopback by default: it is unauthenticated).
 //!
 //! Every error is one line on stderr. Bad usage (unknown options, malformed or
 //! unresolvable addresses, a malformed KEY argument) exits 2; a failure at run time
@@ -279,6 +280,17 @@ fn resolve_all(text: &str) -> CliResult<Vec<SocketAddr>> {
         return Err(usage_error!("address {text:?} resolves to nothing"));
     }
     Ok(addrs)
+}
+
+/// `addr` moved to the loopback address of its family (where a node's admin interface
+/// listens unless `--admin` says otherwise).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        std::net::Ipv6Addr::LOCALHOST.into()
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 /// The admin address that goes with a node address: its port plus 1000 (port 0 stays 0).

@@ -16,7 +16,8 @@ use crate::app::App;
 use crate::runtime::{self, Node};
 use crate::store::Store;
 use crate::{
-    CliResult, ClusterArgs, admin, cli_error, default_admin, metrics, resolve, usage_error,
+    CliResult, ClusterArgs, admin, cli_error, default_admin, loopback, metrics, resolve,
+    usage_error,
 };
 
 /// Arguments of `grapevine node`.
@@ -39,12 +40,12 @@ pub struct NodeArgs {
     /// needs a key in common; rotate keys with `grapevine keys`.
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
-    /// The TCP address of the admin interface [default: the bind IP, port + 1000].
-    /// Protocol: connect, send one line (`status`, `members`, `ring`, `stats`,
-    /// `route KEY`, `removenode NAME`, `decommission`, or a JSON request such as
-    /// `{"v":1,"op":"get","key":"k"}`), read one JSON document. Unauthenticated:
-    /// bind it where only trusted clients and the other nodes reach it (their
-    /// stores send replica writes to it).
+    /// The TCP address of the admin interface [default: loopback, the bind port +
+    /// 1000]. Protocol: connect, send one line (`status`, `members`, `ring`,
+    /// `stats`, `route KEY`, `removenode NAME`, `decommission`, or a JSON request
+    /// such as `{"v":1,"op":"get","key":"k"}`), read one JSON document.
+    /// Unauthenticated, hence loopback by default: expose it only where operators
+    /// alone reach it (other nodes never need it).
     #[arg(long, value_name = "ADDR")]
     admin: Option<String>,
     /// The node's stable name (host ID). With --data-dir: used the first time
@@ -123,9 +124,11 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         }
         None => None,
     };
+    // The admin interface is unauthenticated (it sets state, installs keys, removes
+    // nodes), so by default it listens on loopback only, whatever `--bind` says.
     let admin_addr = match &args.admin {
         Some(addr) => resolve(addr)?,
-        None => default_admin(bind)?,
+        None => loopback(default_admin(bind)?),
     };
     let (stop_tx, stop_rx) = mpsc::channel();
     let signal = stop_tx.clone();

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::output::outln;
-use crate::{CliResult, admin, cli_error, default_admin, resolve_all};
+use crate::{CliResult, admin, cli_error, default_admin, loopback, resolve_all};
 
 /// Arguments of `grapevine status`.
 #[derive(Debug, Args)]
@@ -89,15 +89,24 @@ fn admin_addr(args: &QueryArgs) -> CliResult<SocketAddr> {
 }
 
 /// The admin address of the node at `node` (`admin` when given, else its port +
-/// 1000). A host name may name several addresses (`localhost`: `::1` and
-/// `127.0.0.1`); the first that accepts a connection is the one.
+/// 1000: at the node's address if it was started with `--admin` there, else on
+/// loopback, where a node's admin interface listens by default). A host name may name
+/// several addresses (`localhost`: `::1` and `127.0.0.1`); the first that accepts a
+/// connection is the one.
 pub fn admin_for(node: &str, admin: Option<&str>) -> CliResult<SocketAddr> {
     let candidates = match admin {
         Some(admin) => resolve_all(admin)?,
-        None => resolve_all(node)?
-            .into_iter()
-            .map(default_admin)
-            .collect::<CliResult<Vec<_>>>()?,
+        None => {
+            let mut candidates = Vec::new();
+            for addr in resolve_all(node)? {
+                for candidate in [default_admin(addr)?, loopback(default_admin(addr)?)] {
+                    if !candidates.contains(&candidate) {
+                        candidates.push(candidate);
+                    }
+                }
+            }
+            candidates
+        }
     };
     if let [only] = candidates.as_slice() {
         return Ok(*only);

@@ -241,6 +241,30 @@ fn nodes_in_separate_namespaces_converge_and_detect_a_failure() {
     });
     eprintln!("{NODES} namespaces converged in {converged:?}");
 
+    // The admin interface listens on loopback by default: node 1's is reachable from
+    // its own namespace (above), not from node 2's over the veth.
+    let remote_admin = format!("10.77.0.1:{}", PORT + 1000);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns(2),
+            BIN,
+            "members",
+            "--node",
+            &Lab::addr(1),
+            "--admin",
+            &remote_admin,
+        ])
+        .output()
+        .expect("run grapevine");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "node 1's admin interface answered from another host: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     lab.stop_node(NODES);
     let victim = Lab::addr(NODES);
     let detected = lab.wait("the others to declare the stopped node dead", |lab| {
