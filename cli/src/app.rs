@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use grapevine_driver::{Event, RecvTimeoutError};
+use grapevine_driver::{Event, Printable, RecvTimeoutError};
 
 use crate::runtime::Node;
 use crate::store::Store;
@@ -55,7 +55,7 @@ impl App {
                 while !flag.load(Ordering::Relaxed) {
                     match events.recv_timeout(Duration::from_millis(50)) {
                         Ok(Event::Request { id, key, payload }) => {
-                            tracing::debug!(%id, key = %String::from_utf8_lossy(&key), "serving request");
+                            tracing::debug!(%id, key = %Printable(&key), "serving request");
                             let answer = match &store {
                                 Some(store) => store.serve(&node, &key, &payload),
                                 None => answer(&node),

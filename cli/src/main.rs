@@ -4,6 +4,7 @@
 //! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
 //!                [--seed-refresh 30s] [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
+//!                [--metrics ADDR]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--status alive|suspect|dead|left]... [--all] [--json]
 //! grapevine ring --node 127.0.0.1:7946 [--json]
@@ -54,6 +55,7 @@ mod app;
 mod demo;
 mod dump;
 mod keys;
+mod metrics;
 mod node;
 mod ops;
 mod output;

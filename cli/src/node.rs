@@ -10,13 +10,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
-use grapevine_driver::{Event, Options};
+use grapevine_driver::{Event, Options, Printable};
 
 use crate::app::App;
 use crate::runtime::{self, Node};
 use crate::store::Store;
 use crate::{
-    CliResult, ClusterArgs, admin, cli_error, default_admin, loopback, resolve, usage_error,
+    CliResult, ClusterArgs, admin, cli_error, default_admin, loopback, metrics, resolve,
+    usage_error,
 };
 
 /// Arguments of `grapevine node`.
@@ -61,6 +62,10 @@ pub struct NodeArgs {
     /// The node's rack [default: rack1].
     #[arg(long, value_name = "RACK")]
     rack: Option<String>,
+    /// Serve the node's metrics in Prometheus text format over HTTP at this address
+    /// (e.g. 127.0.0.1:9464; scrape http://ADDR/metrics). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Give up (exit 1) when no seed has answered within DURATION (e.g. 30s, 500ms).
     /// Without it the node keeps trying until it joins.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -166,6 +171,12 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         options = options.data_dir(dir.clone());
     }
     let options = args.record.apply(options)?;
+    // Before the node starts: the driver registers its series with the recorder
+    // installed when it is created.
+    let metrics_addr = args.metrics.as_deref().map(resolve).transpose()?;
+    if let Some(addr) = metrics_addr {
+        metrics::serve(addr)?;
+    }
     let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
@@ -177,6 +188,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
         cluster = %args.cluster.cluster,
         "node started"
     );
+    if let Some(addr) = metrics_addr {
+        tracing::info!("metrics served at http://{addr}/metrics");
+    }
     let names = node.clone();
     let mut known: HashMap<SocketAddr, String> = HashMap::new();
     let app = App::with_store(&node, store, move |event| {
@@ -267,6 +281,8 @@ fn name_of(addr: SocketAddr, node: &Node, known: &mut HashMap<SocketAddr, String
     known.get(&addr).cloned().unwrap_or_else(|| "?".to_owned())
 }
 
+/// Logs one event of the node: the one place a node's events are logged (the driver
+/// logs none, so each appears once), keys and values made readable by [`Printable`].
 fn log_event(event: Event, node: &Node, known: &mut HashMap<SocketAddr, String>) {
     let mut name = |addr| name_of(addr, node, known);
     match event {
@@ -297,7 +313,21 @@ fn log_event(event: Event, node: &Node, known: &mut HashMap<SocketAddr, String>)
             tracing::info!(digest = format_args!("{digest:016x}"), "ring agreed")
         }
         Event::RequestFailed { id, reason } => tracing::warn!(%id, %reason, "request failed"),
-        other => tracing::debug!(event = ?other, "event"),
+        Event::StateChanged { node, key, value } => match value {
+            Some(value) => tracing::debug!(
+                node = %node.addr,
+                key = %Printable(key.as_bytes()),
+                value = %Printable(&value),
+                "key set"
+            ),
+            None => {
+                tracing::debug!(node = %node.addr, key = %Printable(key.as_bytes()), "key deleted")
+            }
+        },
+        Event::Response { id, from, payload } => {
+            tracing::trace!(%id, from = %from.addr, payload = %Printable(&payload), "response")
+        }
+        other => tracing::trace!(event = ?other, "event"),
     }
 }
 

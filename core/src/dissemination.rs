@@ -77,6 +77,11 @@ impl<A: crate::Address> Rumours<A> {
         self.rumours.len()
     }
 
+    /// Whether a rumour about `subject` is still being spread.
+    pub fn contains(&self, subject: &Subject<A>) -> bool {
+        self.by_subject.contains_key(subject)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rumours.is_empty()
     }

@@ -1,4 +1,4 @@
-//! A read-only picture of a node's inner state, for operators: [`Node::dump`].
+//! A read-only picture of a node's inner state, for operators: [`Node::dump`](crate::Node::dump).
 //!
 //! The parts keep their fields private; each lends what the picture needs through a
 //! small accessor, and the node puts it together here. Nothing in it is an input to

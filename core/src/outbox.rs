@@ -197,9 +197,19 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         !self.rumours.is_empty()
     }
 
-    /// How many rumours wait to be piggybacked.
+    /// How many times a rumour is sent before it retires, at the current cluster size.
+    pub fn retransmit_limit(&self) -> u32 {
+        retransmit_limit(self.retransmit_mult, self.cluster_size)
+    }
+
+    /// Rumours queued that have not spent their retransmit budget yet.
     pub fn rumours_queued(&self) -> usize {
         self.rumours.len()
+    }
+
+    /// Whether the rumour about `subject` is still queued (not yet sent its budget).
+    pub fn is_rumouring(&self, subject: &Subject<A>) -> bool {
+        self.rumours.contains(subject)
     }
 
     /// Queues a rumour, counting an eviction if the queue was full.

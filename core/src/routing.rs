@@ -25,7 +25,7 @@ use crate::wire::{ForwardedRequest, ForwardedResponse, Message, encode_message};
 use alloc::string::String;
 
 /// Identifies a request on the node that issued it (and, for
-/// [`Event::Request`](crate::Event::Request), on the node that must answer it).
+/// [`Event::Request`], on the node that must answer it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
@@ -142,7 +142,7 @@ impl fmt::Display for RespondError {
 
 impl core::error::Error for RespondError {}
 
-/// Why a request failed, in [`Event::RequestFailed`](crate::Event::RequestFailed).
+/// Why a request failed, in [`Event::RequestFailed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestFailure {

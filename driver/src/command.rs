@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use grapevine::RequestId;
 
 use crate::{
-    Event, KeyChange, KeysSnapshot, Member, NodeId, RingSnapshot, Route, RuntimeError, StateEntry,
-    StatsSnapshot,
+    Event, EventFilter, KeyChange, KeysSnapshot, Member, NodeId, RingSnapshot, Route, RuntimeError,
+    StateEntry, StatsSnapshot,
 };
 
 /// A one-shot reply: how the driver answers a command, whatever channel the runtime uses.
@@ -43,17 +43,34 @@ pub enum Delivery {
 }
 
 /// Where a subscriber's events go (typically a bounded channel's `try_send`).
-pub struct EventSink(Box<dyn FnMut(&Event) -> Delivery + Send>);
+pub struct EventSink {
+    deliver: Box<dyn FnMut(&Event) -> Delivery + Send>,
+    filter: Option<EventFilter>,
+}
 
 impl EventSink {
-    /// A sink that hands each event to `f`.
+    /// A sink that hands every event to `f`, the reserved `gv.` keys' changes
+    /// included (see [`EventSink::filtered`]).
     pub fn new(f: impl FnMut(&Event) -> Delivery + Send + 'static) -> Self {
-        EventSink(Box::new(f))
+        EventSink {
+            deliver: Box::new(f),
+            filter: None,
+        }
     }
 
-    /// Hands `event` to the subscriber.
+    /// Hands this sink only the events that pass `filter`.
+    pub fn filtered(mut self, filter: EventFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Hands `event` to the subscriber; an event the filter leaves out counts as
+    /// delivered (nothing was dropped).
     pub(crate) fn deliver(&mut self, event: &Event) -> Delivery {
-        (self.0)(event)
+        if self.filter.as_ref().is_some_and(|f| !f.matches(event)) {
+            return Delivery::Delivered;
+        }
+        (self.deliver)(event)
     }
 }
 
@@ -149,8 +166,8 @@ pub enum Command {
     /// before it subscribed (up to [`Options::event_capacity`](crate::Options::event_capacity) of them).
     Subscribe(EventSink),
     /// Stop gracefully, keeping this node's ranges ([`Node::shutdown`](grapevine::Node::shutdown)):
-    /// spread "left" so peers do not suspect it, keep running for the leave timeout,
-    /// then stop. Its tokens stay on the ring; a restart with its data directory takes
+    /// spread "left" so peers do not suspect it, keep running until the news is
+    /// spread (at most the [leave timeout](crate::Options::leave_timeout)), then stop. Its tokens stay on the ring; a restart with its data directory takes
     /// them back.
     Shutdown,
     /// Decommission ([`Node::leave`](grapevine::Node::leave)): hand this node's ranges

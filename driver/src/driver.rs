@@ -25,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use crate::join::{JoinStep, SeedJoin};
+use crate::metrics::{DriverCounts, Metrics};
 use crate::persist::{self, PlacementStore};
 use crate::record::{self, Entry, KeyringChange, KeyringRecord, OutputDigest, Recorder};
 use crate::{
@@ -78,6 +79,8 @@ pub struct Driver {
     /// Where the node's placement is saved, if it has a data directory.
     store: Option<PlacementStore>,
     persist_errors: u64,
+    /// The node's figures for the installed `metrics` recorder.
+    metrics: Metrics,
     /// The seeds, their lookups and the attempt schedule.
     join: SeedJoin,
     /// Answered once the node has joined.
@@ -170,7 +173,7 @@ impl Driver {
             .unwrap_or_else(|| (options.config.gossip_interval * 20).max(Duration::from_secs(10)));
         let leave_timeout = options
             .leave_timeout
-            .unwrap_or(options.config.gossip_interval * 2);
+            .unwrap_or(options.config.gossip_interval * 3);
         let now = clock.now();
         let recorder = match &options.record {
             Some(record) => {
@@ -220,6 +223,10 @@ impl Driver {
             decommission_timeout,
             store,
             persist_errors: 0,
+            metrics: Metrics::new(
+                local_addr.to_string(),
+                options.config.max_requests_in_flight,
+            ),
             join: SeedJoin::new(
                 local_addr,
                 options.seeds.clone(),
@@ -488,9 +495,11 @@ impl Driver {
                     key: key.clone(),
                     payload: payload.clone(),
                 });
-                self.node
-                    .handle_request(now, &key, payload)
-                    .map_err(RuntimeError::Request)
+                let accepted = self.node.handle_request(now, &key, payload);
+                if let Ok(id) = accepted {
+                    self.metrics.request_started(id, now);
+                }
+                accepted.map_err(RuntimeError::Request)
             } else {
                 Err(RuntimeError::Stopped)
             }),
@@ -593,7 +602,8 @@ impl Driver {
         }
     }
 
-    /// Drain for the leave timeout, then stop.
+    /// Drain until the leave is spread ([`grapevine::Node::is_leave_spread`], checked
+    /// in `flush` once the datagrams are out) or the leave timeout, then stop.
     fn stopping(&mut self, now: grapevine::Instant) {
         self.phase = Phase::Leaving {
             until: now + self.leave_timeout,
@@ -663,10 +673,13 @@ impl Driver {
         let mut events = Vec::new();
         let mut left = false;
         let mut digest = self.recorded_input.then(OutputDigest::default);
+        let mut members_changed = false;
+        let now = self.clock.now();
         while let Some(event) = self.node.poll_event() {
             if let Some(digest) = &mut digest {
                 digest.event(&event);
             }
+            members_changed |= self.metrics.on_event(&event, now);
             if let Event::PlacementChanged(placement) = &event {
                 self.persist(placement);
                 left |= placement.status == Some(Topology::Left);
@@ -674,7 +687,6 @@ impl Driver {
             events.push(event);
         }
         if left {
-            let now = self.clock.now();
             self.decommissioned(now);
         }
         while let Some(transmit) = self.node.poll_transmit() {
@@ -706,8 +718,11 @@ impl Driver {
                 }
             }
         }
+        // The datagrams that tell the others are out: a leave that is spread is over.
+        if matches!(self.phase, Phase::Leaving { .. }) && self.node.is_leave_spread() {
+            self.phase = Phase::Done;
+        }
         for event in events {
-            self.log_event(&event);
             if let Some(backlog) = &mut self.backlog {
                 if backlog.len() < self.event_capacity {
                     backlog.push_back(event);
@@ -737,6 +752,13 @@ impl Driver {
                 waiter.send(Ok(()));
             }
         }
+        let counts = DriverCounts {
+            events_dropped: self.events_dropped,
+            send_errors: self.send_errors,
+            recv_errors: self.recv_errors,
+            persist_errors: self.persist_errors,
+        };
+        self.metrics.record(&self.node, counts, members_changed);
     }
 
     /// Appends a record to the flight log, if recording. `entry` is built only then.
@@ -770,31 +792,6 @@ impl Driver {
             .filter(|r| r.addr == addr)
             .max_by_key(|r| r.rank())
             .map(|r| r.name.as_str())
-    }
-
-    fn log_event(&self, event: &Event) {
-        let name = |id: &NodeId| self.name_of(id.addr).unwrap_or("?").to_owned();
-        match event {
-            Event::MemberJoined(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), generation = id.generation, "member joined")
-            }
-            Event::MemberSuspect(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member suspect")
-            }
-            Event::MemberRecovered(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member recovered")
-            }
-            Event::MemberDied(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member died")
-            }
-            Event::MemberLeft(id) => {
-                tracing::debug!(member = %id.addr, name = %name(id), "member left")
-            }
-            Event::Topology { name, status } => {
-                tracing::debug!(%name, %status, "member topology")
-            }
-            other => tracing::trace!(event = ?other, "event"),
-        }
     }
 
     /// When the loop must wake up even if nothing arrives: the core's next timer, or

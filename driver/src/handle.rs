@@ -14,8 +14,8 @@ use grapevine::RequestId;
 
 use crate::sync::Shared;
 use crate::{
-    Command, Delivery, Driver, Event, EventSink, Key, KeyChange, KeysSnapshot, Member, NodeId,
-    RecvTimeoutError, Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
+    Command, Delivery, Driver, Event, EventFilter, EventSink, Key, KeyChange, KeysSnapshot, Member,
+    NodeId, RecvTimeoutError, Reply, RingSnapshot, Route, RuntimeError, StateEntry, StatsSnapshot,
 };
 
 /// How a runtime delivers a command to its loop (and wakes the loop if it must).
@@ -201,13 +201,33 @@ impl Handle {
         })
     }
 
-    /// Subscribes to the node's events from now on; the first subscriber also gets
-    /// the events raised since the node started, so nothing is missed between the
-    /// runtime's `spawn` and the first call. Each subscriber has its own bounded queue
+    /// Subscribes to the node's events from now on ([`EventFilter::all`]: every
+    /// event, but state changes of application keys only, not of the core's reserved
+    /// `gv.` keys). The first subscriber also gets the events raised since the node
+    /// started, so nothing is missed between the runtime's `spawn` and the first
+    /// call. Each subscriber has its own bounded queue
     /// ([`Options::event_capacity`](crate::Options::event_capacity)); when it is full,
     /// new events are dropped for that subscriber and counted in
     /// [`StatsSnapshot::events_dropped`].
     pub fn events(&self) -> Events {
+        self.subscribe(EventFilter::all())
+    }
+
+    /// Subscribes to the events that pass `filter`, as [`Handle::events`] does:
+    /// [`EventFilter::keys`] for the changes of keys with a prefix (on any node),
+    /// [`EventFilter::members`] for members' liveness.
+    ///
+    /// ```no_run
+    /// # fn f(node: grapevine_driver::Handle) {
+    /// use grapevine_driver::{Event, EventFilter};
+    /// for event in node.subscribe(EventFilter::keys("config/")) {
+    ///     if let Event::StateChanged { node, key, value } = event {
+    ///         println!("{} set {key} to {value:?}", node.addr);
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn subscribe(&self, filter: EventFilter) -> Events {
         let queue = Shared::new(Queue {
             events: VecDeque::new(),
             capacity: self.inner.event_capacity,
@@ -216,9 +236,8 @@ impl Handle {
         });
         let sender = QueueSender(queue.clone());
         // If the node has stopped, the sink is dropped and the subscription ends at once.
-        let _ = self.send(Command::Subscribe(EventSink::new(move |event: &Event| {
-            sender.push(event)
-        })));
+        let sink = EventSink::new(move |event: &Event| sender.push(event)).filtered(filter);
+        let _ = self.send(Command::Subscribe(sink));
         Events { queue }
     }
 
@@ -308,8 +327,11 @@ impl Handle {
 
     /// Stops gracefully, keeping this node's ranges ([`grapevine::Node::shutdown`]):
     /// peers see "left", not "dead", and its tokens stay on the ring (shown down), so
-    /// a restart with the same data directory moves no data. It keeps running for the
-    /// leave timeout so the news spreads; the answer comes once the loop has ended.
+    /// a restart with the same data directory moves no data. It keeps running until
+    /// the news is spread (its "left" rumour sent its retransmit budget: at once when
+    /// every member can be told directly, else within a few gossip rounds), at most
+    /// [`Options::leave_timeout`](crate::Options::leave_timeout); the answer comes
+    /// once the loop has ended.
     /// To hand the ranges over for good, use [`Handle::decommission`].
     pub fn shutdown(self) -> Pending<()> {
         self.stop(Command::Shutdown)

@@ -19,7 +19,17 @@
 //!   timer, which a runtime's loop feeds with datagrams, commands and time;
 //! - [`Handle`], the one client type every runtime returns from `spawn`: each request
 //!   returns a [`Pending`] answer that async code `.await`s and threads `.wait()` for,
-//!   and [`Handle::events`] returns [`Events`], read the same two ways.
+//!   and [`Handle::events`] returns [`Events`], read the same two ways;
+//! - [`EventFilter`]: what a subscription sees ([`Handle::subscribe`]): the
+//!   application's keys only unless it asks for the reserved `gv.` ones, the keys
+//!   under a prefix, or members' liveness;
+//! - metrics: the [`Driver`] records the node's figures through the
+//!   [`metrics`](https://docs.rs/metrics) facade for whatever recorder the program
+//!   installs (members by state, packets and bytes, drops by reason, probes,
+//!   suspicions, deaths, rumour queue depth, local health, requests and their
+//!   latency; every series labelled `node`); `grapevine node --metrics ADDR` serves
+//!   them to Prometheus. Install the recorder before the node starts;
+//! - [`Printable`]: keys and values made readable for logs.
 //!
 //! - the flight recorder ([`record`]) and its [`replay`]: every input the core
 //!   receives, logged so that a run can be re-run byte for byte.
@@ -63,11 +73,14 @@ mod clock;
 mod command;
 mod driver;
 pub mod dump;
+mod filter;
 mod handle;
 pub mod join;
 pub mod keys;
+mod metrics;
 mod options;
 mod persist;
+mod printable;
 pub mod record;
 pub mod replay;
 mod snapshot;
@@ -81,12 +94,14 @@ use std::net::SocketAddr;
 pub use clock::Clock;
 pub use command::{Command, Delivery, EventSink, Reply};
 pub use driver::Driver;
+pub use filter::EventFilter;
 pub use grapevine::{Config, Key, Keyring, LocalPlacement, Location, RequestId, Status, Topology};
 pub use handle::{Events, Handle, Pending, Recv};
 pub use join::{JoinRetry, Resolver};
 pub use keys::{KeyChange, KeysSnapshot};
 pub use options::{Options, RecvTimeoutError, RuntimeError};
 pub use persist::{PLACEMENT_FILE, PlacementStore};
+pub use printable::Printable;
 pub use record::{KeyringChange, RecordOptions};
 pub use snapshot::{
     Member, Ownership, RingSnapshot, Route, RouteReplica, StateEntry, StatsSnapshot,

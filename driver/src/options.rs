@@ -46,8 +46,12 @@ pub struct Options {
     pub generation: Option<u64>,
     /// The seed of the node's RNG; `None` (the default) draws one from the OS.
     pub rng_seed: Option<u64>,
-    /// How long a node keeps running after a graceful [`Command::Shutdown`](crate::Command::Shutdown) or a decommission, so that its
-    /// "left" rumour spreads; `None` (the default) uses two gossip intervals.
+    /// The longest a node keeps running after a graceful [`Command::Shutdown`](crate::Command::Shutdown) or a decommission
+    /// so that its "left" rumour spreads: it stops as soon as the rumour has been sent
+    /// its retransmit budget ([`Node::is_leave_spread`](grapevine::Node::is_leave_spread)),
+    /// at once in a cluster small enough to tell every member directly, and after
+    /// this bound if datagrams cannot get out. `None` (the default) uses three gossip
+    /// intervals.
     pub leave_timeout: Option<Duration>,
     /// How many undelivered events each subscriber may hold before new events are
     /// dropped for it (and counted in [`StatsSnapshot::events_dropped`](crate::StatsSnapshot::events_dropped)). Default 4096.
@@ -194,7 +198,7 @@ impl Options {
         self
     }
 
-    /// Sets how long a graceful leave keeps the node running.
+    /// Sets the longest a graceful leave keeps the node running.
     pub fn leave_timeout(mut self, timeout: Duration) -> Self {
         self.leave_timeout = Some(timeout);
         self

@@ -127,9 +127,13 @@ pub struct Route {
 }
 
 impl Route {
-    /// The key's owner: the first natural replica. A request for the key is served by
-    /// the node it enters if that node is a replica, else by the first live replica
-    /// (then the next one, once, if it fails to answer).
+    /// The key's owner: the first natural replica in ring order, alive or not.
+    ///
+    /// It is not always the node that serves a request for the key: a request is
+    /// served by the node it enters if that node is a natural replica (locally, by
+    /// its application), else by the first *live* natural replica (an alive one
+    /// before a suspect one; the owner when it is alive), then, once, by the next
+    /// live one if that does not answer in time.
     pub fn owner(&self) -> Option<&NodeId> {
         self.replicas.first().map(|r| &r.id)
     }

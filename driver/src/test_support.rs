@@ -378,6 +378,148 @@ pub fn three_nodes_become_ready(spawn: impl Spawn, cluster_name: &str) {
     }
 }
 
+/// Application events and keys, then a graceful stop: on three nodes, the default
+/// subscription never sees the core's reserved `gv.` keys (which the nodes do
+/// write while they take tokens), a subscription with a reserved-keys filter does, a
+/// key-prefix subscription sees only its keys and a members subscription only
+/// liveness; [`Handle::keys`] lists another node's keys; and
+/// [`Handle::shutdown`] returns as soon as the leave is spread (every member told
+/// directly), far below the leave timeout, with the others seeing it left.
+pub fn application_events_keys_and_a_prompt_shutdown(spawn: impl Spawn, cluster_name: &str) {
+    use crate::EventFilter;
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let leave_timeout = Duration::from_secs(10);
+    let mut nodes: Vec<Handle> = Vec::new();
+    let mut subscriptions = Vec::new();
+    for i in 0..3 {
+        let mut options = Options::new(local)
+            .config(fast_config(cluster_name))
+            .leave_timeout(leave_timeout);
+        if let Some(first) = nodes.first() {
+            options = options.seed(first.local_addr());
+        }
+        let node = spawn(options).unwrap();
+        if i == 0 {
+            // Subscribed before anything happens: the first one gets the backlog too.
+            subscriptions.push(node.events());
+            subscriptions.push(node.subscribe(EventFilter::all().with_reserved_keys()));
+            subscriptions.push(node.subscribe(EventFilter::keys("user/")));
+            subscriptions.push(node.subscribe(EventFilter::members()));
+        }
+        nodes.push(node);
+    }
+    for node in &nodes {
+        node.ready()
+            .wait_timeout(DEADLINE)
+            .expect("ready in time")
+            .unwrap();
+    }
+    let writer = &nodes[2];
+    writer.set("user/1", b"ada").wait().unwrap();
+    writer.set("order/9", b"\xff\x00").wait().unwrap();
+    let addr = writer.local_addr();
+    wait_until("the writes to reach node 0", || {
+        nodes[0].get(addr, "order/9").wait().unwrap().is_some()
+            && nodes[0].get(addr, "user/1").wait().unwrap().is_some()
+    });
+    let keys: Vec<(String, Vec<u8>)> = nodes[0]
+        .keys(addr)
+        .wait()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    assert!(
+        keys.iter().any(|(k, _)| k.starts_with("gv.")),
+        "keys lists the reserved keys too: {keys:?}"
+    );
+    let app: Vec<&(String, Vec<u8>)> = keys.iter().filter(|(k, _)| !k.starts_with("gv.")).collect();
+    assert_eq!(
+        app,
+        [
+            &("order/9".to_owned(), b"\xff\x00".to_vec()),
+            &("user/1".to_owned(), b"ada".to_vec()),
+        ],
+        "sorted"
+    );
+    let drain = |events: &crate::Events| {
+        let mut all = Vec::new();
+        while let Ok(event) = events.recv_timeout(Duration::from_millis(200)) {
+            all.push(event);
+        }
+        all
+    };
+    let changed_keys = |events: &[Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StateChanged { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let [app, everything, users, members] = &subscriptions[..] else {
+        unreachable!()
+    };
+    let (app, everything, users, members) =
+        (drain(app), drain(everything), drain(users), drain(members));
+    let app_keys = changed_keys(&app);
+    assert!(app_keys.contains(&"user/1".to_owned()), "{app_keys:?}");
+    assert!(app_keys.contains(&"order/9".to_owned()), "{app_keys:?}");
+    assert!(
+        app_keys.iter().all(|k| !k.starts_with("gv.")),
+        "{app_keys:?}"
+    );
+    assert!(
+        app.iter().any(|e| matches!(e, Event::MemberJoined(_))),
+        "the default subscription sees membership too"
+    );
+    assert!(
+        changed_keys(&everything)
+            .iter()
+            .any(|k| k.starts_with("gv.")),
+        "asked for, the reserved keys show"
+    );
+    assert_eq!(changed_keys(&users), ["user/1"], "{users:?}");
+    assert_eq!(users.len(), 1, "only key changes: {users:?}");
+    assert!(!members.is_empty());
+    assert!(
+        members.iter().all(|e| matches!(
+            e,
+            Event::MemberJoined(_)
+                | Event::MemberSuspect(_)
+                | Event::MemberRecovered(_)
+                | Event::MemberDied(_)
+                | Event::MemberLeft(_)
+        )),
+        "{members:?}"
+    );
+
+    let leaver = nodes.pop().unwrap();
+    let leaver_addr = leaver.local_addr();
+    let clock = Clock::new();
+    let start = clock.now();
+    leaver.shutdown().wait().unwrap();
+    let took = clock.now() - start;
+    assert!(
+        took < Duration::from_secs(1),
+        "shutdown took {took:?}: it should end once the leave is spread, not at the {leave_timeout:?} bound"
+    );
+    wait_until("the others to see the leaver left", || {
+        nodes.iter().all(|n| {
+            n.members()
+                .wait()
+                .unwrap()
+                .iter()
+                .any(|m| m.addr() == leaver_addr && m.state == Status::Left)
+        })
+    });
+    println!("shutdown of 1 of 3 nodes returned after {took:?}");
+    for node in nodes {
+        node.abort().wait().unwrap();
+    }
+}
+
 /// A data directory keeps a node's name (chosen once) and tokens across restarts,
 /// and a corrupt or another cluster's directory is refused with a clear error.
 pub fn data_dir_keeps_identity_and_refuses_bad_ones(spawn: impl Spawn, cluster_name: &str) {

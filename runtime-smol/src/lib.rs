@@ -5,9 +5,11 @@
 //! the socket, a [`Timer`] at the core's next deadline and a command channel, and
 //! drains the core's outputs after each wake-up.
 //!
-//! Its siblings are `grapevine-std` and `grapevine-tokio`. None of the three depends
-//! on another: what they share (options, errors, commands, snapshots, the driver and
-//! the [`Handle`] itself) lives in `grapevine-driver`, re-exported here. A request's
+//! Its siblings are `grapevine-std` and `grapevine-tokio`, over the sans-IO core
+//! `grapevine` (whose front page drives a node by hand). None of the three depends
+//! on another: what they share (options, errors, commands, snapshots, event filters,
+//! metrics, the driver and the [`Handle`] itself) lives in [`grapevine_driver`],
+//! re-exported here. A request's
 //! answer is a [`Pending`] future: `.await` it (or `.wait()` for it outside async code).
 //!
 //! # Identity, placement and readiness
@@ -20,42 +22,103 @@
 //! [`Handle::shutdown`] stops it keeping its ranges; [`Handle::decommission`] hands
 //! them over first; [`Handle::remove_node`] removes a dead member by name.
 //!
-//! # Example
+//! # Example: a 3-node cluster
 //!
-//! Start a node, join a seed and print membership events:
+//! Three nodes on loopback (short timers, so it runs in a moment; use
+//! [`Config::lan`] in production), a key set on one node and read on another, and a
+//! request routed through a node that is not a replica. With a replication factor of
+//! 1 each key has one natural replica: the request is served there, by that node's
+//! application (a task that answers [`Event::Request`]).
 //!
 //! ```
+//! use std::future::Future;
 //! use std::time::Duration;
-//! use grapevine_smol::{Event, Options};
+//! use grapevine_smol::{Config, Event, Handle, Options, RuntimeError};
+//! use smol::Timer;
 //! use smol::future::FutureExt;
 //!
-//! # fn main() -> Result<(), grapevine_smol::RuntimeError> {
-//! smol::block_on(async {
-//!     let local = "127.0.0.1:0".parse().unwrap();
-//!     // A seed to join (normally another process).
-//!     let seed = grapevine_smol::spawn(Options::new(local))?;
-//!
-//!     let node = grapevine_smol::spawn(Options::new(local).seed(seed.local_addr()))?;
-//!     let events = node.events();
-//!     let timeout = || async {
-//!         smol::Timer::after(Duration::from_secs(5)).await;
+//! /// `f`, or a panic after ten seconds.
+//! async fn in_time<T>(what: &str, f: impl Future<Output = T>) -> T {
+//!     let late = async {
+//!         Timer::after(Duration::from_secs(10)).await;
 //!         None
 //!     };
-//!     while let Some(event) = events.recv().or(timeout()).await {
-//!         match event {
-//!             Event::MemberJoined(id) => {
-//!                 println!("{} joined", id.addr);
-//!                 break;
+//!     async { Some(f.await) }.or(late).await.unwrap_or_else(|| panic!("{what} late"))
+//! }
+//!
+//! # fn main() -> Result<(), RuntimeError> {
+//! # smol::block_on(async {
+//! let mut config = Config::lan("example");
+//! config.probe_interval = Duration::from_millis(100);
+//! config.probe_timeout = Duration::from_millis(50);
+//! config.gossip_interval = Duration::from_millis(50);
+//! config.replication_factor = 1;
+//! let options = Options::new("127.0.0.1:0".parse().unwrap()).config(config);
+//! let first = grapevine_smol::spawn(options.clone())?;
+//! let nodes: Vec<Handle> = vec![
+//!     first.clone(),
+//!     grapevine_smol::spawn(options.clone().seed(first.local_addr()))?,
+//!     grapevine_smol::spawn(options.seed(first.local_addr()))?,
+//! ];
+//! // Each node's application answers the requests it is given.
+//! for node in &nodes {
+//!     let (node, requests) = (node.clone(), node.events());
+//!     smol::spawn(async move {
+//!         while let Some(event) = requests.recv().await {
+//!             if let Event::Request { id, .. } = event {
+//!                 let answer = format!("served by {}", node.local_addr());
+//!                 let _ = node.respond(id, answer.into_bytes()).await;
 //!             }
-//!             Event::MemberDied(id) => println!("{} died", id.addr),
-//!             Event::MemberLeft(id) => println!("{} left", id.addr),
-//!             _ => {}
+//!         }
+//!     })
+//!     .detach();
+//! }
+//! for node in &nodes {
+//!     in_time("ready", node.ready()).await?;
+//! }
+//!
+//! // Each node writes only its own state; every node reads everyone's.
+//! nodes[0].set("greeting", b"hello").await?;
+//! let read = async {
+//!     while nodes[2].get(first.local_addr(), "greeting").await?.is_none() {
+//!         Timer::after(Duration::from_millis(10)).await;
+//!     }
+//!     Ok::<_, RuntimeError>(())
+//! };
+//! in_time("the key", read).await?;
+//!
+//! // A request for a key, sent through a node that does not hold it: it is
+//! // forwarded to the key's first live natural replica.
+//! let mut key = Vec::new();
+//! for i in 0.. {
+//!     key = format!("user/{i}").into_bytes();
+//!     if nodes[1].route(&key).await?.owner() != Some(nodes[1].id()) {
+//!         break;
+//!     }
+//! }
+//! let answers = nodes[1].events();
+//! let id = nodes[1].request(&key, b"ping".to_vec()).await?;
+//! let answer = async {
+//!     loop {
+//!         match answers.recv().await {
+//!             Some(Event::Response { id: got, from, payload }) if got == id => {
+//!                 println!("{}", String::from_utf8_lossy(&payload));
+//!                 break from;
+//!             }
+//!             Some(_) => {}
+//!             None => panic!("the node stopped"),
 //!         }
 //!     }
-//!     println!("{} members", node.members().await?.len());
+//! };
+//! let served_by = in_time("the answer", answer).await;
+//! assert_eq!(Some(&served_by), nodes[1].route(&key).await?.owner());
+//!
+//! // Each shutdown returns once its leave is spread.
+//! for node in nodes {
 //!     node.shutdown().await?;
-//!     seed.shutdown().await
-//! })
+//! }
+//! # Ok(())
+//! # })
 //! # }
 //! ```
 
@@ -68,9 +131,9 @@ use smol::future::FutureExt;
 use smol::{Async, Timer};
 
 pub use grapevine_driver::{
-    Config, Event, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot, Location, Member, NodeId,
-    Options, Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId, Resolver,
-    RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
+    Config, Event, EventFilter, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot, Location,
+    Member, NodeId, Options, Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId,
+    Resolver, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
 };
 
 /// Binds the socket, starts the node's task on smol's global executor and joins

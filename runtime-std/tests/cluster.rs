@@ -29,6 +29,14 @@ fn three_nodes_become_ready() {
 }
 
 #[test]
+fn application_events_keys_and_a_prompt_shutdown() {
+    test_support::application_events_keys_and_a_prompt_shutdown(
+        grapevine_std::spawn,
+        "runtime-std-events",
+    );
+}
+
+#[test]
 fn data_dir_keeps_identity_and_refuses_bad_ones() {
     test_support::data_dir_keeps_identity_and_refuses_bad_ones(
         grapevine_std::spawn,

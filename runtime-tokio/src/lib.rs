@@ -5,9 +5,11 @@
 //! next deadline and a command channel, and drains the core's outputs after each
 //! wake-up.
 //!
-//! Its siblings are `grapevine-std` and `grapevine-smol`. None of the three depends
-//! on another: what they share (options, errors, commands, snapshots, the driver and
-//! the [`Handle`] itself) lives in `grapevine-driver`, re-exported here. A request's
+//! Its siblings are `grapevine-std` and `grapevine-smol`, over the sans-IO core
+//! `grapevine` (whose front page drives a node by hand). None of the three depends
+//! on another: what they share (options, errors, commands, snapshots, event filters,
+//! metrics, the driver and the [`Handle`] itself) lives in [`grapevine_driver`],
+//! re-exported here. A request's
 //! answer is a [`Pending`] future: `.await` it (or `.wait()` for it outside the
 //! runtime's threads).
 //!
@@ -21,36 +23,90 @@
 //! [`Handle::shutdown`] stops it keeping its ranges; [`Handle::decommission`] hands
 //! them over first; [`Handle::remove_node`] removes a dead member by name.
 //!
-//! # Example
+//! # Example: a 3-node cluster
 //!
-//! Start a node, join a seed and print membership events:
+//! Three nodes on loopback (short timers, so it runs in a moment; use
+//! [`Config::lan`] in production), a key set on one node and read on another, and a
+//! request routed through a node that is not a replica. With a replication factor of
+//! 1 each key has one natural replica: the request is served there, by that node's
+//! application (a task that answers [`Event::Request`]).
 //!
 //! ```
 //! use std::time::Duration;
-//! use grapevine_tokio::{Event, Options};
+//! use grapevine_tokio::{Config, Event, Handle, Options, RuntimeError};
+//! use tokio::time::{sleep, timeout};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), grapevine_tokio::RuntimeError> {
-//! let local = "127.0.0.1:0".parse().unwrap();
-//! // A seed to join (normally another process).
-//! let seed = grapevine_tokio::spawn(Options::new(local))?;
-//!
-//! let node = grapevine_tokio::spawn(Options::new(local).seed(seed.local_addr()))?;
-//! let events = node.events();
-//! while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
-//!     match event {
-//!         Event::MemberJoined(id) => {
-//!             println!("{} joined", id.addr);
-//!             break;
+//! # async fn main() -> Result<(), RuntimeError> {
+//! const LIMIT: Duration = Duration::from_secs(10);
+//! let mut config = Config::lan("example");
+//! config.probe_interval = Duration::from_millis(100);
+//! config.probe_timeout = Duration::from_millis(50);
+//! config.gossip_interval = Duration::from_millis(50);
+//! config.replication_factor = 1;
+//! let options = Options::new("127.0.0.1:0".parse().unwrap()).config(config);
+//! let first = grapevine_tokio::spawn(options.clone())?;
+//! let nodes: Vec<Handle> = vec![
+//!     first.clone(),
+//!     grapevine_tokio::spawn(options.clone().seed(first.local_addr()))?,
+//!     grapevine_tokio::spawn(options.seed(first.local_addr()))?,
+//! ];
+//! // Each node's application answers the requests it is given.
+//! for node in &nodes {
+//!     let (node, requests) = (node.clone(), node.events());
+//!     tokio::spawn(async move {
+//!         while let Some(event) = requests.recv().await {
+//!             if let Event::Request { id, .. } = event {
+//!                 let answer = format!("served by {}", node.local_addr());
+//!                 let _ = node.respond(id, answer.into_bytes()).await;
+//!             }
 //!         }
-//!         Event::MemberDied(id) => println!("{} died", id.addr),
-//!         Event::MemberLeft(id) => println!("{} left", id.addr),
-//!         _ => {}
+//!     });
+//! }
+//! for node in &nodes {
+//!     timeout(LIMIT, node.ready()).await.expect("ready in time")?;
+//! }
+//!
+//! // Each node writes only its own state; every node reads everyone's.
+//! nodes[0].set("greeting", b"hello").await?;
+//! let read = async {
+//!     while nodes[2].get(first.local_addr(), "greeting").await?.is_none() {
+//!         sleep(Duration::from_millis(10)).await;
+//!     }
+//!     Ok::<_, RuntimeError>(())
+//! };
+//! timeout(LIMIT, read).await.expect("gossip brings the key")?;
+//!
+//! // A request for a key, sent through a node that does not hold it: it is
+//! // forwarded to the key's first live natural replica.
+//! let mut key = Vec::new();
+//! for i in 0.. {
+//!     key = format!("user/{i}").into_bytes();
+//!     if nodes[1].route(&key).await?.owner() != Some(nodes[1].id()) {
+//!         break;
 //!     }
 //! }
-//! println!("{} members", node.members().await?.len());
-//! node.shutdown().await?;
-//! seed.shutdown().await?;
+//! let answers = nodes[1].events();
+//! let id = nodes[1].request(&key, b"ping".to_vec()).await?;
+//! let answer = async {
+//!     loop {
+//!         match answers.recv().await {
+//!             Some(Event::Response { id: got, from, payload }) if got == id => {
+//!                 println!("{}", String::from_utf8_lossy(&payload));
+//!                 break from;
+//!             }
+//!             Some(_) => {}
+//!             None => panic!("the node stopped"),
+//!         }
+//!     }
+//! };
+//! let served_by = timeout(LIMIT, answer).await.expect("an answer");
+//! assert_eq!(Some(&served_by), nodes[1].route(&key).await?.owner());
+//!
+//! // Each shutdown returns once its leave is spread.
+//! for node in nodes {
+//!     node.shutdown().await?;
+//! }
 //! # Ok(())
 //! # }
 //! ```
@@ -60,9 +116,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 pub use grapevine_driver::{
-    Config, Event, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot, Location, Member, NodeId,
-    Options, Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId, Resolver,
-    RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
+    Config, Event, EventFilter, Events, Handle, JoinRetry, Key, Keyring, KeysSnapshot, Location,
+    Member, NodeId, Options, Ownership, Pending, PlacementStore, RecvTimeoutError, RequestId,
+    Resolver, RingSnapshot, Route, RouteReplica, RuntimeError, StatsSnapshot, Status, Topology,
 };
 
 /// Binds the socket, starts the node's task and joins `options.seeds`.

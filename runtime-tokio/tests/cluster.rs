@@ -51,6 +51,16 @@ fn three_nodes_become_ready() {
 }
 
 #[test]
+fn application_events_keys_and_a_prompt_shutdown() {
+    let runtime = runtime();
+    let _entered = runtime.enter();
+    test_support::application_events_keys_and_a_prompt_shutdown(
+        grapevine_tokio::spawn,
+        "runtime-tokio-events",
+    );
+}
+
+#[test]
 fn data_dir_keeps_identity_and_refuses_bad_ones() {
     let runtime = runtime();
     let _entered = runtime.enter();

@@ -11,7 +11,11 @@
 //! - [`sim`]: the Grapevine driver, [`Sim`], with crash, restart, leave, partition,
 //!   event logs, counters, convergence checks and an invariant hook.
 //!
-//! ```no_run
+//! It drives the same core that the sibling runtimes (`grapevine-std`,
+//! `grapevine-tokio`, `grapevine-smol`) drive on real sockets, and the benchmarks
+//! (`grapevine-benches`) run foca on the same network model.
+//!
+//! ```
 //! use core::time::Duration;
 //! use grapevine::{Config, Instant};
 //! use grapevine_sim::{NetConfig, Sim};

@@ -195,6 +195,60 @@ fn graceful_leave_is_not_a_failure() {
     }
 }
 
+/// A runtime stops a shut-down node once `is_leave_spread` holds, instead of after a
+/// fixed wait: at once when the retransmit budget covers every live member (each is
+/// told directly), within a couple of gossip rounds otherwise; and stopping then must
+/// be enough for every other node to see "left", with no suspicion.
+#[test]
+fn a_shutdown_node_may_stop_once_its_leave_is_spread() {
+    // Budget 4 · ⌈log10 6⌉ = 4 ≥ 4 live others: all told directly, spread at once.
+    let took = stop_once_leave_is_spread(seed_from_env(6), 5);
+    assert_eq!(took, Duration::ZERO, "a small cluster is told at once");
+    // Budget 4 · ⌈log10 11⌉ = 8 < 9 live others: relayed by gossip rounds.
+    stop_once_leave_is_spread(seed_from_env(6), 10);
+}
+
+fn stop_once_leave_is_spread(seed: u64, n: usize) -> Duration {
+    let _guard = SeedGuard(seed);
+    let (mut sim, bound) = cluster(seed, n, NetConfig::default());
+    sim.expect_converged(bound, "join");
+    sim.clear_events();
+    let leaver = 3;
+    let id = sim.id(leaver);
+    sim.check(!sim.node(leaver).is_leave_spread(), || {
+        "a member's leave is spread before it left".into()
+    });
+    sim.shutdown(leaver);
+    // The direct sends, then at most two gossip rounds' pushes spend the budget.
+    let within = sim.config().gossip_interval * 3;
+    let took = sim.expect_within(within, "leave spread", |s| s.node(leaver).is_leave_spread());
+    println!(
+        "seed {seed}, {n} nodes: leave spread after {:.3} s (bound {:.1} s)",
+        took.as_secs_f64(),
+        within.as_secs_f64()
+    );
+    // A runtime has handed the datagrams to its socket by then; the simulator's stop
+    // drops packets in flight, so let the last ones land first (one-way delay).
+    let net = NetConfig::default();
+    sim.run_for(net.latency + net.jitter);
+    sim.stop(leaver);
+    let watch = crash_bound(sim.config(), n, 0.0);
+    sim.run_for(watch);
+    if let Some(bad) = sim.events().iter().find(|e| is_member_event(&e.event)) {
+        sim.fail(format_args!(
+            "after a spread leave, node {} emitted {:?} at {:?}",
+            bad.node, bad.event, bad.at
+        ));
+    }
+    for v in sim.live_indices() {
+        let state = sim.state_seen(v, leaver);
+        sim.check(state == Some(Status::Left), || {
+            format!("node {v} sees the leaver {id:?} as {state:?}")
+        });
+    }
+    took
+}
+
 // ----- loss -----
 
 #[test]

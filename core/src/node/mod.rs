@@ -67,9 +67,10 @@ use crate::wire::{Message, PacketError, encode_message};
 /// See the [module docs](crate::node) for the drain rule.
 ///
 /// The node holds the public API and dispatches: each message goes to the part that
-/// owns it ([`Membership`], [`Detector`], [`AntiEntropy`], [`Store`], [`Placement`],
-/// [`Router`]), each part reports its own deadline, and every part acts on the
-/// world through the one [`Outbox`] the node lends it.
+/// owns it (`Membership`, `Detector`, `AntiEntropy`, `Store`, `Placement`,
+/// `Router`: private parts, see ARCHITECTURE.md), each part reports its own
+/// deadline, and every part acts on the world through the one `Outbox` the node
+/// lends it.
 pub struct Node<A: Address, R: RngCore> {
     config: Config,
     members: Membership<A>,
@@ -146,11 +147,24 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.detector.health()
     }
 
-    /// How many rumours (membership, placement and state changes) wait in the queue
-    /// to be piggybacked, at most `max_rumours`: a queue that stays deep means news
-    /// is produced faster than gossip spreads it.
+    /// Rumours waiting in the queue: changes that have not yet been piggybacked
+    /// their `retransmit_mult · ⌈log10(n + 1)⌉` times (the rumour queue depth). A
+    /// queue that stays deep means news arrives faster than datagrams carry it.
     pub fn rumours_queued(&self) -> usize {
         self.out.rumours_queued()
+    }
+
+    /// Whether this node's leave is spread: it has left ([`Node::shutdown`], or
+    /// [`Node::leave`] once Left) and its "left" rumour has been sent its whole
+    /// retransmit budget, or no live member is left to tell. False while the node is
+    /// in the cluster. A runtime keeps driving a leaving node until this holds (under
+    /// a time bound, since datagrams may be lost), then stops.
+    pub fn is_leave_spread(&self) -> bool {
+        self.members.has_left()
+            && (self.members.live_len() == 0
+                || !self
+                    .out
+                    .is_rumouring(&Subject::Member(self.members.me().addr.clone())))
     }
 
     /// The largest key plus payload a request may carry through
@@ -383,8 +397,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Stops this node gracefully without giving up its ranges: spreads "left" so that
     /// no one suspects it, and stops probing. Its tokens stay on the ring (shown as
-    /// down), so a restart with its saved placement moves no data. Keep draining
-    /// outputs for a moment so the news gets out.
+    /// down), so a restart with its saved placement moves no data. Keep driving the
+    /// node until [`Node::is_leave_spread`] holds (at once unless the members to tell
+    /// are unconfirmed), so the news gets out.
     pub fn shutdown(&mut self, now: Instant) {
         if !self.members.leave() {
             return;
@@ -394,13 +409,27 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.detector.stop();
         let claim = self.members.own_claim();
         self.queue_member_rumour(claim.clone());
-        // Tell a few members directly rather than waiting for the next round.
+        // When the retransmit budget covers every live member, tell each directly
+        // and spend the whole budget now (the queued rumour rides on each datagram, so
+        // it retires): no one needs a relay, and the leave is spread at once. In a
+        // larger cluster tell a few directly, and gossip rounds spend the rest of the
+        // budget while those few relay it, as for any rumour.
         let encoded = encode_message(&Message::Member(claim));
-        for addr in self
-            .members
-            .pick_live(self.out.rng(), self.config.gossip_fanout, None)
-        {
-            self.out.send(addr, core::slice::from_ref(&encoded), 1);
+        let budget = self.out.retransmit_limit() as usize;
+        let (targets, sends) = if self.members.live_len() <= budget {
+            let all = self.members.pick_live(self.out.rng(), budget, None);
+            let sends = if all.is_empty() { 0 } else { budget };
+            (all, sends)
+        } else {
+            let few = self
+                .members
+                .pick_live(self.out.rng(), self.config.gossip_fanout, None);
+            let sends = few.len();
+            (few, sends)
+        };
+        for addr in targets.iter().cycle().take(sends) {
+            self.out
+                .send(addr.clone(), core::slice::from_ref(&encoded), 1);
         }
         self.router.abandon(&mut self.out);
         self.after_input(now);
