@@ -4,7 +4,7 @@
 //! grapevine node --bind 127.0.0.1:7946 [--seed ADDR|HOST:PORT]... [--join-timeout 30s]
 //!                [--seed-refresh 30s] [--key-file FILE] [--name NAME] [--data-dir DIR]
 //!                [--dc DC] [--rack RACK] [--runtime std|tokio|smol] [--cluster NAME]
-//!                [--metrics ADDR]
+//!                [--metrics ADDR] [--http [ADDR|PORT]]
 //! grapevine status --node 127.0.0.1:7946 [--all] [--json]
 //! grapevine members --node 127.0.0.1:7946 [--status alive|suspect|dead|left]... [--all] [--json]
 //! grapevine ring --node 127.0.0.1:7946 [--json]
@@ -41,7 +41,8 @@
 //! an unknown `--of` node, a missing key, a failed request) exits 1. When stdout is
 //! closed (`grapevine ring | head -1`) a command stops quietly with exit code 0 (see
 //! [`output`]).
-//! `node` serves the admin protocol described in [`admin`].
+//! `node` serves the admin protocol described in [`admin`], and with `--http` the
+//! web view described in [`web`].
 
 /// mimalloc returns freed pages to the OS soon after they empty, so a node's resident
 /// memory follows the state it holds: after a flood's owners are forgotten it shrinks
@@ -65,6 +66,7 @@ mod runtime;
 mod simulate;
 mod store;
 mod verbs;
+mod web;
 
 use std::fmt;
 use std::io::IsTerminal;

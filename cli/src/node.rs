@@ -17,7 +17,7 @@ use crate::runtime::{self, Node};
 use crate::store::Store;
 use crate::{
     CliResult, ClusterArgs, admin, cli_error, default_admin, loopback, metrics, resolve,
-    usage_error,
+    usage_error, web,
 };
 
 /// Arguments of `grapevine node`.
@@ -66,6 +66,12 @@ pub struct NodeArgs {
     /// (e.g. 127.0.0.1:9464; scrape http://ADDR/metrics). Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Serve a web view of the live cluster at this address: members and their
+    /// states, the ring, the rumour queue and events as they happen. A bare port
+    /// (`--http 8080`) or no value binds loopback (no value: the bind port + 2000).
+    /// Read-only, but unauthenticated: expose it only where operators alone reach it.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    http: Option<String>,
     /// Give up (exit 1) when no seed has answered within DURATION (e.g. 30s, 500ms).
     /// Without it the node keeps trying until it joins.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -177,9 +183,17 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     if let Some(addr) = metrics_addr {
         metrics::serve(addr)?;
     }
+    let http_addr = args
+        .http
+        .as_deref()
+        .map(|a| http_addr(a, bind))
+        .transpose()?;
     let store = Store::new(config_max_value);
     let node = runtime::spawn(args.cluster.runtime, options)?;
     let admin_addr = admin::serve(admin_addr, node.clone(), store.clone(), stop_tx.clone())?;
+    let http_addr = http_addr
+        .map(|addr| web::serve(addr, node.clone()))
+        .transpose()?;
     tracing::info!(
         node = %node.local_addr(),
         admin = %admin_addr,
@@ -190,6 +204,9 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     );
     if let Some(addr) = metrics_addr {
         tracing::info!("metrics served at http://{addr}/metrics");
+    }
+    if let Some(addr) = http_addr {
+        tracing::info!("web view served at http://{addr}/");
     }
     let names = node.clone();
     let mut known: HashMap<SocketAddr, String> = HashMap::new();
@@ -227,6 +244,29 @@ pub fn run(args: NodeArgs) -> CliResult<ExitCode> {
     app.stop();
     Ok(ExitCode::SUCCESS)
 }
+
+/// Where `--http` listens: an address, a bare port on loopback, or (no value)
+/// loopback at the node's port + [`WEB_PORT_OFFSET`]. Loopback by default because
+/// the view is unauthenticated and names every member.
+fn http_addr(text: &str, bind: SocketAddr) -> CliResult<SocketAddr> {
+    if text.is_empty() {
+        let port = match bind.port() {
+            0 => 0,
+            p => p.checked_add(WEB_PORT_OFFSET).ok_or_else(|| {
+                usage_error!("node port {p} + {WEB_PORT_OFFSET} is not a port: give --http ADDR")
+            })?,
+        };
+        return Ok(loopback(SocketAddr::new(bind.ip(), port)));
+    }
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(loopback(SocketAddr::new(bind.ip(), port)));
+    }
+    resolve(text)
+}
+
+/// `--http` without a value listens at the node's port plus this (the admin
+/// interface takes + 1000).
+pub const WEB_PORT_OFFSET: u16 = 2000;
 
 /// A `--seed`: an address, or a host name to resolve on every attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -344,6 +384,24 @@ mod tests {
         assert!(parse_duration("5h").is_err());
         assert_eq!(humantime(Duration::from_millis(1500)), "1.5s");
         assert_eq!(humantime(Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn http_binds_loopback_by_default() {
+        let bind: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        assert_eq!(
+            http_addr("", bind).unwrap(),
+            "127.0.0.1:9946".parse().unwrap()
+        );
+        assert_eq!(
+            http_addr("8080", bind).unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            http_addr("10.0.0.1:8080", bind).unwrap(),
+            "10.0.0.1:8080".parse().unwrap()
+        );
+        assert!(http_addr("", "10.0.0.1:65000".parse().unwrap()).is_err());
     }
 
     #[test]
