@@ -220,7 +220,12 @@ fn members_json(node: &Node) -> CliResult<Value> {
 }
 
 fn ring_json(node: &Node) -> CliResult<Value> {
-    let ring = node.ring().wait()?;
+    Ok(ring_value(&node.ring().wait()?, node.local_addr()))
+}
+
+/// The `ring` reply for `ring`, the view of the node at `addr` (also the ring of a
+/// replayed node, for `grapevine web --replay`).
+pub fn ring_value(ring: &RingSnapshot, addr: impl std::fmt::Display) -> Value {
     let owners: Vec<Value> = ring
         .ownership
         .iter()
@@ -244,14 +249,14 @@ fn ring_json(node: &Node) -> CliResult<Value> {
         .iter()
         .map(|(token, name)| json!({ "token": token, "owner": name }))
         .collect();
-    Ok(json!({
-        "node": node.local_addr().to_string(),
+    json!({
+        "node": addr.to_string(),
         "name": ring.name,
-        "ring_digest": digest(&ring),
+        "ring_digest": digest(ring),
         "replication_factor": ring.replication_factor,
         "owners": owners,
         "tokens": tokens,
-    }))
+    })
 }
 
 fn stats_json(node: &Node) -> CliResult<Value> {

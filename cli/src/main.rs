@@ -24,6 +24,7 @@
 //! grapevine simulate [--nodes 100] [--seed 1] [--loss 5%] [--latency 1ms] [--crash I@T]...
 //!                    [--partition 0-49/50-99@T1..T2]... [--duration 60s] [--svg FILE]
 //!                    [--record DIR [--record-node I]] [--json]
+//! grapevine web --replay DIR [--http 127.0.0.1:8080] [--every 250ms]
 //! grapevine demo [--nodes 5]
 //! ```
 //!
@@ -134,6 +135,9 @@ enum Cmd {
     /// Run the deterministic simulator: N nodes on a virtual network with loss,
     /// latency, crashes and partitions; print a summary and write an SVG.
     Simulate(simulate::SimulateArgs),
+    /// Serve the web view on a flight log (`node --record`, `simulate --record`):
+    /// the page scrubs through the node's state over time.
+    Web(web::WebArgs),
     /// Start a cluster in this process on 127.0.0.1, route requests, stop a node
     /// and show its detection and the fail-over.
     Demo(demo::DemoArgs),
@@ -377,6 +381,7 @@ fn main() -> ExitCode {
         Cmd::Dump(args) => dump::run(args),
         Cmd::Replay(args) => replay::run(args),
         Cmd::Simulate(args) => simulate::run(args),
+        Cmd::Web(args) => web::run_replay(args),
     };
     match result {
         Ok(code) => code,

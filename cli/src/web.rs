@@ -1,4 +1,5 @@
-//! `grapevine node --http ADDR`: a web view of the live cluster as this node sees it.
+//! `grapevine node --http ADDR`: a web view of the live cluster as this node sees it;
+//! `grapevine web --replay DIR`: the same page scrubbing through a flight log.
 //!
 //! One page (`web/index.html`, compiled into the binary) and what it reads:
 //!
@@ -15,12 +16,24 @@
 //! tokio runtime of its own; the handle's blocking queries run on its blocking pool,
 //! so a slow answer never stalls the event streams.
 //!
+//! On a flight log (`grapevine node --record`, or `grapevine simulate --record`),
+//! `grapevine web --replay DIR` re-runs the core once through the driver's replay
+//! engine (every output checked, as `grapevine replay` does), keeps a frame every
+//! `--every` of the log's time (the dump and the ring after the last input before
+//! it) and every event with its time, and serves them as `/api/timeline`:
+//! `{"source", "every_ms", "frames": [{"t_ms", "dump", "ring"}], "events": [{"t_ms",
+//! "event"}]}`. The page finds it and shows a slider instead of the live feed.
+//!
 //! Like the admin interface it is unauthenticated (it only reads), and it listens on
 //! loopback unless given an address: the dump names every member and the requests
 //! in flight.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -28,12 +41,16 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use clap::Args;
 use futures_util::Stream;
+use grapevine_driver::record::{Entry, LogReader};
+use grapevine_driver::replay::{Replay, Step, format_time};
 use grapevine_driver::{Event, EventFilter};
 use serde_json::{Value, json};
 
+use crate::node::parse_duration;
 use crate::runtime::Node;
-use crate::{CliResult, admin, cli_error};
+use crate::{CliResult, admin, cli_error, resolve, usage_error};
 
 /// The page, with its script and styles inline: one asset, compiled in.
 const INDEX: &str = include_str!("web/index.html");
@@ -42,15 +59,7 @@ const INDEX: &str = include_str!("web/index.html");
 /// the bound address. Binding happens here, before the node reports it started, so
 /// a port in use is a one-line error (exit 1).
 pub fn serve(addr: SocketAddr, node: Node) -> CliResult<SocketAddr> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|e| cli_error!("--http {addr}: {e}"))?;
-    let local = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("web")
-        .build()
-        .map_err(|e| cli_error!("--http {addr}: cannot start the web runtime: {e}"))?;
+    let (listener, local) = bind(addr)?;
     let app = Router::new()
         .route("/", get(index))
         .route("/api/events", get(events))
@@ -58,21 +67,170 @@ pub fn serve(addr: SocketAddr, node: Node) -> CliResult<SocketAddr> {
         .with_state(node);
     std::thread::Builder::new()
         .name("web".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        tracing::error!(error = %e, "web view: cannot listen");
-                        return;
-                    }
-                };
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "web view stopped");
-                }
-            })
-        })?;
+        .spawn(move || run(listener, app))?;
     Ok(local)
+}
+
+/// Binds the listener itself, so that an address in use is reported at once.
+fn bind(addr: SocketAddr) -> CliResult<(std::net::TcpListener, SocketAddr)> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| cli_error!("--http {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    Ok((listener, local))
+}
+
+/// Serves `app` on `listener` until the process ends, on a one-thread runtime.
+fn run(listener: std::net::TcpListener, app: Router) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "web view: cannot start its runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "web view: cannot listen");
+                return;
+            }
+        };
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "web view stopped");
+        }
+    });
+}
+
+/// Arguments of `grapevine web`.
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// The flight log to scrub through: `grapevine node --record DIR` or
+    /// `grapevine simulate --record DIR`.
+    #[arg(long, value_name = "DIR")]
+    replay: PathBuf,
+    /// Where to serve the page; a bare port binds loopback.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: String,
+    /// The log's time between two frames of the timeline (e.g. 250ms, 1s).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    every: Duration,
+}
+
+/// At most this many frames are kept, so a long log cannot fill the memory: past
+/// it the timeline ends early and says so (a larger `--every` covers more).
+pub const MAX_FRAMES: usize = 4000;
+
+/// Runs `grapevine web --replay DIR`: re-runs the log, then serves the timeline
+/// until interrupted.
+pub fn run_replay(args: WebArgs) -> CliResult<ExitCode> {
+    if args.every.is_zero() {
+        return Err(usage_error!("--every must be above zero"));
+    }
+    let addr = match args.http.parse::<u16>() {
+        Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        Err(_) => resolve(&args.http)?,
+    };
+    let (timeline, summary) = timeline(&args.replay, args.every)?;
+    let (listener, local) = bind(addr)?;
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/api/timeline", get(serve_timeline))
+        .with_state(Arc::new(timeline.to_string()));
+    tracing::info!(
+        "web view of {} ({summary}) served at http://{local}/",
+        args.replay.display()
+    );
+    run(listener, app);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_timeline(State(timeline): State<Arc<String>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        timeline.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// Re-runs the flight log in `dir` and keeps a frame every `every` of its time, and
+/// every event. Returns the timeline and a one-line summary.
+fn timeline(dir: &std::path::Path, every: Duration) -> CliResult<(Value, String)> {
+    let reader = LogReader::open(dir).map_err(|e| cli_error!("{e}"))?;
+    let every_ns = u64::try_from(every.as_nanos()).unwrap_or(u64::MAX);
+    let mut replay = Replay::new();
+    let (mut origin, mut next) = (0u64, 0u64);
+    let (mut frames, mut events) = (Vec::new(), Vec::new());
+    let mut truncated = false;
+    for record in reader {
+        let (number, entry) = record.map_err(|e| cli_error!("{e}"))?;
+        if let Entry::Start(start) = &entry {
+            origin = start.now;
+        }
+        if let Some(now) = entry.now() {
+            // Every frame time this input passes shows the state before it.
+            let t = now.saturating_sub(origin);
+            while t > next && !truncated {
+                if let Some(node) = replay.node() {
+                    frames.push(frame(node, replay.now(), next));
+                }
+                next = next.saturating_add(every_ns);
+                truncated = frames.len() >= MAX_FRAMES;
+            }
+            if truncated {
+                break;
+            }
+        }
+        if let Step::Matched { events: raised } = replay
+            .step(number, &entry)
+            .map_err(|e| cli_error!("{}: {e}", dir.display()))?
+        {
+            let t = replay.now().saturating_sub(origin);
+            for event in raised {
+                events.push(json!({ "t_ms": t / 1_000_000, "event": event_json(&event) }));
+            }
+        }
+    }
+    let node = replay
+        .node()
+        .ok_or_else(|| cli_error!("{}: the log holds no start record", dir.display()))?;
+    let end = replay.now().saturating_sub(origin);
+    if !truncated {
+        frames.push(frame(node, replay.now(), end));
+    }
+    let summary = format!(
+        "{} frames every {} ms up to +{}, {} events{}",
+        frames.len(),
+        every.as_millis(),
+        format_time(end.min(next)),
+        events.len(),
+        if truncated {
+            format!(", cut at {MAX_FRAMES} frames: raise --every to see more")
+        } else {
+            String::new()
+        }
+    );
+    let timeline = json!({
+        "source": dir.display().to_string(),
+        "every_ms": every.as_millis(),
+        "frames": frames,
+        "events": events,
+    });
+    Ok((timeline, summary))
+}
+
+/// One frame: the replayed node's dump and ring at `t_ns` of the log.
+fn frame(node: &grapevine_driver::CoreNode, now: u64, t_ns: u64) -> Value {
+    let dump = grapevine_driver::dump::dump_json(node, grapevine::Instant::from_nanos(now));
+    let ring = admin::ring_value(
+        &grapevine_driver::ring_snapshot(node),
+        dump["node"].as_str().unwrap_or("?"),
+    );
+    json!({ "t_ms": t_ns / 1_000_000, "dump": dump, "ring": ring })
 }
 
 async fn index() -> Response {
@@ -173,7 +331,7 @@ pub fn event_json(event: &Event) -> Value {
         }
         Event::PlacementChanged(placement) => json!({
             "kind": "placement_changed",
-            "status": format!("{:?}", placement.status),
+            "status": placement.status.map(|s| s.to_string()),
             "tokens": placement.tokens.len(),
         }),
         other => json!({ "kind": "other", "debug": format!("{other:?}") }),

@@ -142,8 +142,12 @@ struct Browser {
 impl Browser {
     /// Starts Chromium and opens `url` in a new page.
     fn open(binary: &Path, url: &str) -> Browser {
+        // One profile per browser: Chromium hands a URL to the instance already
+        // running on a profile and exits, and the tests run in parallel.
+        static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let profile =
-            std::env::temp_dir().join(format!("grapevine-web-test-{}", std::process::id()));
+            std::env::temp_dir().join(format!("grapevine-web-test-{}-{n}", std::process::id()));
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"exec "$0" "$@" 3<&0 4>&1 0</dev/null 1>/dev/null"#)
@@ -230,16 +234,19 @@ impl Browser {
         }
     }
 
-    /// The page's DOM as it stands now.
-    fn dom(&mut self) -> String {
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> Value {
         let result = self.call(
             "Runtime.evaluate",
-            json!({ "expression": "document.documentElement.outerHTML", "returnByValue": true }),
+            json!({ "expression": expression, "returnByValue": true }),
         );
-        result["result"]["value"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        result["result"]["value"].clone()
+    }
+
+    /// The page's DOM as it stands now.
+    fn dom(&mut self) -> String {
+        let dom = self.eval("document.documentElement.outerHTML");
+        dom.as_str().unwrap_or_default().to_owned()
     }
 
     /// Reloads the page: what it then shows, it fetched anew.
@@ -470,4 +477,117 @@ fn an_http_port_in_use_is_a_one_line_error() {
         errors[0].contains(&format!("--http 127.0.0.1:{port}")),
         "{stderr}"
     );
+}
+
+/// `grapevine web --replay` on a simulated run's flight log: the page scrubs
+/// through time, and the recorded node's view shows the crashed node alive, then
+/// suspected, then dead.
+#[test]
+fn a_replay_scrubs_through_a_suspicion_to_a_death() {
+    let Some(chromium) = find_chromium() else {
+        let message = "Chromium not found: install it with `apt-get install -y chromium`";
+        if std::env::var_os("CI").is_some() {
+            panic!("{message}; CI must run the browser tests (.ci/run installs it)");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED a_replay_scrubs_through_a_suspicion_to_a_death: {message} (under CI this fails)"
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("grapevine-web-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(BIN)
+        .args(["simulate", "--nodes", "5", "--seed", "3", "--crash", "3@5s"])
+        .args(["--duration", "20s", "--record-node", "0", "--record"])
+        .arg(&dir)
+        .output()
+        .expect("run grapevine simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["web", "--http", "127.0.0.1:0", "--replay"])
+        .arg(&dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start grapevine web");
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().expect("piped stderr"))
+        .read_line(&mut line)
+        .expect("its log line");
+    let server = KillOnDrop(child);
+    let url = line
+        .split("served at ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected log line: {line}"))
+        .trim()
+        .to_owned();
+    let mut browser = Browser::open(&chromium, &url);
+    wait_for("the page to load the timeline", || {
+        let dom = browser.dom();
+        (dom.contains("data-mode=\"replay\"") && dom.contains("data-loaded=\"1\"")).then_some(())
+    });
+    let frames = browser
+        .eval("Number(document.getElementById('scrub').max) + 1")
+        .as_u64()
+        .expect("a frame count");
+    assert!(frames >= 60, "20 s at 250 ms a frame: {frames}");
+    // n3's state in each frame, as the page shows it once the slider moves there.
+    let mut states = Vec::new();
+    for frame in 0..frames {
+        let dom = browser.eval(&format!(
+            "(() => {{ const s = document.getElementById('scrub'); s.value = {frame}; \
+             s.dispatchEvent(new Event('input')); return document.documentElement.outerHTML; }})()"
+        ));
+        let dom = dom.as_str().unwrap_or_default();
+        assert!(
+            dom.contains(&format!("data-frame=\"{frame}\"")),
+            "frame {frame} not shown"
+        );
+        let state = members(dom)
+            .into_iter()
+            .find(|(n, _)| n == "n3")
+            .map(|(_, s)| s);
+        if states.last() != Some(&state) {
+            states.push(state);
+        }
+    }
+    let states: Vec<&str> = states
+        .iter()
+        .map(|s| s.as_deref().unwrap_or("absent"))
+        .collect();
+    eprintln!("n3 as node 0 saw it, frame by frame: {states:?}");
+    let alive = states
+        .iter()
+        .position(|s| *s == "alive")
+        .expect("n3 alive at first");
+    let suspect = states
+        .iter()
+        .position(|s| *s == "suspect")
+        .expect("n3 suspected");
+    let dead = states.iter().position(|s| *s == "dead").expect("n3 dead");
+    assert!(alive < suspect && suspect < dead, "{states:?}");
+    assert_eq!(states.last(), Some(&"dead"), "{states:?}");
+    // At the last frame the event list holds the death, with its time in the log.
+    assert!(browser.dom().contains("data-kind=\"member_died\""));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

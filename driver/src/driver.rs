@@ -906,55 +906,7 @@ impl Driver {
     /// The token ring: the natural replicas' tokens by owner name, and each member's
     /// share, with its address, liveness and topology state.
     pub fn ring(&self) -> RingSnapshot {
-        let ring = self.node.ring();
-        let rf = self.node.config().replication_factor;
-        let tokens: Vec<(i64, String)> = ring
-            .tokens()
-            .map(|(t, o)| (t, o.name().to_string()))
-            .collect();
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for (_, name) in &tokens {
-            *counts.entry(name.as_str()).or_default() += 1;
-        }
-        let replica: HashMap<String, f64> = ring
-            .ownership(rf)
-            .into_iter()
-            .map(|(o, share)| (o.name().to_string(), share))
-            .collect();
-        let primary: HashMap<String, f64> = ring
-            .ownership(1)
-            .into_iter()
-            .map(|(o, share)| (o.name().to_string(), share))
-            .collect();
-        let members: HashMap<SocketAddr, grapevine::Status> =
-            self.node.members().map(|m| (m.id.addr, m.state)).collect();
-        let mut ownership: Vec<Ownership> = self
-            .node
-            .topology()
-            .map(|r| Ownership {
-                name: r.name.clone(),
-                addr: r.addr,
-                state: members
-                    .get(&r.addr)
-                    .copied()
-                    .unwrap_or(grapevine::Status::Dead),
-                topology: r.status,
-                datacenter: r.location.datacenter.clone(),
-                rack: r.location.rack.clone(),
-                tokens: counts.get(r.name.as_str()).copied().unwrap_or(0),
-                primary: primary.get(&r.name).copied().unwrap_or(0.0),
-                replica: replica.get(&r.name).copied().unwrap_or(0.0),
-            })
-            .collect();
-        ownership.sort_by(|a, b| a.name.cmp(&b.name));
-        RingSnapshot {
-            name: self.node.name().to_owned(),
-            ready: self.node.is_ready(),
-            digest: self.node.ring_digest(),
-            replication_factor: rf,
-            tokens,
-            ownership,
-        }
+        ring_snapshot(&self.node)
     }
 
     /// Where `key` routes.
@@ -1002,6 +954,59 @@ fn random_seed(generation: u64, addr: SocketAddr) -> u64 {
     generation.hash(&mut hasher);
     addr.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The token ring of `node`, as [`Driver::ring`] reports it: also for a core that no
+/// driver runs, such as one re-run from a flight log (`grapevine web --replay`).
+pub fn ring_snapshot(node: &CoreNode) -> RingSnapshot {
+    let ring = node.ring();
+    let rf = node.config().replication_factor;
+    let tokens: Vec<(i64, String)> = ring
+        .tokens()
+        .map(|(t, o)| (t, o.name().to_string()))
+        .collect();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (_, name) in &tokens {
+        *counts.entry(name.as_str()).or_default() += 1;
+    }
+    let replica: HashMap<String, f64> = ring
+        .ownership(rf)
+        .into_iter()
+        .map(|(o, share)| (o.name().to_string(), share))
+        .collect();
+    let primary: HashMap<String, f64> = ring
+        .ownership(1)
+        .into_iter()
+        .map(|(o, share)| (o.name().to_string(), share))
+        .collect();
+    let members: HashMap<SocketAddr, grapevine::Status> =
+        node.members().map(|m| (m.id.addr, m.state)).collect();
+    let mut ownership: Vec<Ownership> = node
+        .topology()
+        .map(|r| Ownership {
+            name: r.name.clone(),
+            addr: r.addr,
+            state: members
+                .get(&r.addr)
+                .copied()
+                .unwrap_or(grapevine::Status::Dead),
+            topology: r.status,
+            datacenter: r.location.datacenter.clone(),
+            rack: r.location.rack.clone(),
+            tokens: counts.get(r.name.as_str()).copied().unwrap_or(0),
+            primary: primary.get(&r.name).copied().unwrap_or(0.0),
+            replica: replica.get(&r.name).copied().unwrap_or(0.0),
+        })
+        .collect();
+    ownership.sort_by(|a, b| a.name.cmp(&b.name));
+    RingSnapshot {
+        name: node.name().to_owned(),
+        ready: node.is_ready(),
+        digest: node.ring_digest(),
+        replication_factor: rf,
+        tokens,
+        ownership,
+    }
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ use std::net::SocketAddr;
 
 pub use clock::Clock;
 pub use command::{Command, Delivery, EventSink, Reply};
-pub use driver::Driver;
+pub use driver::{Driver, ring_snapshot};
 pub use filter::EventFilter;
 pub use grapevine::{Config, Key, Keyring, LocalPlacement, Location, RequestId, Status, Topology};
 pub use handle::{Events, Handle, Pending, Recv};
