@@ -501,6 +501,8 @@ fn a_replay_scrubs_through_a_suspicion_to_a_death() {
         .args(["simulate", "--nodes", "5", "--seed", "3", "--crash", "3@5s"])
         .args(["--duration", "20s", "--record-node", "0", "--record"])
         .arg(&dir)
+        .arg("--svg")
+        .arg(dir.with_extension("svg"))
         .output()
         .expect("run grapevine simulate");
     assert!(
@@ -580,6 +582,7 @@ fn a_replay_scrubs_through_a_suspicion_to_a_death() {
     assert!(browser.dom().contains("data-kind=\"member_died\""));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("svg"));
 }
 
 /// A child process killed when the test ends, however it ends.
