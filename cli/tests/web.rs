@@ -263,6 +263,18 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ask Chromium to close, so that it ends its own helper processes; kill it
+        // if it has not gone within a few seconds.
+        let close = json!({ "id": 0, "method": "Browser.close" });
+        let _ = self.commands.write_all(format!("{close}\0").as_bytes());
+        let _ = self.commands.flush();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
