@@ -439,11 +439,13 @@ fn the_page_shows_the_live_cluster_and_a_death() {
         seen <= bound + PAGE_REFRESH,
         "n3 shown dead after {seen:?}, beyond the detection bound {bound:?} + the page's refresh {PAGE_REFRESH:?}"
     );
-    let alive: Vec<(String, String)> = members(&last)
+    // The survivors are still live (a loaded machine may have one of them
+    // suspected for a moment, which is not what this test is about).
+    let live = members(&last)
         .into_iter()
-        .filter(|(n, s)| n != "n3" && s == "alive")
-        .collect();
-    assert_eq!(alive.len(), 2, "{last}");
+        .filter(|(n, s)| n != "n3" && (s == "alive" || s == "suspect"))
+        .count();
+    assert_eq!(live, 2, "{last}");
     // Its ranges stay on the ring (a crash moves no data), drawn as a dead owner's.
     assert_eq!(ranges(&last).iter().filter(|o| *o == "n3").count(), 16);
     assert!(last.contains("data-owner-state=\"dead\""), "{last}");
