@@ -7,6 +7,9 @@
 //! Chromium comes from Debian's package (`apt-get install -y chromium`, which
 //! `.ci/run` does). Without it the test fails when `CI` is set and says how to get
 //! it; elsewhere it prints that it skipped and why.
+//!
+//! The README's picture of the page comes from here:
+//! `GRAPEVINE_WEB_SCREENSHOT=$PWD/docs/web-view.png cargo test -p grapevine-cli --test web`.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
