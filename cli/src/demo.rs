@@ -217,7 +217,11 @@ pub fn run(args: DemoArgs) -> CliResult<ExitCode> {
     let n = usize::from(args.nodes);
     let seed = args.seed.unwrap_or_else(Clock::generation);
     let mut rand = Rand(seed | 1);
-    let config = args.profile.config("demo");
+    // A cluster name of its own per run: a port one demo freed and another process
+    // took (two demos at once, a stray node) must not merge two clusters into one.
+    let config = args
+        .profile
+        .config(&format!("demo-{seed:x}-{}", std::process::id()));
     outln!(
         "starting {n} nodes on 127.0.0.1 ({} runtime, {} profile: probe every {:?}, gossip every {:?}, request timeout {:?}; seed {seed})",
         args.runtime,

@@ -91,6 +91,16 @@ impl NodeProcess {
         if !extra.contains(&"--admin") {
             cmd.args(["--admin", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--cluster") {
+            // One cluster per test (libtest names each test's thread after it): tests
+            // run at once, and a port one test's killed node freed may be taken by
+            // another test's node, which must not merge the two clusters.
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-");
+            cmd.args(["--cluster", &format!("{test}-{}", std::process::id())]);
+        }
         cmd.args(extra);
         if let Some(seed) = seed {
             cmd.args(["--seed", seed]);
@@ -167,8 +177,7 @@ impl Drop for NodeProcess {
 }
 
 /// Starts `n` nodes (`n1`..) seeded by the first, and waits until every one is
-/// ready on one ring with `n` normal members and holds every other node's store
-/// address (so a put can reach each replica).
+/// ready on one ring with `n` normal members.
 pub fn cluster(n: usize) -> Vec<NodeProcess> {
     let mut nodes: Vec<NodeProcess> = Vec::new();
     for i in 1..=n {

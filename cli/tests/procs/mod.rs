@@ -25,8 +25,18 @@ pub fn command(ns: Option<&str>, args: &[&str]) -> Command {
         }
         None => Command::new(BIN),
     };
-    cmd.args(args)
-        .env("RUST_LOG", "info")
+    cmd.args(args);
+    if args.first() == Some(&"node") && !args.contains(&"--cluster") {
+        // One cluster per test unless the test names one (libtest names each test's
+        // thread after it): tests run at once, and a port one test's killed node
+        // freed may be taken by another test's node, which must not merge clusters.
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        cmd.args(["--cluster", &format!("{test}-{}", std::process::id())]);
+    }
+    cmd.env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     cmd
