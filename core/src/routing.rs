@@ -281,14 +281,7 @@ impl<A: Address> Router<A> {
         me: &NodeId<A>,
         out: &mut Outbox<A, R>,
     ) -> Result<RequestId, RequestError> {
-        let len = key.len() + payload.len();
-        let max = Self::max_request_bytes(out);
-        if len > max {
-            return Err(RequestError::TooLarge { len, max });
-        }
-        if self.in_flight() >= self.max_in_flight {
-            return Err(RequestError::TooManyInFlight);
-        }
+        self.check_room(key, &payload, out)?;
         let set = route(key);
         if set.replicas.is_empty() {
             return Err(RequestError::NoReplica);
@@ -300,21 +293,65 @@ impl<A: Address> Router<A> {
             let Some(target) = first_live(&set, &[]) else {
                 return Err(RequestError::Unavailable);
             };
-            let deadline = now + self.request_timeout;
-            self.forward(target.clone(), id, key.to_vec(), payload.clone(), me, out);
-            self.outgoing.insert(
-                id,
-                Outgoing {
-                    key: key.to_vec(),
-                    payload,
-                    tried: alloc::vec![target.clone()],
-                    target,
-                    deadline,
-                    direct: false,
-                },
-            );
+            self.send_tracked(now, target, id, key, payload, false, me, out);
         }
         Ok(RequestId(id))
+    }
+
+    /// Refuses what cannot be tracked or sent: a key and payload larger than a
+    /// datagram, or a full request table.
+    fn check_room<R: RngCore>(
+        &self,
+        key: &[u8],
+        payload: &[u8],
+        out: &Outbox<A, R>,
+    ) -> Result<(), RequestError> {
+        let len = key.len() + payload.len();
+        let max = Self::max_request_bytes(out);
+        if len > max {
+            return Err(RequestError::TooLarge { len, max });
+        }
+        if self.in_flight() >= self.max_in_flight {
+            return Err(RequestError::TooManyInFlight);
+        }
+        Ok(())
+    }
+
+    /// Sends request `id` to `target` and tracks it until its answer or deadline; a
+    /// `direct` one is for that replica alone (no hops, no fail-over).
+    #[allow(clippy::too_many_arguments)]
+    fn send_tracked<R: RngCore>(
+        &mut self,
+        now: Instant,
+        target: A,
+        id: u64,
+        key: &[u8],
+        payload: Vec<u8>,
+        direct: bool,
+        me: &NodeId<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let hops = if direct { DIRECT } else { self.max_hops };
+        self.forward(
+            target.clone(),
+            id,
+            hops,
+            key.to_vec(),
+            payload.clone(),
+            me,
+            out,
+        );
+        self.outgoing.insert(
+            id,
+            Outgoing {
+                key: key.to_vec(),
+                payload,
+                tried: alloc::vec![target.clone()],
+                target,
+                deadline: now + self.request_timeout,
+                direct,
+            },
+        );
     }
 
     /// A request for one chosen replica of `key` (a natural or a pending one): a store
@@ -331,14 +368,7 @@ impl<A: Address> Router<A> {
         me: &NodeId<A>,
         out: &mut Outbox<A, R>,
     ) -> Result<RequestId, RequestError> {
-        let len = key.len() + payload.len();
-        let max = Self::max_request_bytes(out);
-        if len > max {
-            return Err(RequestError::TooLarge { len, max });
-        }
-        if self.in_flight() >= self.max_in_flight {
-            return Err(RequestError::TooManyInFlight);
-        }
+        self.check_room(key, &payload, out)?;
         let set = route(key);
         let Some(replica) = set
             .replicas
@@ -354,29 +384,9 @@ impl<A: Address> Router<A> {
         let id = self.next_id();
         if *to == *me {
             self.deliver_locally(now, id, None, key.to_vec(), payload, out);
-            return Ok(RequestId(id));
+        } else {
+            self.send_tracked(now, to.addr.clone(), id, key, payload, true, me, out);
         }
-        let target = to.addr.clone();
-        let req = ForwardedRequest {
-            origin: me.clone(),
-            id,
-            hops: DIRECT,
-            key: key.to_vec(),
-            payload: payload.clone(),
-        };
-        out.count().requests_forwarded += 1;
-        out.send(target.clone(), &[encode_message(&Message::Request(req))], 1);
-        self.outgoing.insert(
-            id,
-            Outgoing {
-                key: key.to_vec(),
-                payload,
-                tried: alloc::vec![target.clone()],
-                target,
-                deadline: now + self.request_timeout,
-                direct: true,
-            },
-        );
         Ok(RequestId(id))
     }
 
@@ -435,10 +445,12 @@ impl<A: Address> Router<A> {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward<R: RngCore>(
         &mut self,
         to: A,
         id: u64,
+        hops: u8,
         key: Vec<u8>,
         payload: Vec<u8>,
         me: &NodeId<A>,
@@ -447,7 +459,7 @@ impl<A: Address> Router<A> {
         let req = ForwardedRequest {
             origin: me.clone(),
             id,
-            hops: self.max_hops,
+            hops,
             key,
             payload,
         };
@@ -586,7 +598,16 @@ impl<A: Address> Router<A> {
             return;
         };
         out.count().requests_failed_over += 1;
-        self.forward(next.clone(), id, o.key.clone(), o.payload.clone(), me, out);
+        let hops = self.max_hops;
+        self.forward(
+            next.clone(),
+            id,
+            hops,
+            o.key.clone(),
+            o.payload.clone(),
+            me,
+            out,
+        );
         let deadline = now + self.request_timeout;
         let mut tried = o.tried;
         tried.push(next.clone());
