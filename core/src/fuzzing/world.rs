@@ -999,6 +999,26 @@ mod tests {
         w.check_liveness();
     }
 
+    /// Found by the `node` target and not fixed yet: after restarts, two leaves and
+    /// rejoins in the same life (3 nodes, 4 vnodes, 512-byte datagrams), node 3 calls
+    /// `join` again after `leave` at incarnation 0. When the quiet period begins node 3
+    /// (Joining) holds both others alive, node 2 holds node 3's life as Dead at
+    /// incarnation 0, node 1 does not hold it; 241 s later nodes 1 and 2 hold only each
+    /// other and node 3 holds only itself. Likely cause: a rejoin while still Leaving
+    /// (decommission not finished) keeps incarnation 0, so the others' verdict on that
+    /// life is never outranked. Replay:
+    /// `cargo test -p grapevine --features arbitrary --lib -- --ignored liveness_after`.
+    #[test]
+    #[ignore = "known liveness failure found by the fuzzer; not fixed yet (fuzz/README.md)"]
+    fn liveness_after_leave_and_rejoin() {
+        use arbitrary::Arbitrary;
+        let bytes =
+            include_bytes!("../../../fuzz/regressions/node/liveness-after-leave-and-rejoin");
+        let scenario = Scenario::arbitrary_take_rest(arbitrary::Unstructured::new(bytes))
+            .expect("the fuzzer's input parses");
+        run(scenario);
+    }
+
     /// Placement records from a stranger: one datagram each, distinct names. The table
     /// holds at most twice a full member table (it was unbounded; see fuzz/README.md).
     #[test]
