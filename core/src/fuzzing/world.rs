@@ -1004,9 +1004,10 @@ mod tests {
     /// `join` again after `leave` at incarnation 0. When the quiet period begins node 3
     /// (Joining) holds both others alive, node 2 holds node 3's life as Dead at
     /// incarnation 0, node 1 does not hold it; 241 s later nodes 1 and 2 hold only each
-    /// other and node 3 holds only itself. Traced: within the first 10 s node 3 drops
-    /// both live peers from its table (removed, not declared dead) and node 2 drops its
-    /// dead entry for node 3; with no entry on either side and no reachable seed,
+    /// other and node 3 holds only itself. Traced: node 3 held both peers unconfirmed
+    /// (no ack had confirmed them since its rejoin) and 1.5 s into the quiet period
+    /// the unconfirmed expiry forgot both (`members_evicted` 2); node 2 then dropped
+    /// its dead entry for node 3; with no entry on either side and no reachable seed,
     /// nobody contacts anybody again: a permanent split. Raising the incarnation on a
     /// rejoin while Leaving does not fix it (tried). Replay:
     /// `cargo test -p grapevine --features arbitrary --lib -- --ignored liveness_after`.
