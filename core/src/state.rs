@@ -158,6 +158,16 @@ impl OwnerState {
         }
     }
 
+    /// Whether `version` of `key` is newer than what we hold: above the version we
+    /// have, or, absent, above the watermark (below it and absent: we held it once and
+    /// a delete collected it).
+    pub fn is_news(&self, key: &str, version: u64) -> bool {
+        match self.entries.get(key) {
+            Some(e) => e.version < version,
+            None => version > self.watermark,
+        }
+    }
+
     /// Max-version-wins merge of one key.
     pub fn merge(
         &mut self,
@@ -166,13 +176,10 @@ impl OwnerState {
         value: Option<Vec<u8>>,
         max_bytes: usize,
     ) -> Merge {
-        let old = self.entries.get(key);
-        match old {
-            Some(e) if e.version >= version => return Merge::Stale,
-            // Below the watermark and absent: we held it once and a delete collected it.
-            None if version <= self.watermark => return Merge::Stale,
-            _ => {}
+        if !self.is_news(key, version) {
+            return Merge::Stale;
         }
+        let old = self.entries.get(key);
         let old_bytes = old.map_or(0, |e| entry_bytes(key, &e.value));
         let new_bytes = entry_bytes(key, &value);
         if self.bytes - old_bytes + new_bytes > max_bytes {
@@ -357,10 +364,7 @@ impl<A: Address> Store<A> {
             Some(st) if st.generation != stub.owner.generation => {
                 st.generation < stub.owner.generation
             }
-            Some(st) => match st.entries.get(&stub.key) {
-                Some(e) => e.version < stub.version,
-                None => stub.version > st.watermark,
-            },
+            Some(st) => st.is_news(&stub.key, stub.version),
         }
     }
 

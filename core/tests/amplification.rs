@@ -30,6 +30,18 @@ fn node(i: u8, key: Option<[u8; 32]>) -> TestNode {
     n
 }
 
+/// An unsealed datagram of the "amp" cluster carrying `body`.
+fn unsealed(body: BodyBuilder) -> Vec<u8> {
+    let mut data = Vec::new();
+    Header {
+        flags: 0,
+        cluster_id: cluster_id("amp"),
+    }
+    .write(&mut data);
+    data.extend_from_slice(&body.finish());
+    data
+}
+
 /// Runs `nodes` on a lossless, instant network until `until`, returning every
 /// datagram delivered as `(from, to, bytes)`.
 fn run(nodes: &mut [TestNode], until: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
@@ -117,13 +129,7 @@ fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
             status: Status::Alive,
         })));
     }
-    let mut data = Vec::new();
-    Header {
-        flags: 0,
-        cluster_id: cluster_id("amp"),
-    }
-    .write(&mut data);
-    data.extend_from_slice(&body.finish());
+    let data = unsealed(body);
 
     let target = &mut nodes[0];
     while target.poll_transmit().is_some() {}
@@ -210,13 +216,7 @@ fn a_spoofed_chunk_request_is_not_served_and_a_spoofed_stub_is_fetched_from_its_
         len: 5_000,
         hash: 1,
     })));
-    let mut data = Vec::new();
-    Header {
-        flags: 0,
-        cluster_id: cluster_id("amp"),
-    }
-    .write(&mut data);
-    data.extend_from_slice(&body.finish());
+    let data = unsealed(body);
     let target = &mut nodes[0];
     while target.poll_transmit().is_some() {}
     let now = Instant::from_secs(30);

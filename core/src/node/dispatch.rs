@@ -149,11 +149,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 // A want is small and its answer is not: only a confirmed, live member
                 // speaking from its own address is served (no reflection, no
                 // amplification towards a third party).
-                let member = self
-                    .members
-                    .get(&sender.addr)
-                    .is_some_and(|m| m.id == *sender && m.status.is_live());
-                if !direct || !member || !self.members.is_confirmed(&sender.addr) {
+                if !direct || !self.members.is_live_owner(sender) {
                     return;
                 }
                 if let Some(value) = self.store.value_at(&want.owner, &want.key, want.version) {

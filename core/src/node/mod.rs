@@ -514,12 +514,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if self.transfers.poll_timeout().is_some_and(|t| t <= now) {
             // After two silent retries, ask the owner itself if it is up.
             let members = &self.members;
-            let owner_if_live = |owner: &NodeId<A>| {
-                members
-                    .get(&owner.addr)
-                    .filter(|m| m.id == *owner && m.status.is_live())
-                    .map(|_| owner.addr.clone())
-            };
+            let owner_if_live =
+                |owner: &NodeId<A>| members.is_live_owner(owner).then(|| owner.addr.clone());
             self.transfers
                 .on_timeout(now, &owner_if_live, &mut self.out);
         }
