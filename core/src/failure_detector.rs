@@ -618,7 +618,7 @@ mod tests {
     /// Our membership, with `others` alive at generation 1, incarnation 0.
     fn members(others: &[u32]) -> Membership<u32> {
         let mut m = Membership::new(NodeId::new(ME, 1), 64, SeededState(1));
-        m.join(core::iter::empty());
+        m.join(Instant::ZERO, core::iter::empty());
         for &a in others {
             m.apply(&alive(a), Instant::ZERO);
             m.confirm(&a);

@@ -297,6 +297,10 @@ pub(crate) struct Membership<A> {
     ping_at: usize,
     max_members: usize,
     max_unconfirmed: usize,
+    /// When we last called `join`: an unconfirmed member's time to answer starts no
+    /// earlier, because before it we send nothing (no admission ping), so silence
+    /// proves nothing yet.
+    joined_at: Instant,
 }
 
 impl<A: crate::Address> Membership<A> {
@@ -327,6 +331,7 @@ impl<A: crate::Address> Membership<A> {
             ping_at: 0,
             max_members,
             max_unconfirmed: (max_members * usize::from(share.min(100)) / 100).max(1),
+            joined_at: Instant::ZERO,
         }
     }
 
@@ -352,13 +357,14 @@ impl<A: crate::Address> Membership<A> {
         self.lifecycle == Lifecycle::Left
     }
 
-    /// Enters the cluster through `seeds`; a node that left comes back at a higher
-    /// incarnation, so its "alive" beats its own "left".
-    pub fn join(&mut self, seeds: impl IntoIterator<Item = A>) {
+    /// Enters the cluster through `seeds` at `now`; a node that left comes back at a
+    /// higher incarnation, so its "alive" beats its own "left".
+    pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
         if self.lifecycle == Lifecycle::Left {
             self.incarnation += 1;
         }
         self.lifecycle = Lifecycle::Active;
+        self.joined_at = now;
         self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
     }
 
@@ -530,13 +536,22 @@ impl<A: crate::Address> Membership<A> {
     /// Forgets the members that stayed unconfirmed for `ttl`: their admission ping
     /// went unanswered (a forged identity never answers), so the table shrinks back
     /// once a flood stops. A real member dropped this way is learned again from its
-    /// peers and pinged again.
+    /// peers and pinged again. The time counts from when the member was learned or
+    /// from our last `join`, whichever is later: members learned before we joined
+    /// (a restarted node hears from its old peers before it joins) were never pinged,
+    /// and forgetting them at the first round would cut a node off from the only
+    /// members it knows.
     pub fn expire_unconfirmed(&mut self, now: Instant, ttl: core::time::Duration) -> Vec<A> {
+        let start = self.joined_at;
         let expired: Vec<A> = self
             .unconfirmed
             .list
             .iter()
-            .filter(|a| self.map.get(*a).is_some_and(|m| m.since + ttl <= now))
+            .filter(|a| {
+                self.map
+                    .get(*a)
+                    .is_some_and(|m| m.since.max(start) + ttl <= now)
+            })
             .cloned()
             .collect();
         for addr in &expired {
@@ -860,7 +875,7 @@ mod tests {
             100,
             crate::hash::SeededState(1),
         );
-        m.join([0, 9]);
+        m.join(Instant::ZERO, [0, 9]);
         m
     }
 
@@ -983,6 +998,28 @@ mod tests {
         assert_eq!(m.live(), &[1]);
     }
 
+    /// Members learned before `join` were never pinged: their time to answer starts
+    /// at `join`, so the first round after a late join does not forget them.
+    #[test]
+    fn unconfirmed_time_to_answer_starts_at_join() {
+        use Status::*;
+        let mut m = table(16);
+        m.apply(&about(1, 1, 0, Alive), Instant::from_secs(1));
+        assert_eq!(m.unconfirmed_len(), 1);
+        let ttl = core::time::Duration::from_secs(30);
+        m.join(Instant::from_secs(100), []);
+        assert!(
+            m.expire_unconfirmed(Instant::from_secs(101), ttl)
+                .is_empty()
+        );
+        assert!(
+            m.expire_unconfirmed(Instant::from_secs(129), ttl)
+                .is_empty()
+        );
+        assert_eq!(m.expire_unconfirmed(Instant::from_secs(130), ttl), [1]);
+        assert_eq!(m.unconfirmed_len(), 0);
+    }
+
     #[test]
     fn since_moves_only_when_the_status_or_life_changes() {
         use Status::*;
@@ -1057,7 +1094,7 @@ mod tests {
         let mut m = Membership::new(NodeId::new(0, 5), 16, crate::hash::SeededState(1));
         // Not in the cluster yet: nothing to refute.
         assert_eq!(m.refute(&about(0, 5, 0, Suspect)), Refutation::Ignore);
-        m.join([]);
+        m.join(Instant::ZERO, []);
         assert_eq!(
             m.refute(&about(0, 5, 0, Alive)),
             Refutation::Ignore,
@@ -1109,7 +1146,7 @@ mod tests {
             "we left"
         );
         assert_eq!(m.own_claim(), about(0, 5, 8, Left));
-        m.join([]);
+        m.join(Instant::ZERO, []);
         assert_eq!(
             m.own_claim(),
             about(0, 5, 9, Alive),

@@ -999,20 +999,14 @@ mod tests {
         w.check_liveness();
     }
 
-    /// Found by the `node` target and not fixed yet: after restarts, two leaves and
-    /// rejoins in the same life (3 nodes, 4 vnodes, 512-byte datagrams), node 3 calls
-    /// `join` again after `leave` at incarnation 0. When the quiet period begins node 3
-    /// (Joining) holds both others alive, node 2 holds node 3's life as Dead at
-    /// incarnation 0, node 1 does not hold it; 241 s later nodes 1 and 2 hold only each
-    /// other and node 3 holds only itself. Traced: node 3 held both peers unconfirmed
-    /// (no ack had confirmed them since its rejoin) and 1.5 s into the quiet period
-    /// the unconfirmed expiry forgot both (`members_evicted` 2); node 2 then dropped
-    /// its dead entry for node 3; with no entry on either side and no reachable seed,
-    /// nobody contacts anybody again: a permanent split. Raising the incarnation on a
-    /// rejoin while Leaving does not fix it (tried). Replay:
-    /// `cargo test -p grapevine --features arbitrary --lib -- --ignored liveness_after`.
+    /// Found by the `node` target (3 nodes, 4 vnodes, 512-byte datagrams): a restarted
+    /// node heard from its old peers before it joined, so it held both of them
+    /// unconfirmed, with no admission ping sent. It then joined through seeds that do
+    /// not exist, and its first gossip round expired both (they had been unconfirmed
+    /// longer than the time to answer), before any ping: with no entry on either side
+    /// and no reachable seed, a permanent split. Fixed: the time to answer counts from
+    /// `join` at the earliest, and `join` pings the unconfirmed members at once.
     #[test]
-    #[ignore = "known liveness failure found by the fuzzer; not fixed yet (fuzz/README.md)"]
     fn liveness_after_leave_and_rejoin() {
         use arbitrary::Arbitrary;
         let bytes =

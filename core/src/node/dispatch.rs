@@ -379,6 +379,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     // ----- the gossip round ---------------------------------------------------------
 
+    /// Pings the next few unconfirmed members again (their first ping may have been
+    /// lost, or sent before we joined).
+    pub(super) fn readmit(&mut self) {
+        for addr in self.members.next_unconfirmed(READMISSIONS_PER_ROUND) {
+            self.detector.admit(&addr, &mut self.out);
+        }
+    }
+
     pub(super) fn gossip_round(&mut self, now: Instant) {
         let ttl = self
             .config
@@ -387,9 +395,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         for addr in self.members.expire_unconfirmed(now, ttl) {
             self.forget_member(&addr);
         }
-        for addr in self.members.next_unconfirmed(READMISSIONS_PER_ROUND) {
-            self.detector.admit(&addr, &mut self.out);
-        }
+        self.readmit();
         for addr in self.members.expire_dead(now, self.config.dead_retention) {
             self.store.forget(&addr);
             self.transfers.forget_owner(&addr);

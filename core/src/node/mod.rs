@@ -338,7 +338,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Starts the node and announces it to `seeds` (none for the first node).
     /// Calling it again after [`Node::leave`] rejoins with a higher incarnation.
     pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
-        self.members.join(seeds);
+        self.members.join(now, seeds);
         let me = self.members.me().clone();
         self.refresh_tree(&me.addr);
         self.queue_member_rumour(self.members.own_claim());
@@ -352,6 +352,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 .event(Event::PlacementChanged(alloc::boxed::Box::new(saved)));
         }
         self.contact_seeds();
+        // Members heard of before joining (a restarted node hears from its old peers)
+        // are unconfirmed: ping them now, as peers we can reach besides the seeds.
+        self.readmit();
         self.after_input(now);
     }
 
