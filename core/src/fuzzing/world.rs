@@ -119,6 +119,8 @@ pub struct Scenario {
 
 const KEY: [u8; 32] = [0x5a; 32];
 const MAX_IN_FLIGHT: usize = 256;
+/// How often the liveness check looks whether the views have settled (simulated).
+const SETTLE_CHECK: Duration = Duration::from_secs(5);
 
 /// The config every fuzzed node gets: small bounds, so that they are reached.
 pub fn fuzz_config(setup: &Setup) -> Config {
@@ -227,6 +229,14 @@ struct World {
     state_forged: bool,
 }
 
+/// The root of `x` in a union-find forest of node indices.
+fn root(comp: &mut [usize], mut x: usize) -> usize {
+    while comp[x] != x {
+        x = comp[x];
+    }
+    x
+}
+
 fn addr_of(i: usize) -> FuzzAddr {
     i as FuzzAddr + 1
 }
@@ -331,6 +341,12 @@ impl World {
                 );
             }
         }
+        self.check_node(i);
+    }
+
+    /// The invariants of node `i` (see the module's list).
+    fn check_node(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
         check(slot, &self.config);
         check_bounds(&slot.node, &self.config);
         check_ring(slot);
@@ -523,12 +539,6 @@ impl World {
         };
         // Components, by union-find over the up nodes.
         let mut comp: Vec<usize> = (0..self.slots.len()).collect();
-        fn root(comp: &mut [usize], mut x: usize) -> usize {
-            while comp[x] != x {
-                x = comp[x];
-            }
-            x
-        }
         for &a in &up {
             for &b in &up {
                 if a != b && holds_live(&self.slots[a], &self.slots[b]) {
@@ -538,7 +548,20 @@ impl World {
             }
         }
         let quiet = self.quiet_period();
-        self.run_for(quiet);
+        // The period ends early once every pair of its component holds the other
+        // alive, confirmed, at its current life, with no suspicion pending: on a
+        // healthy network nothing can move such a view again (every ping is answered,
+        // no unconfirmed entry is left to expire), so waiting longer only costs
+        // executions. Checked every few simulated seconds.
+        let mut waited = Duration::ZERO;
+        while waited < quiet {
+            let slice = SETTLE_CHECK.min(quiet - waited);
+            self.run_for(slice);
+            waited += slice;
+            if self.settled(&up, &mut comp) {
+                return;
+            }
+        }
         for &a in &up {
             for &b in &up {
                 if a == b || root(&mut comp, a) != root(&mut comp, b) {
@@ -561,6 +584,32 @@ impl World {
                 );
             }
         }
+    }
+
+    /// Whether every up node holds every other up node of its component alive,
+    /// confirmed, at its current life or later, and without a suspicion timer.
+    fn settled(&self, up: &[usize], comp: &mut [usize]) -> bool {
+        for &a in up {
+            let dump = self.slots[a].node.dump();
+            for &b in up {
+                if a == b || root(comp, a) != root(comp, b) {
+                    continue;
+                }
+                let sb = &self.slots[b];
+                let b_addr = addr_of(b);
+                let firm = dump.members.iter().any(|m| {
+                    m.id.addr == b_addr
+                        && m.status == Status::Alive
+                        && m.confirmed
+                        && m.suspicion.is_none()
+                        && m.id.generation >= sb.generation
+                });
+                if !firm {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn step(&mut self, input: Input) {
