@@ -11,6 +11,7 @@
 
 use alloc::vec::Vec;
 use core::time::Duration;
+use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
@@ -97,17 +98,23 @@ pub(crate) fn summary_entry<A: crate::Address>(
 }
 
 /// The anti-entropy part: the summary tree and the round timer.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct AntiEntropy<A> {
+    #[serde(with = "crate::snapshot::array")]
     buckets: [u64; BUCKETS],
     groups: [u64; SYNC_FANOUT],
     root: u64,
+    #[serde(with = "crate::snapshot::map")]
     entries: Map<A, u64>,
     /// Members by bucket, so a digest lists a bucket without scanning every member.
+    #[serde(with = "crate::snapshot::array")]
     members: [Vec<A>; BUCKETS],
     /// Placement records by name: leaves of the same tree, so that one exchange
     /// repairs membership, state and placement alike.
+    #[serde(with = "crate::snapshot::map")]
     records: Map<String, u64>,
+    #[serde(with = "crate::snapshot::array")]
     names: [Vec<String>; BUCKETS],
     next_round: Option<Instant>,
     interval: Duration,

@@ -5,6 +5,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
 
 use crate::placement::Replication;
 use core::fmt;
@@ -23,7 +24,7 @@ pub const MAX_VALUE_SIZE: usize = 16 << 20;
 /// config.gossip_fanout = 4;
 /// assert!(config.validate().is_err(), "never more than three peers per round");
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Config {
     /// Name of the cluster. Its hash is carried in every packet header, and packets

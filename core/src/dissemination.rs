@@ -16,12 +16,13 @@
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
 
 use crate::hash::{Map, SeededState};
 use crate::wire::BodyBuilder;
 
 /// What a rumour is about: a newer rumour about the same subject replaces the older one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum Subject<A> {
     Member(A),
     State(A, String),
@@ -29,7 +30,7 @@ pub(crate) enum Subject<A> {
 }
 
 /// A rumour's priority for room in a packet, highest first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) enum Class {
     /// A claim about this node: its refutation of a suspicion, its own liveness, its
     /// own placement record.
@@ -40,7 +41,7 @@ pub(crate) enum Class {
     State = 2,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Rumour<A> {
     subject: Subject<A>,
     bytes: Vec<u8>,
@@ -53,9 +54,12 @@ struct Rumour<A> {
 type Order = (Class, u32, u64);
 
 /// A bounded queue of encoded rumours ordered by class, then (transmits, newest first).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Rumours<A> {
+    #[serde(with = "crate::snapshot::map")]
     rumours: Map<u64, Rumour<A>>,
+    #[serde(with = "crate::snapshot::map")]
     by_subject: Map<Subject<A>, u64>,
     order: BTreeSet<Order>,
     next_id: u64,

@@ -15,6 +15,7 @@
 
 use alloc::vec::Vec;
 use core::time::Duration;
+use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
@@ -31,7 +32,7 @@ const MAX_RELAYS: usize = 64;
 pub(crate) const MAX_ADMISSIONS: usize = 1024;
 
 /// The probe in flight.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Probe<A> {
     target: NodeId<A>,
     seq: u32,
@@ -45,7 +46,7 @@ struct Probe<A> {
 }
 
 /// A ping-req we are serving for someone else.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Relay<A> {
     seq: u32,
     /// The member we pinged on the origin's behalf; only its ack is relayed.
@@ -56,7 +57,7 @@ struct Relay<A> {
 }
 
 /// A running suspicion of one member.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Suspicion<A> {
     generation: u64,
     incarnation: u64,
@@ -121,7 +122,8 @@ pub(crate) fn node_scale(n: usize) -> f64 {
 }
 
 /// The failure detector: see the [module docs](self).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Detector<A> {
     next_probe: Option<Instant>,
     /// This pass's probe order (a shuffle of the live members) and our place in it.
@@ -131,6 +133,7 @@ pub(crate) struct Detector<A> {
     relays: Vec<Relay<A>>,
     /// Admission pings in flight: (address, sequence).
     admissions: Vec<(A, u32)>,
+    #[serde(with = "crate::snapshot::map")]
     suspicions: Map<A, Suspicion<A>>,
     /// Earliest suspicion deadline, cached until the set changes.
     next_suspicion: Option<Instant>,
@@ -535,7 +538,7 @@ impl<A: crate::Address> Detector<A> {
 
     /// Suspicions whose deadline has passed, as death claims.
     fn expired(&mut self, now: Instant) -> Vec<MemberClaim<A>> {
-        let due: Vec<MemberClaim<A>> = self
+        let mut due: Vec<MemberClaim<A>> = self
             .suspicions
             .iter()
             .filter(|(_, s)| s.deadline() <= now)
@@ -545,6 +548,9 @@ impl<A: crate::Address> Detector<A> {
                 status: Status::Dead,
             })
             .collect();
+        // By address, not in the map's order: a map rebuilt from a snapshot may
+        // iterate differently, and each death becomes events and rumours.
+        due.sort_unstable_by(|a, b| a.id.addr.cmp(&b.id.addr));
         for c in &due {
             self.suspicions.remove(&c.id.addr);
         }

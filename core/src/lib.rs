@@ -111,6 +111,7 @@ pub mod node;
 mod outbox;
 pub mod placement;
 pub mod routing;
+pub mod snapshot;
 pub mod state;
 pub mod stats;
 pub mod time;
@@ -135,6 +136,7 @@ pub use placement::{
 };
 pub use placement::{Ring, Token, token_for};
 pub use routing::{Replica, ReplicaSet, RequestError, RequestFailure, RequestId, RespondError};
+pub use snapshot::SnapshotError;
 pub use state::StateError;
 pub use stats::{Drops, Stats};
 pub use time::Instant;

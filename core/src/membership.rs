@@ -111,7 +111,7 @@ pub struct MemberInfo<A> {
 }
 
 /// One entry of the member table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Member<A> {
     pub id: NodeId<A>,
     pub incarnation: u64,
@@ -195,7 +195,7 @@ pub const MAX_INCARNATION_JUMP: u64 = 1 << 16;
 pub const MAX_GENERATION_JUMP: u64 = 1 << 40;
 
 /// Where this node is in its own life: before `join`, in the cluster, or gone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Lifecycle {
     Idle,
     Active,
@@ -203,9 +203,11 @@ pub(crate) enum Lifecycle {
 }
 
 /// A list with O(1) insert, remove and uniform random choice.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 struct Roster<A> {
     list: Vec<A>,
+    #[serde(with = "crate::snapshot::map")]
     pos: Map<A, usize>,
 }
 
@@ -281,12 +283,14 @@ pub(crate) enum Compared<A> {
 /// It applies claims by SWIM's precedence ([`supersedes`]) and says what changed;
 /// the node turns each change into the other parts' work (timers, the ring, the
 /// anti-entropy summary, events and rumours).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Membership<A> {
     me: NodeId<A>,
     incarnation: u64,
     lifecycle: Lifecycle,
     seeds: Vec<A>,
+    #[serde(with = "crate::snapshot::map")]
     map: Map<A, Member<A>>,
     live: Roster<A>,
     dead: Roster<A>,

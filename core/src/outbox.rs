@@ -10,6 +10,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::time::Duration;
+use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
@@ -58,7 +59,7 @@ const MAX_SEQ_JUMP: u64 = 1 << 16;
 
 /// One sender's replay window: the life it belongs to, the highest sequence number
 /// seen, and which of the `REPLAY_WINDOW` below it were seen.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Window {
     generation: u64,
     highest: u64,
@@ -104,12 +105,20 @@ impl Window {
 }
 
 /// What every part may use to act on the world: see the [module docs](self).
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "A: Address, R: Serialize",
+    deserialize = "A: Address, R: serde::de::DeserializeOwned"
+))]
 pub(crate) struct Outbox<A, R> {
     rng: R,
     rumours: Rumours<A>,
+    #[serde(skip)]
     transmits: VecDeque<Transmit<A>>,
+    #[serde(skip)]
     events: VecDeque<Event<A>>,
     stats: Stats,
+    #[serde(skip)]
     keyring: Option<Keyring>,
     cluster_id: u64,
     me: A,
@@ -123,6 +132,7 @@ pub(crate) struct Outbox<A, R> {
     /// of the AEAD nonce, so it is authenticated and costs nothing on the wire.
     seal_seq: u64,
     /// Replay windows of the senders of sealed datagrams, at most `max_windows`.
+    #[serde(with = "crate::snapshot::map")]
     windows: Map<A, Window>,
     max_windows: usize,
 }
@@ -419,6 +429,11 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
 
     pub fn poll_event(&mut self) -> Option<Event<A>> {
         self.events.pop_front()
+    }
+
+    /// Whether every transmit and event has been drained (a snapshot holds neither).
+    pub fn is_drained(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
     }
 
     /// Counts a datagram received, before it is opened.

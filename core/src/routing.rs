@@ -9,6 +9,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use serde::{Deserialize, Serialize};
 
 use alloc::collections::VecDeque;
 
@@ -165,7 +166,7 @@ impl fmt::Display for RequestFailure {
 }
 
 /// A request this node issued and forwarded.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Outgoing<A> {
     key: Vec<u8>,
     payload: Vec<u8>,
@@ -182,7 +183,7 @@ struct Outgoing<A> {
 const DIRECT: u8 = 0;
 
 /// A request delivered here, awaiting the application's answer.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Incoming<A> {
     /// The origin and its id, or `None` when the request was issued here.
     origin: Option<(NodeId<A>, u64)>,
@@ -195,13 +196,17 @@ pub(crate) type RouteFn<'a, A> = &'a dyn Fn(&[u8]) -> ReplicaSet<A>;
 
 /// The router: requests issued here and forwarded, requests delivered here awaiting
 /// an answer, and the window of forwarded requests already delivered.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Router<A> {
     next_id: u64,
+    #[serde(with = "crate::snapshot::map")]
     outgoing: Map<u64, Outgoing<A>>,
+    #[serde(with = "crate::snapshot::map")]
     incoming: Map<u64, Incoming<A>>,
     /// Forwarded requests recently delivered here, oldest first: a replayed or
     /// duplicated datagram must not reach the application twice.
+    #[serde(with = "crate::snapshot::set")]
     seen: Set<(NodeId<A>, u64)>,
     seen_order: VecDeque<(NodeId<A>, u64)>,
     request_timeout: core::time::Duration,
@@ -545,12 +550,14 @@ impl<A: Address> Router<A> {
         me: &NodeId<A>,
         out: &mut Outbox<A, R>,
     ) {
-        let failed: Vec<u64> = self
+        let mut failed: Vec<u64> = self
             .outgoing
             .iter()
             .filter(|(_, o)| o.target == *addr)
             .map(|(id, _)| *id)
             .collect();
+        // By id: the map's order is not kept by a snapshot (see `abandon`).
+        failed.sort_unstable();
         for id in failed {
             if self.outgoing.get(&id).is_some_and(|o| o.direct) {
                 // Sent to that replica alone: nobody else may take it.
@@ -624,7 +631,11 @@ impl<A: Address> Router<A> {
 
     /// We left: every request issued here fails.
     pub fn abandon<R: RngCore>(&mut self, out: &mut Outbox<A, R>) {
-        for (id, _) in self.outgoing.drain() {
+        // By id, not in the map's order: a map rebuilt from a snapshot may iterate
+        // differently, and the events are outputs.
+        let mut ids: Vec<u64> = self.outgoing.drain().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        for id in ids {
             out.event(Event::RequestFailed {
                 id: RequestId(id),
                 reason: RequestFailure::Left,
@@ -641,12 +652,14 @@ impl<A: Address> Router<A> {
         me: &NodeId<A>,
         out: &mut Outbox<A, R>,
     ) {
-        let due: Vec<u64> = self
+        let mut due: Vec<u64> = self
             .outgoing
             .iter()
             .filter(|(_, o)| o.deadline <= now)
             .map(|(id, _)| *id)
             .collect();
+        // By id: the map's order is not kept by a snapshot (see `abandon`).
+        due.sort_unstable();
         for id in due {
             self.fail_over(now, id, route, me, out);
         }

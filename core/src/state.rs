@@ -18,6 +18,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use serde::{Deserialize, Serialize};
 
 use alloc::string::ToString;
 use core::hash::Hasher;
@@ -53,7 +54,7 @@ pub(crate) fn check_app_key(key: &str) -> Result<(), StateError> {
 }
 
 /// One value in a node's state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The owner's version counter at the write.
     pub version: u64,
@@ -101,7 +102,7 @@ impl fmt::Display for StateError {
 impl core::error::Error for StateError {}
 
 /// Everything one node holds about one owner's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OwnerState {
     pub generation: u64,
     pub entries: BTreeMap<String, Entry>,
@@ -278,7 +279,7 @@ impl OwnerState {
 
 /// A deleted key awaiting collection: due once the grace has passed, and only if we
 /// hold every write of its owner up to it by then.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Tombstone<A> {
     due: Instant,
     owner: A,
@@ -294,8 +295,10 @@ pub(crate) type KeyHook<'a, A> = &'a mut dyn FnMut(&A, &str, Option<&[u8]>);
 /// Every owner's state as this node holds it, itself included, plus the queue of
 /// tombstones awaiting collection: writes, merges, pages for anti-entropy, and
 /// tombstone collection.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Store<A> {
+    #[serde(with = "crate::snapshot::map")]
     owners: Map<A, OwnerState>,
     /// In due order, because `now` only grows.
     tombstones: VecDeque<Tombstone<A>>,

@@ -1,9 +1,10 @@
 //! Counters a node keeps about itself, for operators and tests.
 
 use crate::wire::PacketError;
+use serde::{Deserialize, Serialize};
 
 /// Packets dropped, counted by reason. Every rejected input lands in exactly one field.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Drops {
     /// Shorter than a header, or the body ended early.
@@ -58,7 +59,7 @@ impl Drops {
 }
 
 /// Counters since the node was created. Read them with [`Node::stats`](crate::Node::stats).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// Datagrams handed to `handle_packet`.

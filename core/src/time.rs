@@ -7,6 +7,7 @@
 
 use core::ops::{Add, Sub};
 use core::time::Duration;
+use serde::{Deserialize, Serialize};
 
 /// A point on the caller's monotonic clock, in nanoseconds since an arbitrary origin.
 ///
@@ -19,7 +20,9 @@ use core::time::Duration;
 /// // Subtraction saturates: time never runs backwards inside the core.
 /// assert_eq!(t - Instant::from_secs(2), Duration::ZERO);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Instant(u64);
 
 impl Instant {

@@ -17,6 +17,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
@@ -47,7 +48,7 @@ pub(crate) fn chunk_size(body_budget: usize, key: &str) -> usize {
 }
 
 /// One value being fetched.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Transfer<A> {
     stub: StateStub<A>,
     /// Whom we ask: the node that announced it to us (it holds it), or the owner.
@@ -92,7 +93,7 @@ impl<A: Address> Transfer<A> {
 }
 
 /// The large values this node is fetching, with their retry timer.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Transfers<A> {
     active: Vec<Transfer<A>>,
     retry: Duration,

@@ -58,6 +58,7 @@ use crate::time::Instant;
 use crate::transfer::Transfers;
 
 mod dispatch;
+mod snapshot;
 use crate::wire::{Message, PacketError, encode_message};
 
 /// A Grapevine node: one member of one cluster, as a pure state machine.

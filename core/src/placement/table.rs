@@ -11,6 +11,7 @@ use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, Ref, RefCell};
+use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
@@ -44,7 +45,7 @@ pub const JOIN_WAVE: usize = 64;
 /// Who owns a token on the ring: a member's name with the epoch of its tokens,
 /// ordered by epoch first, so that when two members claim one token the one that took
 /// it first keeps it, on every node alike.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Owner {
     epoch: u64,
     name: String,
@@ -92,18 +93,24 @@ pub(crate) struct RoundOutcome<A> {
 }
 
 /// The placement part: see the [module docs](self).
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
 pub(crate) struct Placement<A> {
+    #[serde(with = "crate::snapshot::map")]
     records: Map<String, PlacementRecord<A>>,
     /// Our own record (also in `records` once we started).
     mine: PlacementRecord<A>,
     started: bool,
     /// Natural replicas: the members on the ring.
+    #[serde(skip)]
     ring: RefCell<Ring<Owner>>,
     /// What the ring becomes once the pending joins and leaves complete, if any.
+    #[serde(skip)]
     future: RefCell<Option<Ring<Owner>>>,
+    #[serde(skip, default = "dirty")]
     ring_dirty: Cell<bool>,
     /// Each on-ring member's contribution to `ring_hash`.
+    #[serde(with = "crate::snapshot::map")]
     contributions: Map<String, u64>,
     /// XOR of `h(name, epoch, location, tokens)` over the ring's members: the ring
     /// digest, kept up to date in O(1) per change.
@@ -122,6 +129,11 @@ pub(crate) struct Placement<A> {
     vnodes: usize,
     replication: Replication,
     max_records: usize,
+}
+
+/// A restored table rebuilds its rings before first use.
+fn dirty() -> Cell<bool> {
+    Cell::new(true)
 }
 
 impl<A: Address> Placement<A> {
