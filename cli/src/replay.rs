@@ -22,7 +22,8 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
     /// The most the flight log keeps, in MiB: older segments are deleted beyond it
-    /// (a log can be replayed only while it still holds the node's start).
+    /// (each segment opens with a snapshot of the node, so replay starts from the
+    /// oldest one kept).
     #[arg(long, value_name = "MIB", default_value_t = 64, requires = "record")]
     record_max_mib: u64,
     /// Also record keyring changes with their keys, so replay can open sealed
@@ -102,8 +103,12 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
     let mut stopped_at = None;
     for record in reader {
         let (number, entry) = record.map_err(|e| cli_error!("{e}"))?;
-        if let Entry::Start(start) = &entry {
-            origin = start.now;
+        match &entry {
+            Entry::Start(start) => origin = start.now,
+            // A log whose start rotated away begins at a snapshot: times still count
+            // from the node's start.
+            Entry::Snapshot(snapshot) if replay.node().is_none() => origin = snapshot.started,
+            _ => {}
         }
         if let Some(now) = entry.now() {
             let t = since(now, origin);
@@ -111,8 +116,18 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
                 && t > at
             {
                 // The state after the last input at or before TIME.
-                if let Some(node) = replay.node() {
-                    dump::print_replayed(node, replay.now(), args.json)?;
+                match replay.node() {
+                    Some(node) => dump::print_replayed(node, replay.now(), args.json)?,
+                    None if matches!(entry, Entry::Snapshot(_)) => {
+                        return Err(cli_error!(
+                            "{}: the log begins at +{} (its start rotated away): there is \
+                             no state at +{} to dump",
+                            args.dir.display(),
+                            format_time(t),
+                            format_time(at)
+                        ));
+                    }
+                    None => {}
                 }
                 dumped = true;
             }
@@ -142,6 +157,12 @@ pub fn run(args: ReplayArgs) -> CliResult<ExitCode> {
         format_time(since(replay.now(), origin)),
         replay.checked()
     );
+    let summary = match replay.began_at() {
+        0 => summary,
+        record => format!(
+            "{summary} (from the snapshot at record #{record}; the log's start rotated away)"
+        ),
+    };
     let summary = match stopped_at {
         Some(record) => format!("{summary} (stopped at record #{record}, --until)"),
         None => summary,

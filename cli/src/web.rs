@@ -168,8 +168,16 @@ fn timeline(dir: &std::path::Path, every: Duration) -> CliResult<(Value, String)
     let mut truncated = false;
     for record in reader {
         let (number, entry) = record.map_err(|e| cli_error!("{e}"))?;
-        if let Entry::Start(start) = &entry {
-            origin = start.now;
+        match &entry {
+            Entry::Start(start) => origin = start.now,
+            // A log whose start rotated away begins at a snapshot: times still count
+            // from the node's start, and frames from the snapshot on.
+            Entry::Snapshot(snapshot) if replay.node().is_none() => {
+                origin = snapshot.started;
+                let since = snapshot.now.saturating_sub(origin);
+                next = since.div_ceil(every_ns.max(1)).saturating_mul(every_ns);
+            }
+            _ => {}
         }
         if let Some(now) = entry.now() {
             // Every frame time this input passes shows the state before it.

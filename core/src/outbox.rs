@@ -189,6 +189,10 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.keyring.as_mut()
     }
 
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
     pub fn set_keyring(&mut self, keyring: Option<Keyring>) {
         self.keyring = keyring;
     }

@@ -705,6 +705,7 @@ impl Driver {
             let outputs = digest.finish(self.node.poll_timeout());
             self.record(|| Entry::Outputs(outputs));
             self.recorded_input = false;
+            self.snapshot_if_wanted(now);
             // Handing the buffer to the OS at most every RECORD_FLUSH keeps a busy
             // node at one write per 64 KiB or per period, not one per datagram; a
             // killed process loses at most that period's tail (the log stays valid).
@@ -769,6 +770,25 @@ impl Driver {
             if let Err(error) = recorder.write(&entry) {
                 self.record_failed(&error);
             }
+        }
+    }
+
+    /// Begins the flight log's next segment with a snapshot of the node, if the
+    /// current one is full. Called at a turn boundary (the outputs drained and their
+    /// record written), so the snapshot lines up with the recorded output digests.
+    fn snapshot_if_wanted(&mut self, now: grapevine::Instant) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        if !recorder.wants_snapshot() {
+            return;
+        }
+        let written =
+            record::SnapshotRecord::new(&self.node, now, recorder.started(), recorder.keys())
+                .map_err(io::Error::other)
+                .and_then(|snapshot| recorder.write_snapshot(snapshot));
+        if let Err(error) = written {
+            self.record_failed(&error);
         }
     }
 
@@ -927,7 +947,7 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // The log is complete before anyone hears the node has stopped.
         if let Some(recorder) = &mut self.recorder
-            && let Err(error) = recorder.flush()
+            && let Err(error) = recorder.sync()
         {
             tracing::error!(%error, "cannot flush the flight log");
         }

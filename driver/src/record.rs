@@ -51,7 +51,7 @@
 //! need (a quiet node writes a few KiB a second).
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,8 +61,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Event, NodeId};
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build still reads (version 1 has no snapshots;
+/// its records are read as they are).
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 /// The first bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"GVFLIGHT";
 /// The size of a segment's header.
@@ -364,6 +367,69 @@ pub struct Start {
     pub wall_micros: u64,
 }
 
+/// The node's state at a turn boundary ([`Entry::Snapshot`]): what replay restores
+/// when the log no longer holds the node's start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The core's clock when it was taken, in nanoseconds.
+    pub now: u64,
+    /// The core's clock at the log's start record, in nanoseconds: times stay counted
+    /// from the node's start (`--until`, `--dump-at`) whichever record replay begins at.
+    pub started: u64,
+    /// Wall-clock time when it was taken, in microseconds since 1970 (for people).
+    pub wall_micros: u64,
+    /// [`grapevine::Node::snapshot`]'s bytes: every part, the RNG and the timers, no keys.
+    pub node: Vec<u8>,
+    /// The keyring installed then, primary first (`None`: no keyring), each key
+    /// recorded or redacted as keyring changes are.
+    pub keyring: Option<Vec<KeyRecord>>,
+}
+
+impl SnapshotRecord {
+    /// A snapshot record of `node` (already drained) at core time `now`, for a log that
+    /// started at `started`; key bytes only if `keys`.
+    pub fn new(
+        node: &crate::CoreNode,
+        now: grapevine::Instant,
+        started: u64,
+        keys: bool,
+    ) -> Result<Self, grapevine::SnapshotError> {
+        Ok(SnapshotRecord {
+            now: now.as_nanos(),
+            started,
+            wall_micros: wall_micros(),
+            node: node.snapshot()?,
+            keyring: node
+                .keyring()
+                .map(|k| k.keys().map(|key| KeyRecord::new(key, keys)).collect()),
+        })
+    }
+
+    /// The keyring to restore with (`None` without one), or [`RedactedKeys`] when its
+    /// keys were not recorded.
+    pub fn to_keyring(&self) -> Result<Option<Keyring>, RedactedKeys> {
+        let Some(keys) = &self.keyring else {
+            return Ok(None);
+        };
+        let mut keys = keys.iter().map(|k| match k {
+            KeyRecord::Key(key) => Ok(*key),
+            KeyRecord::Redacted => Err(RedactedKeys),
+        });
+        let Some(primary) = keys.next() else {
+            return Ok(None);
+        };
+        let mut keyring = Keyring::new(primary?);
+        for key in keys {
+            keyring.install(key?);
+        }
+        Ok(Some(keyring))
+    }
+}
+
+/// A snapshot's keyring was recorded without its keys (no `--record-keys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedactedKeys;
+
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -467,6 +533,10 @@ pub enum Entry {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// The node's whole state at a turn boundary (format version 2): the first record
+    /// of every segment after the first, so a log whose older segments rotated away
+    /// can still be re-run from here.
+    Snapshot(Box<SnapshotRecord>),
 }
 
 impl Entry {
@@ -486,6 +556,7 @@ impl Entry {
             | Entry::SetSeeds { now, .. }
             | Entry::RequestTo { now, .. } => Some(*now),
             Entry::Start(start) => Some(start.now),
+            Entry::Snapshot(snapshot) => Some(snapshot.now),
             Entry::Keyring(_) | Entry::Outputs(_) => None,
         }
     }
@@ -511,6 +582,15 @@ impl Entry {
                 format!("request to {to} ({} bytes)", payload.len())
             }
             Entry::Keyring(k) => format!("keyring {k:?}"),
+            Entry::Snapshot(snapshot) => format!(
+                "snapshot of the node ({} bytes{})",
+                snapshot.node.len(),
+                match &snapshot.keyring {
+                    None => "",
+                    Some(keys) if keys.contains(&KeyRecord::Redacted) => ", keys not recorded",
+                    Some(_) => ", with its keys",
+                }
+            ),
             Entry::Outputs(o) => format!(
                 "outputs: {} transmits, {} events, digest {:016x}",
                 o.transmits, o.events, o.digest
@@ -733,18 +813,52 @@ fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
+/// How many bytes of records the node's thread gathers before handing them to the
+/// writer thread (also handed over at every [`Recorder::flush`]).
+const BATCH_BYTES: usize = 64 << 10;
+/// Batches queued for the writer thread at most: beyond them the node's thread waits
+/// for the disk (a bounded log must not grow a bounded node's memory).
+const BATCHES_QUEUED: usize = 8;
+/// A segment that grows to this many times its size without a snapshot (a writer
+/// that does not supply them) is closed anyway: the log stays bounded, though it can
+/// then be re-run only from its start.
+const SEGMENT_WITHOUT_SNAPSHOT: u64 = 2;
+
+/// What the node's thread asks of the writer thread.
+enum Job {
+    /// Framed records: each length is filled in, each checksum is left at zero for
+    /// the writer thread.
+    Records(Vec<u8>),
+    /// Close the current segment and begin segment `number`, whose first record is
+    /// `first_record`; then delete the oldest segments beyond the bound.
+    Segment { number: u64, first_record: u64 },
+    /// Hand everything written so far to the OS, then answer.
+    Sync(std::sync::mpsc::SyncSender<()>),
+}
+
 /// Writes the log: records framed and checksummed, segments rotated.
+///
+/// The node's thread only encodes each record into a batch buffer (no system call,
+/// no checksum); a writer thread of the recorder's own computes the checksums and
+/// writes the batches, rotates segments and deletes old ones. Batches are swapped,
+/// not copied: the writer thread hands emptied buffers back for reuse.
 #[derive(Debug)]
 pub struct Recorder {
     options: RecordOptions,
-    flags: u16,
-    file: BufWriter<File>,
+    /// The batch being filled.
+    batch: Vec<u8>,
+    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
+    /// Emptied buffers coming back from the writer thread.
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The writer thread's first error, if any: recording stops there.
+    failed: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     segment: u64,
-    segment_len: u64,
-    /// Closed segments still on disk: number and size.
-    closed: std::collections::VecDeque<(u64, u64)>,
+    /// Bytes of records since the current segment's snapshot (or its start).
+    since_snapshot: u64,
     next_record: u64,
-    buf: Vec<u8>,
+    /// The core time of the log's start record, in nanoseconds.
+    started: u64,
 }
 
 impl Recorder {
@@ -766,32 +880,41 @@ impl Recorder {
             }
         }
         let flags = if options.keys { FLAG_KEYS } else { 0 };
-        let file = Self::open_segment(&options.dir, flags, 1, 0)?;
-        let mut recorder = Recorder {
-            options,
+        // The first segment is opened here, so that a directory we cannot write to
+        // is an error at start rather than a log that silently stops.
+        let file = open_segment(&options.dir, flags, 1, 0)?;
+        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
+        let (free_tx, free) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut writer = SegmentWriter {
+            dir: options.dir.clone(),
             flags,
+            max_bytes: options.max_bytes,
+            segment_bytes: options.effective_segment_bytes(),
             file,
             segment: 1,
             segment_len: HEADER_LEN as u64,
             closed: Default::default(),
+        };
+        let failed_slot = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("grapevine-recorder".into())
+            .spawn(move || writer.run(jobs_rx, free_tx, failed_slot))?;
+        let mut recorder = Recorder {
+            options,
+            batch: Vec::with_capacity(BATCH_BYTES + 4096),
+            jobs: Some(jobs),
+            free,
+            failed,
+            writer: Some(thread),
+            segment: 1,
+            since_snapshot: 0,
             next_record: 0,
-            buf: Vec::with_capacity(2048),
+            started: start.now,
         };
         recorder.write(&Entry::Start(Box::new(start)))?;
-        recorder.file.flush()?;
+        recorder.sync()?;
         Ok(recorder)
-    }
-
-    fn open_segment(
-        dir: &Path,
-        flags: u16,
-        segment: u64,
-        first_record: u64,
-    ) -> io::Result<BufWriter<File>> {
-        let mut file =
-            BufWriter::with_capacity(64 << 10, File::create(dir.join(segment_name(segment)))?);
-        file.write_all(&header(flags, segment, first_record))?;
-        Ok(file)
     }
 
     /// Whether key material is recorded.
@@ -804,13 +927,40 @@ impl Recorder {
         &self.options.dir
     }
 
-    /// Appends one record (buffered; [`Recorder::flush`] hands it to the OS).
+    /// The core time of the log's start record, in nanoseconds.
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// Whether the current segment is full and the next should begin: the writer of
+    /// the log then supplies the node's snapshot at its next turn boundary
+    /// ([`Recorder::write_snapshot`]), so the new segment can be re-run on its own.
+    pub fn wants_snapshot(&self) -> bool {
+        self.since_snapshot >= self.options.effective_segment_bytes()
+    }
+
+    /// Closes the current segment and begins the next with `snapshot` as its first
+    /// record. Take the snapshot at a turn boundary: after the outputs were drained
+    /// and their [`Entry::Outputs`] written.
+    pub fn write_snapshot(&mut self, snapshot: SnapshotRecord) -> io::Result<()> {
+        self.next_segment()?;
+        self.write(&Entry::Snapshot(Box::new(snapshot)))?;
+        // A segment holds `segment_bytes` of records after its snapshot, however
+        // large the snapshot: one per segment keeps its cost amortised.
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Appends one record (buffered; [`Recorder::flush`] hands it on).
     pub fn write(&mut self, entry: &Entry) -> io::Result<()> {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 8]);
-        let buf = std::mem::take(&mut self.buf);
-        let buf = postcard::to_extend(entry, buf).map_err(io::Error::other)?;
-        self.frame(buf)
+        let start = self.batch.len();
+        self.batch.extend_from_slice(&[0; 8]);
+        let batch = std::mem::take(&mut self.batch);
+        self.batch = match postcard::to_extend(entry, batch) {
+            Ok(batch) => batch,
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        self.framed(start)
     }
 
     /// Appends an [`Entry::Packet`] without copying the datagram into an `Entry`
@@ -824,56 +974,218 @@ impl Recorder {
             from: SocketAddr,
             data: &'a [u8],
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; 8]);
+        let start = self.batch.len();
+        self.batch.extend_from_slice(&[0; 8]);
         // The variant index of `Entry::Packet`, as postcard's varint.
-        self.buf.push(PACKET_VARIANT);
-        let buf = std::mem::take(&mut self.buf);
-        let buf =
-            postcard::to_extend(&PacketRef { now, from, data }, buf).map_err(io::Error::other)?;
-        self.frame(buf)
+        self.batch.push(PACKET_VARIANT);
+        let batch = std::mem::take(&mut self.batch);
+        self.batch = match postcard::to_extend(&PacketRef { now, from, data }, batch) {
+            Ok(batch) => batch,
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        self.framed(start)
     }
 
-    /// Fills in the length and checksum of the record in `buf` (after its 8-byte
-    /// frame header) and appends it.
-    fn frame(&mut self, mut buf: Vec<u8>) -> io::Result<()> {
-        let len = buf.len() - 8;
-        let crc = crc32(&buf[8..]);
-        buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let result = self.file.write_all(&buf);
-        self.buf = buf;
-        result?;
-        self.segment_len += self.buf.len() as u64;
+    /// The record at `start` in the batch is encoded after its 8-byte frame header:
+    /// fills in its length (the writer thread fills in its checksum), and hands the
+    /// batch on once full.
+    fn framed(&mut self, start: usize) -> io::Result<()> {
+        let len = self.batch.len() - start;
+        let payload = len - 8;
+        if payload > MAX_RECORD_LEN {
+            self.batch.truncate(start);
+            return Err(io::Error::other(format!(
+                "a record of {payload} bytes exceeds the largest a reader accepts"
+            )));
+        }
+        self.batch[start..start + 4].copy_from_slice(&(payload as u32).to_le_bytes());
+        self.since_snapshot += len as u64;
         self.next_record += 1;
-        if self.segment_len >= self.options.effective_segment_bytes() {
-            self.rotate()?;
+        if self.batch.len() >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        if self.since_snapshot
+            >= SEGMENT_WITHOUT_SNAPSHOT.saturating_mul(self.options.effective_segment_bytes())
+        {
+            self.next_segment()?;
         }
         Ok(())
     }
 
-    /// Hands buffered records to the OS (they survive the process being killed).
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+    /// Sends the batch to the writer thread, taking an emptied buffer in its place.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let fresh = self
+            .free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + 4096));
+        let full = std::mem::replace(&mut self.batch, fresh);
+        self.send(Job::Records(full))
     }
 
-    fn rotate(&mut self) -> io::Result<()> {
+    fn send(&mut self, job: Job) -> io::Result<()> {
+        self.check()?;
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self
+                .take_error()
+                .unwrap_or_else(|| io::Error::other("the flight log's writer thread ended"))),
+        }
+    }
+
+    fn next_segment(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        self.segment += 1;
+        self.since_snapshot = 0;
+        self.send(Job::Segment {
+            number: self.segment,
+            first_record: self.next_record,
+        })
+    }
+
+    fn take_error(&self) -> Option<io::Error> {
+        self.failed.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    /// The writer thread's error, if it has failed.
+    fn check(&self) -> io::Result<()> {
+        match self.take_error() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the buffered records to the writer thread, which hands them to the OS
+    /// soon after (they then survive the process being killed). Does not wait for
+    /// the disk; reports an error the writer thread met since the last call.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        self.check()
+    }
+
+    /// Like [`Recorder::flush`], and waits until the writer thread has handed every
+    /// record so far to the OS.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.hand_over()?;
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::Sync(done))?;
+        if wait.recv().is_err() {
+            return Err(self
+                .take_error()
+                .unwrap_or_else(|| io::Error::other("the flight log's writer thread ended")));
+        }
+        self.check()
+    }
+}
+
+impl Drop for Recorder {
+    /// Writes what is buffered and waits for the writer thread.
+    fn drop(&mut self) {
+        let _ = self.hand_over();
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn open_segment(dir: &Path, flags: u16, segment: u64, first_record: u64) -> io::Result<File> {
+    let mut file = File::create(dir.join(segment_name(segment)))?;
+    file.write_all(&header(flags, segment, first_record))?;
+    Ok(file)
+}
+
+/// The writer thread's side: the open segment and the closed ones still on disk.
+struct SegmentWriter {
+    dir: PathBuf,
+    flags: u16,
+    max_bytes: u64,
+    segment_bytes: u64,
+    file: File,
+    segment: u64,
+    segment_len: u64,
+    /// Closed segments still on disk: number and size.
+    closed: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl SegmentWriter {
+    fn run(
+        &mut self,
+        jobs: std::sync::mpsc::Receiver<Job>,
+        free: std::sync::mpsc::SyncSender<Vec<u8>>,
+        failed: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
+    ) {
+        for job in jobs {
+            let result = match job {
+                Job::Records(mut batch) => {
+                    let result = self.records(&mut batch);
+                    // Only batch-sized buffers come back: a snapshot's is dropped.
+                    if batch.capacity() <= 2 * BATCH_BYTES + 4096 {
+                        batch.clear();
+                        let _ = free.try_send(batch);
+                    }
+                    result
+                }
+                Job::Segment {
+                    number,
+                    first_record,
+                } => self.rotate(number, first_record),
+                Job::Sync(done) => {
+                    let _ = done.send(());
+                    Ok(())
+                }
+            };
+            if let Err(error) = result {
+                if let Ok(mut slot) = failed.lock() {
+                    *slot = Some(error);
+                }
+                // Nothing more is written: a log with a hole could not be replayed.
+                return;
+            }
+        }
+    }
+
+    /// Fills in each record's checksum and writes the batch.
+    fn records(&mut self, batch: &mut [u8]) -> io::Result<()> {
+        let mut pos = 0;
+        while pos + 8 <= batch.len() {
+            let mut word = [0u8; 4];
+            word.copy_from_slice(&batch[pos..pos + 4]);
+            let end = (pos + 8 + u32::from_le_bytes(word) as usize).min(batch.len());
+            let crc = crc32(&batch[pos + 8..end]);
+            batch[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+            pos = end;
+        }
+        self.file.write_all(batch)?;
+        self.segment_len += batch.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self, number: u64, first_record: u64) -> io::Result<()> {
         self.file.flush()?;
         self.closed.push_back((self.segment, self.segment_len));
-        self.segment += 1;
-        self.file = Self::open_segment(
-            &self.options.dir,
-            self.flags,
-            self.segment,
-            self.next_record,
-        )?;
+        self.file = open_segment(&self.dir, self.flags, number, first_record)?;
+        self.segment = number;
         self.segment_len = HEADER_LEN as u64;
+        // Room for the segment just begun: as long as the longest so far (a segment
+        // ends at the first turn boundary past `segment_bytes`, or at twice it
+        // without a snapshot).
+        let reserve = self
+            .closed
+            .iter()
+            .map(|(_, len)| *len)
+            .max()
+            .unwrap_or(0)
+            .max(self.segment_bytes);
         let mut total: u64 = self.closed.iter().map(|(_, len)| len).sum();
-        while total + self.options.effective_segment_bytes() > self.options.max_bytes {
+        while total + reserve > self.max_bytes {
             let Some((number, len)) = self.closed.pop_front() else {
                 break;
             };
-            fs::remove_file(self.options.dir.join(segment_name(number)))?;
+            fs::remove_file(self.dir.join(segment_name(number)))?;
             total -= len;
         }
         Ok(())
@@ -1173,9 +1485,10 @@ fn parse_header(h: &[u8; HEADER_LEN], path: &Path) -> Result<SegmentInfo, LogErr
         u64::from_le_bytes(w)
     };
     let version = u16_at(8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(bad(format!(
-            "format version {version}; this build reads version {FORMAT_VERSION}"
+            "format version {version}; this build reads versions {OLDEST_FORMAT_VERSION} to \
+             {FORMAT_VERSION}"
         )));
     }
     Ok(SegmentInfo {
@@ -1195,9 +1508,6 @@ pub fn start_record(
     placement: Option<LocalPlacement>,
     now: grapevine::Instant,
 ) -> Start {
-    let wall_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
     Start {
         config: ConfigRecord::from(config),
         addr: id.addr,
@@ -1205,8 +1515,15 @@ pub fn start_record(
         rng_seed,
         placement,
         now: now.as_nanos(),
-        wall_micros,
+        wall_micros: wall_micros(),
     }
+}
+
+/// Wall-clock time in microseconds since 1970, for people reading the log.
+fn wall_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Applies a keyring change to a core node: the driver and replay share it, so a
@@ -1288,7 +1605,7 @@ mod tests {
             data: vec![1, 2, 3],
         })
         .unwrap();
-        rec.flush().unwrap();
+        rec.sync().unwrap();
         let entries: Vec<_> = LogReader::open(&dir).unwrap().map(Result::unwrap).collect();
         assert_eq!(entries[1].1, entries[2].1);
         // Byte for byte: walk the frames to the last two records.
@@ -1320,6 +1637,27 @@ mod tests {
         assert_eq!(record.to_config(), None);
     }
 
+    /// A stand-in for a node's snapshot: these tests exercise framing, not the core.
+    fn snapshot(now: u64) -> SnapshotRecord {
+        SnapshotRecord {
+            now,
+            started: 1,
+            wall_micros: 0,
+            node: vec![7; 300],
+            keyring: None,
+        }
+    }
+
+    /// Writes `entry`, first beginning a segment with a snapshot if one is wanted (as
+    /// the driver does at each turn boundary).
+    fn write_turn(rec: &mut Recorder, entry: &Entry) {
+        if rec.wants_snapshot() {
+            rec.write_snapshot(snapshot(entry.now().unwrap_or(0)))
+                .unwrap();
+        }
+        rec.write(entry).unwrap();
+    }
+
     #[test]
     fn records_read_back_in_order_across_segments() {
         let dir = temp_dir("order");
@@ -1328,18 +1666,53 @@ mod tests {
             .segment_bytes(4096);
         let mut rec = Recorder::create(options, start()).unwrap();
         for i in 0..200 {
-            rec.write(&packet(i)).unwrap();
+            write_turn(&mut rec, &packet(i));
         }
-        rec.flush().unwrap();
+        rec.sync().unwrap();
         let reader = LogReader::open(&dir).unwrap();
-        assert!(reader.segments().len() > 3, "{:?}", reader.segments());
+        let segments = reader.segments().to_vec();
+        assert!(segments.len() > 3, "{segments:?}");
         let entries: Vec<(u64, Entry)> = reader.map(Result::unwrap).collect();
-        assert_eq!(entries.len(), 201);
         assert!(matches!(entries[0], (0, Entry::Start(_))));
-        for (i, (n, e)) in entries[1..].iter().enumerate() {
-            assert_eq!(*n, i as u64 + 1);
+        for (i, (n, _)) in entries.iter().enumerate() {
+            assert_eq!(*n, i as u64);
+        }
+        // Every segment after the first opens with a snapshot.
+        for segment in &segments[1..] {
+            let (_, first) = &entries[segment.first_record as usize];
+            assert!(matches!(first, Entry::Snapshot(_)), "{first:?}");
+        }
+        let packets: Vec<&Entry> = entries
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| matches!(e, Entry::Packet { .. }))
+            .collect();
+        assert_eq!(packets.len(), 200);
+        for (i, e) in packets.into_iter().enumerate() {
             assert_eq!(*e, packet(i as u64));
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn without_snapshots_a_segment_ends_at_twice_its_size() {
+        let dir = temp_dir("nosnap");
+        let options = RecordOptions::new(&dir)
+            .max_bytes(64 << 10)
+            .segment_bytes(8 << 10);
+        let mut rec = Recorder::create(options, start()).unwrap();
+        for i in 0..5000 {
+            rec.write(&packet(i)).unwrap();
+        }
+        rec.sync().unwrap();
+        let sizes: Vec<u64> = list_segments(&dir)
+            .unwrap()
+            .iter()
+            .map(|(_, p)| fs::metadata(p).unwrap().len())
+            .collect();
+        assert!(sizes.len() > 1, "{sizes:?}");
+        assert!(sizes.iter().all(|&s| s <= (16 << 10) + 200), "{sizes:?}");
+        assert!(sizes.iter().sum::<u64>() <= 64 << 10, "{sizes:?}");
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1351,9 +1724,9 @@ mod tests {
             .segment_bytes(8 << 10);
         let mut rec = Recorder::create(options, start()).unwrap();
         for i in 0..5000 {
-            rec.write(&packet(i)).unwrap();
+            write_turn(&mut rec, &packet(i));
         }
-        rec.flush().unwrap();
+        rec.sync().unwrap();
         let total: u64 = list_segments(&dir)
             .unwrap()
             .iter()
@@ -1365,7 +1738,15 @@ mod tests {
         assert!(first > 4000, "old records were dropped: starts at {first}");
         let entries: Vec<_> = reader.map(Result::unwrap).collect();
         assert_eq!(entries.first().map(|e| e.0), Some(first));
-        assert_eq!(entries.last().map(|e| e.0), Some(5000));
+        assert!(
+            matches!(entries.first(), Some((_, Entry::Snapshot(_)))),
+            "the log now begins at a snapshot"
+        );
+        assert_eq!(
+            entries.last().map(|e| &e.1),
+            Some(&packet(4999)),
+            "the last record is the last packet"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1376,7 +1757,7 @@ mod tests {
         for i in 0..10 {
             rec.write(&packet(i)).unwrap();
         }
-        rec.flush().unwrap();
+        rec.sync().unwrap();
         drop(rec);
         let path = dir.join(segment_name(1));
         let good = fs::read(&path).unwrap();
@@ -1425,7 +1806,7 @@ mod tests {
         let dir = temp_dir("previous");
         let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
         rec.write(&packet(1)).unwrap();
-        rec.flush().unwrap();
+        rec.sync().unwrap();
         drop(rec);
         let rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
         drop(rec);

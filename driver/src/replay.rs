@@ -3,8 +3,11 @@
 //!
 //! [`Replay::step`] takes the log's records one by one: [`Entry::Start`] builds the
 //! node exactly as the driver did (config, identity, seeded RNG, restored placement),
-//! each input is handed to the core as it was, and each [`Entry::Outputs`] drains the
-//! core and compares what came out with what the node put out when it ran.
+//! or, in a log whose first segments rotated away, the [`Entry::Snapshot`] that opens
+//! its oldest segment restores the node as it was at that turn boundary; each input is
+//! then handed to the core as it was, and each [`Entry::Outputs`] drains the core and
+//! compares what came out with what the node put out when it ran. Snapshots met once
+//! the node runs are skipped: the output digests are the check.
 
 use std::fmt;
 
@@ -12,17 +15,30 @@ use grapevine::{Instant, RequestId};
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
-use crate::record::{Entry, OutputDigest, Outputs, Start, apply_keyring};
+use crate::record::{Entry, OutputDigest, Outputs, SnapshotRecord, Start, apply_keyring};
 use crate::{CoreNode, Event, NodeId};
 
 /// Why a replay stopped before the end of the log.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ReplayError {
-    /// The log does not begin with the node's start (its first segments rotated away).
+    /// The log begins neither with the node's start nor with a snapshot (its first
+    /// segments rotated away, and the writer supplied no snapshot).
     NoStart {
         /// The log's first record.
         first_record: u64,
+    },
+    /// The snapshot replay would begin at does not restore.
+    Snapshot {
+        /// The record.
+        record: u64,
+        /// Why.
+        error: grapevine::SnapshotError,
+    },
+    /// The snapshot replay would begin at holds a keyring recorded without its keys.
+    SnapshotKeysNotRecorded {
+        /// The record.
+        record: u64,
     },
     /// The recorded config cannot be rebuilt by this build.
     Config {
@@ -61,8 +77,20 @@ impl fmt::Display for ReplayError {
             ReplayError::NoStart { first_record } => write!(
                 f,
                 "the log starts at record #{first_record}, after the node's start (its first \
-                 segments rotated away): only a log from the start can be replayed, since the \
-                 core has no snapshot; `--check` still verifies it"
+                 segments rotated away), and not at a snapshot: it cannot be re-run; `--check` \
+                 still verifies it"
+            ),
+            ReplayError::Snapshot { record, error } => {
+                write!(
+                    f,
+                    "record #{record}: the snapshot does not restore: {error}"
+                )
+            }
+            ReplayError::SnapshotKeysNotRecorded { record } => write!(
+                f,
+                "record #{record} is a snapshot of a node with a keyring, recorded without its \
+                 keys (the node ran without --record-keys): sealed datagrams cannot be opened \
+                 from here"
             ),
             ReplayError::Config { reason } => write!(f, "the recorded config: {reason}"),
             ReplayError::KeysNotRecorded { record } => write!(
@@ -136,6 +164,8 @@ pub enum Step {
 pub struct Replay {
     node: Option<CoreNode>,
     start: Option<Start>,
+    started: u64,
+    began_at: u64,
     last_input: Option<(u64, u64, String)>,
     now: u64,
     inputs: u64,
@@ -153,9 +183,19 @@ impl Replay {
         self.node.as_ref()
     }
 
-    /// How the node started.
+    /// How the node started, when the log still holds its start record.
     pub fn start(&self) -> Option<&Start> {
         self.start.as_ref()
+    }
+
+    /// The core time of the log's start, in nanoseconds (also known from a snapshot).
+    pub fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// The record replay began at: 0 from the node's start, else its snapshot's.
+    pub fn began_at(&self) -> u64 {
+        self.began_at
     }
 
     /// The core's time at the last input, in nanoseconds.
@@ -204,9 +244,17 @@ impl Replay {
                     })?;
             }
             self.now = start.now;
+            self.started = start.now;
             self.node = Some(node);
             self.start = Some((**start).clone());
             return Ok(Step::Started);
+        }
+        if let Entry::Snapshot(snapshot) = entry {
+            if self.node.is_none() {
+                self.restore(record, snapshot)?;
+                return Ok(Step::Started);
+            }
+            return Ok(Step::Input);
         }
         let Some(node) = self.node.as_mut() else {
             return Err(if record == 0 {
@@ -228,7 +276,7 @@ impl Replay {
         // Results are ignored: a refused command changed nothing when it ran, and
         // changes nothing now; the outputs check says whether both agree.
         match entry {
-            Entry::Start(_) => {}
+            Entry::Start(_) | Entry::Snapshot(_) => {}
             Entry::Packet { from, data, .. } => {
                 let _ = node.handle_packet(at, *from, data);
             }
@@ -297,5 +345,19 @@ impl Replay {
         }
         self.inputs += 1;
         Ok(Step::Input)
+    }
+
+    /// Begins from a snapshot: the node as it was at that turn boundary.
+    fn restore(&mut self, record: u64, snapshot: &SnapshotRecord) -> Result<(), ReplayError> {
+        let keyring = snapshot
+            .to_keyring()
+            .map_err(|_| ReplayError::SnapshotKeysNotRecorded { record })?;
+        let node = CoreNode::from_snapshot(&snapshot.node, keyring)
+            .map_err(|error| ReplayError::Snapshot { record, error })?;
+        self.now = snapshot.now;
+        self.started = snapshot.started;
+        self.began_at = record;
+        self.node = Some(node);
+        Ok(())
     }
 }

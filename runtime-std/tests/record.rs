@@ -190,3 +190,139 @@ fn without_record_keys_replay_stops_at_the_starting_keyring() {
     );
     assert!(error.to_string().contains("--record-keys"), "{error}");
 }
+
+/// Replays the log in `dir` from wherever it begins; `damage` may change the first
+/// record (a snapshot, in a rotated log) before it is applied.
+fn replay_from_first(
+    dir: &Path,
+    damage: impl FnOnce(&mut Entry),
+) -> Result<(Replay, Replayed), ReplayError> {
+    let mut replay = Replay::new();
+    let mut found = Replayed::default();
+    let mut damage = Some(damage);
+    for record in LogReader::open(dir).unwrap() {
+        let (number, mut entry) = record.unwrap();
+        if let Some(damage) = damage.take() {
+            damage(&mut entry);
+        }
+        if let Entry::Packet { .. } = &entry {
+            found.packets += 1;
+        }
+        if let Step::Matched { events } = replay.step(number, &entry)? {
+            found.events += events.len();
+        }
+    }
+    found.inputs = replay.inputs();
+    found.checked = replay.checked();
+    Ok((replay, found))
+}
+
+#[test]
+fn a_rotated_log_replays_from_the_snapshot_that_opens_it() {
+    let root = TempDir::new("record-rotated");
+    let key = [5u8; 32];
+    let small = |dir: &Path, keys: bool| {
+        RecordOptions::new(dir)
+            .max_bytes(96 << 10)
+            .segment_bytes(8 << 10)
+            .keys(keys)
+    };
+    let spawn_small = |dir: &Path, seeds: &[std::net::SocketAddr], keys: bool, seed: u64| {
+        let options = Options::new("127.0.0.1:0".parse().unwrap())
+            .config(fast_config(CLUSTER))
+            .seeds(seeds.iter().copied())
+            .rng_seed(seed)
+            .keyring(grapevine_driver::Keyring::new(key))
+            .record(small(dir, keys));
+        grapevine_std::spawn(options).unwrap()
+    };
+    let with_keys = root.0.join("keys");
+    let without_keys = root.0.join("nokeys");
+    let a = spawn_small(&with_keys, &[], true, 21);
+    let b = spawn_small(&without_keys, &[a.local_addr()], false, 22);
+    wait_until("both members alive", || {
+        status_of(&a, b.local_addr()) == Some(Status::Alive)
+            && status_of(&b, a.local_addr()) == Some(Status::Alive)
+    });
+    // Writes (some large enough to travel in chunks) until both logs have rotated
+    // their first segments away.
+    let mut i = 0u32;
+    wait_until("the first segments rotated away", || {
+        for _ in 0..5 {
+            let value = vec![i as u8; if i % 7 == 0 { 2000 } else { 100 }];
+            a.set(&format!("a{}", i % 8), &value).wait().unwrap();
+            b.set(&format!("b{}", i % 8), &value).wait().unwrap();
+            i += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let rotated = |dir: &Path| {
+            let log = LogReader::open(dir).unwrap();
+            log.first_record() > 400 && log.segments().len() >= 3
+        };
+        rotated(&with_keys) && rotated(&without_keys)
+    });
+    a.shutdown().wait().unwrap();
+    b.shutdown().wait().unwrap();
+
+    // With its keys, the log re-runs from its oldest snapshot, byte for byte.
+    let (replay, found) = replay_from_first(&with_keys, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    println!("from record #{}: {found:?}", replay.began_at());
+    assert!(replay.began_at() > 0, "the log no longer holds the start");
+    assert!(replay.start().is_none());
+    assert!(found.packets > 5 && found.checked > 20, "{found:?}");
+    let total: u64 = LogReader::open(&with_keys)
+        .unwrap()
+        .segments()
+        .iter()
+        .map(|s| std::fs::metadata(&s.path).unwrap().len())
+        .sum();
+    assert!(
+        total <= 96 << 10,
+        "the log stays within its bound: {total} bytes"
+    );
+
+    // A snapshot whose bytes are damaged (past the log's own checksum): a typed error
+    // naming the record.
+    let error = replay_from_first(&with_keys, |entry| {
+        if let Entry::Snapshot(snapshot) = entry {
+            let middle = snapshot.node.len() / 2;
+            snapshot.node[middle] ^= 0x20;
+        }
+    })
+    .err()
+    .expect("a damaged snapshot is refused");
+    assert!(matches!(error, ReplayError::Snapshot { .. }), "{error}");
+    let first = LogReader::open(&with_keys).unwrap().first_record();
+    assert!(
+        error.to_string().contains(&format!("record #{first}"))
+            && error.to_string().contains("snapshot"),
+        "{error}"
+    );
+
+    // A flipped byte in the snapshot record on disk: the reader names the record.
+    let oldest = LogReader::open(&with_keys).unwrap().segments()[0]
+        .path
+        .clone();
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    bytes[32 + 8 + 100] ^= 1;
+    std::fs::write(&oldest, &bytes).unwrap();
+    let error = LogReader::open(&with_keys)
+        .unwrap()
+        .find_map(Result::err)
+        .expect("a damaged record is refused");
+    assert!(
+        error.to_string().contains(&format!("record #{first}"))
+            && error.to_string().contains("checksum"),
+        "{error}"
+    );
+
+    // Without its keys, the snapshot of a node with a keyring cannot be re-run.
+    let error = replay_from_first(&without_keys, |_| {})
+        .err()
+        .expect("no keys, no replay");
+    assert!(
+        matches!(error, ReplayError::SnapshotKeysNotRecorded { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("--record-keys"), "{error}");
+}

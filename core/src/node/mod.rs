@@ -182,6 +182,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         self.out.set_keyring(keyring);
     }
 
+    /// The keyring installed, if any (a snapshot leaves it out: see
+    /// [`Node::from_snapshot`]).
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.out.keyring()
+    }
+
     /// The keyring, to rotate keys in place.
     pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
         self.out.keyring_mut()
