@@ -10,6 +10,16 @@
 //!   64 MiB in a temporary directory.
 //!
 //! Throughput is reported in datagrams per second.
+//!
+//! `snapshot/{take,restore}/{100,1000}`: the snapshot that opens each segment after
+//! the first, for a node that knows 100 or 1,000 members (each on the ring, each with
+//! a key of state); its size is printed.
+//!
+//! With `GRAPEVINE_BENCH_CLOCK=thread-cpu`, each batch is timed by the benchmark
+//! thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`, system calls included) instead
+//! of the wall clock: on a machine shared with other work
+//! (a fuzzer on every core), wall time mostly measures how often the thread was
+//! preempted, CPU time what the step costs.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -21,7 +31,7 @@ use grapevine::NodeId;
 use grapevine::wire::Message;
 use grapevine_benches::fixtures::{Fixture, id, packet, state};
 use grapevine_driver::RecordOptions;
-use grapevine_driver::record::{Entry, OutputDigest, Recorder, Start};
+use grapevine_driver::record::{OutputDigest, Recorder, Start};
 
 const MEMBERS: usize = 1000;
 const CHUNK: u64 = 256;
@@ -56,6 +66,35 @@ fn dir() -> PathBuf {
     dir
 }
 
+/// What a batch is timed by.
+#[derive(Clone, Copy)]
+enum Clock {
+    Wall,
+    ThreadCpu,
+}
+
+impl Clock {
+    fn from_env() -> Clock {
+        match std::env::var("GRAPEVINE_BENCH_CLOCK").as_deref() {
+            Ok("thread-cpu") => Clock::ThreadCpu,
+            _ => Clock::Wall,
+        }
+    }
+
+    /// A reading, in nanoseconds from an arbitrary origin.
+    fn now(self, wall: Wall) -> u64 {
+        match self {
+            Clock::Wall => u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Clock::ThreadCpu => {
+                let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+                (t.tv_sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(t.tv_nsec as u64)
+            }
+        }
+    }
+}
+
 fn run(
     f: &mut Fixture,
     recorder: &mut Option<Recorder>,
@@ -63,6 +102,8 @@ fn run(
     next: &mut u64,
     iters: u64,
 ) -> Duration {
+    let clock = Clock::from_env();
+    let origin = Wall::now();
     let mut total = Duration::ZERO;
     let mut left = iters;
     while left > 0 {
@@ -71,7 +112,7 @@ fn run(
             (0..n).map(|i| datagram(fresh_state, *next + i)).collect();
         *next += n;
         let now = f.now;
-        let started = Wall::now();
+        let started = clock.now(origin);
         for (from, data) in &batch {
             match recorder {
                 None => {
@@ -98,7 +139,7 @@ fn run(
                         black_box(t);
                     }
                     let outputs = digest.finish(f.node.poll_timeout());
-                    rec.write(&Entry::Outputs(outputs)).expect("record");
+                    rec.write_outputs(&outputs).expect("record");
                 }
             }
         }
@@ -107,7 +148,7 @@ fn run(
         if let Some(rec) = recorder {
             rec.flush().expect("flush");
         }
-        total += started.elapsed();
+        total += Duration::from_nanos(clock.now(origin).saturating_sub(started));
         left -= n;
     }
     total
@@ -137,5 +178,34 @@ fn record(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-criterion_group!(benches, record);
+/// A node's snapshot, which opens every segment of the log after the first: its size
+/// and the time to take and restore it, for a node that knows 100 and 1,000 members,
+/// each on the ring (16 tokens) and with one key of state.
+fn snapshot(c: &mut Criterion) {
+    let mut g = c.benchmark_group("snapshot");
+    for members in [100, 1000] {
+        let mut f = Fixture::new(members, true);
+        for i in 1..=members {
+            let (from, data) = (id(i).addr, packet(&id(i), &[state(i, 1)]));
+            let _ = f.node.handle_packet(f.now, from, &data);
+            f.drain();
+        }
+        let bytes = f.node.snapshot().expect("drained");
+        println!("snapshot/{members}: {} bytes", bytes.len());
+        g.bench_function(format!("take/{members}"), |b| {
+            b.iter(|| black_box(f.node.snapshot().expect("drained")))
+        });
+        g.bench_function(format!("restore/{members}"), |b| {
+            b.iter(|| {
+                black_box(
+                    grapevine_benches::fixtures::BenchNode::from_snapshot(&bytes, None)
+                        .expect("restores"),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, record, snapshot);
 criterion_main!(benches);

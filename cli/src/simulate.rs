@@ -265,7 +265,7 @@ impl Tap for RecorderTap {
 
 impl Drop for RecorderTap {
     fn drop(&mut self) {
-        if let Err(e) = self.recorder.sync() {
+        if let Err(e) = self.recorder.flush() {
             self.status.borrow_mut().error = Some(e.to_string());
         }
     }

@@ -703,7 +703,11 @@ impl Driver {
         }
         if let Some(digest) = digest {
             let outputs = digest.finish(self.node.poll_timeout());
-            self.record(|| Entry::Outputs(outputs));
+            if let Some(recorder) = &mut self.recorder
+                && let Err(error) = recorder.write_outputs(&outputs)
+            {
+                self.record_failed(&error);
+            }
             self.recorded_input = false;
             self.snapshot_if_wanted(now);
             // Handing the buffer to the OS at most every RECORD_FLUSH keeps a busy
@@ -947,7 +951,7 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // The log is complete before anyone hears the node has stopped.
         if let Some(recorder) = &mut self.recorder
-            && let Err(error) = recorder.sync()
+            && let Err(error) = recorder.flush()
         {
             tracing::error!(%error, "cannot flush the flight log");
         }

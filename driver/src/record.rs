@@ -7,7 +7,7 @@
 //! a digest of the outputs after each turn of the runtime's loop, so a replay can tell
 //! where it first departs from what the node really did.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! A log is a directory of segments, `00000001.gvr`, `00000002.gvr`, ..., each a
 //! 32-byte header followed by records.
@@ -15,7 +15,7 @@
 //! | bytes | header field |
 //! |---|---|
 //! | 0..8 | magic `GVFLIGHT` |
-//! | 8..10 | format version, u16 little-endian (1) |
+//! | 8..10 | format version, u16 little-endian (2; version 1 is still read) |
 //! | 10..12 | flags, u16 LE: bit 0 set when the log holds key material (`--record-keys`) |
 //! | 12..20 | segment number, u64 LE, from 1 |
 //! | 20..28 | number of the segment's first record, u64 LE, from 0 across the log |
@@ -29,6 +29,18 @@
 //! a 64-bit digest of all of them (each transmit's destination and bytes, each event).
 //! Times are the core's [`grapevine::Instant`] in nanoseconds.
 //!
+//! Every segment after the first opens with an [`Entry::Snapshot`] (new in version
+//! 2): the node's whole state ([`grapevine::Node::snapshot`]: every part, the RNG,
+//! the timers; no key material) taken at a turn boundary, after the outputs of the
+//! turn before were drained and their `Outputs` record written, with the keyring then
+//! installed (keys redacted unless recorded) and the time of the log's start. A
+//! segment is closed at the first turn boundary after it holds
+//! [`RecordOptions::segment_bytes`] of records past its snapshot; the recorder says so
+//! ([`Recorder::wants_snapshot`]) and the driver, which owns the node, supplies the
+//! snapshot ([`Recorder::write_snapshot`]). A writer that supplies none (the
+//! simulator's tap) gets segments closed at twice the size without one. Version 1
+//! differs only in having no snapshots: its logs read and replay as before.
+//!
 //! # What it holds, and what it does not
 //!
 //! - Datagrams as they were on the wire: sealed, if a keyring is installed.
@@ -41,14 +53,25 @@
 //! - Values written with `set` and request payloads, as given: the log is as sensitive
 //!   as the node's state.
 //!
-//! # Bounded, and its limit
+//! # Bounded, and re-runnable from any segment
 //!
-//! A segment is closed once it exceeds [`RecordOptions::segment_bytes`], and the oldest
-//! segments are deleted while the log exceeds [`RecordOptions::max_bytes`]. Replay
-//! needs the log from the node's start: the core cannot yet be snapshotted, so once
-//! the first segment has rotated away a log can still be checked record by record
-//! (`grapevine replay --check`) but no longer re-run. Size the log for the window you
-//! need (a quiet node writes a few KiB a second).
+//! The oldest segments are deleted while the log exceeds [`RecordOptions::max_bytes`]
+//! (room is kept for a segment as long as the longest so far). Replay begins at the
+//! log's first record: the node's start if it is still there, else the snapshot that
+//! opens the oldest segment kept; it restores the node from it and re-runs the rest,
+//! matching every `Outputs` digest byte for byte (`--until`, `--events` and
+//! `--dump-at` still count time from the node's start, which the snapshot carries).
+//! Without `--record-keys`, a snapshot of a node with a keyring holds no keys and
+//! replay stops there, saying so, as it does at a keyring change. A snapshot costs
+//! its size once per segment: size the segments well above it (a node that knows
+//! 1,000 members snapshots in about 0.2 MB; see docs/BENCHMARKS.md).
+//!
+//! # Cost on the node's thread
+//!
+//! Records are encoded straight into one 64 KiB batch, framed and checksummed in
+//! place, and written with one system call per batch or per flush (the driver's: at
+//! most every 100 ms). The per-datagram records (`Packet` and `Outputs`) are encoded
+//! by hand, without building an `Entry`.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -813,47 +836,40 @@ fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
-/// How many bytes of records the node's thread gathers before handing them to the
-/// writer thread (also handed over at every [`Recorder::flush`]).
+/// How many bytes of records are gathered before they are written (also written at
+/// every [`Recorder::flush`]).
 const BATCH_BYTES: usize = 64 << 10;
-/// Batches queued for the writer thread at most: beyond them the node's thread waits
-/// for the disk (a bounded log must not grow a bounded node's memory).
-const BATCHES_QUEUED: usize = 8;
 /// A segment that grows to this many times its size without a snapshot (a writer
 /// that does not supply them) is closed anyway: the log stays bounded, though it can
 /// then be re-run only from its start.
 const SEGMENT_WITHOUT_SNAPSHOT: u64 = 2;
+/// The position of [`Entry::Outputs`] among `Entry`'s variants (postcard's tag).
+const OUTPUTS_VARIANT: u8 = 12;
 
-/// What the node's thread asks of the writer thread.
-enum Job {
-    /// Framed records: each length is filled in, each checksum is left at zero for
-    /// the writer thread.
-    Records(Vec<u8>),
-    /// Close the current segment and begin segment `number`, whose first record is
-    /// `first_record`; then delete the oldest segments beyond the bound.
-    Segment { number: u64, first_record: u64 },
-    /// Hand everything written so far to the OS, then answer.
-    Sync(std::sync::mpsc::SyncSender<()>),
+/// Appends `value` as postcard's varint (LEB128).
+fn varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
 }
 
 /// Writes the log: records framed and checksummed, segments rotated.
 ///
-/// The node's thread only encodes each record into a batch buffer (no system call,
-/// no checksum); a writer thread of the recorder's own computes the checksums and
-/// writes the batches, rotates segments and deletes old ones. Batches are swapped,
-/// not copied: the writer thread hands emptied buffers back for reuse.
+/// Records are encoded straight into one batch buffer, framed and checksummed in
+/// place, and the batch goes to the OS in one `write` once it holds 64 KiB or at
+/// [`Recorder::flush`]: one copy of each record, no allocation per record. The two
+/// records of the hot path, [`Entry::Packet`] and [`Entry::Outputs`], are encoded by
+/// hand (the same bytes postcard writes; the tests check it). A writer thread was
+/// tried and measured slower on a loaded two-core machine: the batches then cross
+/// cores, and the thread competes with the node's for the CPU (docs/BENCHMARKS.md).
 #[derive(Debug)]
 pub struct Recorder {
     options: RecordOptions,
-    /// The batch being filled.
+    /// Records not yet written, framed and checksummed.
     batch: Vec<u8>,
-    jobs: Option<std::sync::mpsc::SyncSender<Job>>,
-    /// Emptied buffers coming back from the writer thread.
-    free: std::sync::mpsc::Receiver<Vec<u8>>,
-    /// The writer thread's first error, if any: recording stops there.
-    failed: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    segment: u64,
+    segments: SegmentWriter,
     /// Bytes of records since the current segment's snapshot (or its start).
     since_snapshot: u64,
     next_record: u64,
@@ -880,40 +896,26 @@ impl Recorder {
             }
         }
         let flags = if options.keys { FLAG_KEYS } else { 0 };
-        // The first segment is opened here, so that a directory we cannot write to
-        // is an error at start rather than a log that silently stops.
-        let file = open_segment(&options.dir, flags, 1, 0)?;
-        let (jobs, jobs_rx) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
-        let (free_tx, free) = std::sync::mpsc::sync_channel(BATCHES_QUEUED);
-        let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let mut writer = SegmentWriter {
+        let segments = SegmentWriter {
             dir: options.dir.clone(),
             flags,
             max_bytes: options.max_bytes,
             segment_bytes: options.effective_segment_bytes(),
-            file,
+            file: open_segment(&options.dir, flags, 1, 0)?,
             segment: 1,
             segment_len: HEADER_LEN as u64,
             closed: Default::default(),
         };
-        let failed_slot = failed.clone();
-        let thread = std::thread::Builder::new()
-            .name("grapevine-recorder".into())
-            .spawn(move || writer.run(jobs_rx, free_tx, failed_slot))?;
         let mut recorder = Recorder {
             options,
             batch: Vec::with_capacity(BATCH_BYTES + 4096),
-            jobs: Some(jobs),
-            free,
-            failed,
-            writer: Some(thread),
-            segment: 1,
+            segments,
             since_snapshot: 0,
             next_record: 0,
             started: start.now,
         };
         recorder.write(&Entry::Start(Box::new(start)))?;
-        recorder.sync()?;
+        recorder.flush()?;
         Ok(recorder)
     }
 
@@ -951,45 +953,69 @@ impl Recorder {
         Ok(())
     }
 
-    /// Appends one record (buffered; [`Recorder::flush`] hands it on).
+    /// Appends one record (buffered; [`Recorder::flush`] hands it to the OS).
     pub fn write(&mut self, entry: &Entry) -> io::Result<()> {
-        let start = self.batch.len();
-        self.batch.extend_from_slice(&[0; 8]);
+        let start = self.open_frame();
         let batch = std::mem::take(&mut self.batch);
         self.batch = match postcard::to_extend(entry, batch) {
             Ok(batch) => batch,
             Err(e) => return Err(io::Error::other(e)),
         };
-        self.framed(start)
+        self.close_frame(start)
     }
 
-    /// Appends an [`Entry::Packet`] without copying the datagram into an `Entry`
-    /// first (the hot path): the same bytes as `write(&Entry::Packet { .. })`.
+    /// Appends an [`Entry::Packet`] without building an `Entry` (the hot path): the
+    /// same bytes as `write(&Entry::Packet { .. })`.
     pub fn write_packet(&mut self, now: u64, from: SocketAddr, data: &[u8]) -> io::Result<()> {
-        /// `Entry::Packet`'s fields, borrowed; postcard writes a `&[u8]` and a
-        /// `Vec<u8>` alike (a varint length, then the bytes).
-        #[derive(Serialize)]
-        struct PacketRef<'a> {
-            now: u64,
-            from: SocketAddr,
-            data: &'a [u8],
+        let start = self.open_frame();
+        self.batch.push(PACKET_VARIANT);
+        varint(&mut self.batch, now);
+        // serde writes a socket address, to a binary format, as its variant, the
+        // address's octets and the port.
+        match from {
+            SocketAddr::V4(a) => {
+                self.batch.push(0);
+                self.batch.extend_from_slice(&a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                self.batch.push(1);
+                self.batch.extend_from_slice(&a.ip().octets());
+            }
         }
+        varint(&mut self.batch, u64::from(from.port()));
+        varint(&mut self.batch, data.len() as u64);
+        self.batch.extend_from_slice(data);
+        self.close_frame(start)
+    }
+
+    /// Appends an [`Entry::Outputs`] (once per turn): the same bytes as
+    /// `write(&Entry::Outputs(outputs))`.
+    pub fn write_outputs(&mut self, outputs: &Outputs) -> io::Result<()> {
+        let start = self.open_frame();
+        self.batch.push(OUTPUTS_VARIANT);
+        varint(&mut self.batch, u64::from(outputs.transmits));
+        varint(&mut self.batch, u64::from(outputs.events));
+        match outputs.deadline {
+            Some(deadline) => {
+                self.batch.push(1);
+                varint(&mut self.batch, deadline);
+            }
+            None => self.batch.push(0),
+        }
+        varint(&mut self.batch, outputs.digest);
+        self.close_frame(start)
+    }
+
+    /// Reserves a record's 8-byte frame header; returns where the record begins.
+    fn open_frame(&mut self) -> usize {
         let start = self.batch.len();
         self.batch.extend_from_slice(&[0; 8]);
-        // The variant index of `Entry::Packet`, as postcard's varint.
-        self.batch.push(PACKET_VARIANT);
-        let batch = std::mem::take(&mut self.batch);
-        self.batch = match postcard::to_extend(&PacketRef { now, from, data }, batch) {
-            Ok(batch) => batch,
-            Err(e) => return Err(io::Error::other(e)),
-        };
-        self.framed(start)
+        start
     }
 
-    /// The record at `start` in the batch is encoded after its 8-byte frame header:
-    /// fills in its length (the writer thread fills in its checksum), and hands the
-    /// batch on once full.
-    fn framed(&mut self, start: usize) -> io::Result<()> {
+    /// The record at `start` has been encoded after its frame header: fills in its
+    /// length and checksum, and writes the batch once full.
+    fn close_frame(&mut self, start: usize) -> io::Result<()> {
         let len = self.batch.len() - start;
         let payload = len - 8;
         if payload > MAX_RECORD_LEN {
@@ -998,11 +1024,13 @@ impl Recorder {
                 "a record of {payload} bytes exceeds the largest a reader accepts"
             )));
         }
+        let crc = crc32(&self.batch[start + 8..]);
         self.batch[start..start + 4].copy_from_slice(&(payload as u32).to_le_bytes());
+        self.batch[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
         self.since_snapshot += len as u64;
         self.next_record += 1;
         if self.batch.len() >= BATCH_BYTES {
-            self.hand_over()?;
+            self.flush()?;
         }
         if self.since_snapshot
             >= SEGMENT_WITHOUT_SNAPSHOT.saturating_mul(self.options.effective_segment_bytes())
@@ -1012,83 +1040,30 @@ impl Recorder {
         Ok(())
     }
 
-    /// Sends the batch to the writer thread, taking an emptied buffer in its place.
-    fn hand_over(&mut self) -> io::Result<()> {
+    fn next_segment(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.since_snapshot = 0;
+        self.segments.rotate(self.next_record)
+    }
+
+    /// Hands the buffered records to the OS (they survive the process being killed).
+    pub fn flush(&mut self) -> io::Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let fresh = self
-            .free
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + 4096));
-        let full = std::mem::replace(&mut self.batch, fresh);
-        self.send(Job::Records(full))
-    }
-
-    fn send(&mut self, job: Job) -> io::Result<()> {
-        self.check()?;
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
-        match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self
-                .take_error()
-                .unwrap_or_else(|| io::Error::other("the flight log's writer thread ended"))),
+        let written = self.segments.write(&self.batch);
+        self.batch.clear();
+        // A snapshot's buffer is not kept: the batch returns to its usual size.
+        if self.batch.capacity() > 4 * BATCH_BYTES {
+            self.batch = Vec::with_capacity(BATCH_BYTES + 4096);
         }
-    }
-
-    fn next_segment(&mut self) -> io::Result<()> {
-        self.hand_over()?;
-        self.segment += 1;
-        self.since_snapshot = 0;
-        self.send(Job::Segment {
-            number: self.segment,
-            first_record: self.next_record,
-        })
-    }
-
-    fn take_error(&self) -> Option<io::Error> {
-        self.failed.lock().ok().and_then(|mut slot| slot.take())
-    }
-
-    /// The writer thread's error, if it has failed.
-    fn check(&self) -> io::Result<()> {
-        match self.take_error() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-
-    /// Hands the buffered records to the writer thread, which hands them to the OS
-    /// soon after (they then survive the process being killed). Does not wait for
-    /// the disk; reports an error the writer thread met since the last call.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.hand_over()?;
-        self.check()
-    }
-
-    /// Like [`Recorder::flush`], and waits until the writer thread has handed every
-    /// record so far to the OS.
-    pub fn sync(&mut self) -> io::Result<()> {
-        self.hand_over()?;
-        let (done, wait) = std::sync::mpsc::sync_channel(1);
-        self.send(Job::Sync(done))?;
-        if wait.recv().is_err() {
-            return Err(self
-                .take_error()
-                .unwrap_or_else(|| io::Error::other("the flight log's writer thread ended")));
-        }
-        self.check()
+        written
     }
 }
 
 impl Drop for Recorder {
-    /// Writes what is buffered and waits for the writer thread.
     fn drop(&mut self) {
-        let _ = self.hand_over();
-        self.jobs = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        let _ = self.flush();
     }
 }
 
@@ -1098,7 +1073,8 @@ fn open_segment(dir: &Path, flags: u16, segment: u64, first_record: u64) -> io::
     Ok(file)
 }
 
-/// The writer thread's side: the open segment and the closed ones still on disk.
+/// The segments on disk: the open one and the closed ones still kept.
+#[derive(Debug)]
 struct SegmentWriter {
     dir: PathBuf,
     flags: u16,
@@ -1112,67 +1088,22 @@ struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    fn run(
-        &mut self,
-        jobs: std::sync::mpsc::Receiver<Job>,
-        free: std::sync::mpsc::SyncSender<Vec<u8>>,
-        failed: std::sync::Arc<std::sync::Mutex<Option<io::Error>>>,
-    ) {
-        for job in jobs {
-            let result = match job {
-                Job::Records(mut batch) => {
-                    let result = self.records(&mut batch);
-                    // Only batch-sized buffers come back: a snapshot's is dropped.
-                    if batch.capacity() <= 2 * BATCH_BYTES + 4096 {
-                        batch.clear();
-                        let _ = free.try_send(batch);
-                    }
-                    result
-                }
-                Job::Segment {
-                    number,
-                    first_record,
-                } => self.rotate(number, first_record),
-                Job::Sync(done) => {
-                    let _ = done.send(());
-                    Ok(())
-                }
-            };
-            if let Err(error) = result {
-                if let Ok(mut slot) = failed.lock() {
-                    *slot = Some(error);
-                }
-                // Nothing more is written: a log with a hole could not be replayed.
-                return;
-            }
-        }
-    }
-
-    /// Fills in each record's checksum and writes the batch.
-    fn records(&mut self, batch: &mut [u8]) -> io::Result<()> {
-        let mut pos = 0;
-        while pos + 8 <= batch.len() {
-            let mut word = [0u8; 4];
-            word.copy_from_slice(&batch[pos..pos + 4]);
-            let end = (pos + 8 + u32::from_le_bytes(word) as usize).min(batch.len());
-            let crc = crc32(&batch[pos + 8..end]);
-            batch[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
-            pos = end;
-        }
-        self.file.write_all(batch)?;
-        self.segment_len += batch.len() as u64;
+    fn write(&mut self, records: &[u8]) -> io::Result<()> {
+        self.file.write_all(records)?;
+        self.segment_len += records.len() as u64;
         Ok(())
     }
 
-    fn rotate(&mut self, number: u64, first_record: u64) -> io::Result<()> {
-        self.file.flush()?;
+    /// Closes the open segment, begins the next at record `first_record`, and deletes
+    /// the oldest segments beyond the bound.
+    fn rotate(&mut self, first_record: u64) -> io::Result<()> {
         self.closed.push_back((self.segment, self.segment_len));
-        self.file = open_segment(&self.dir, self.flags, number, first_record)?;
-        self.segment = number;
+        self.segment += 1;
+        self.file = open_segment(&self.dir, self.flags, self.segment, first_record)?;
         self.segment_len = HEADER_LEN as u64;
         // Room for the segment just begun: as long as the longest so far (a segment
-        // ends at the first turn boundary past `segment_bytes`, or at twice it
-        // without a snapshot).
+        // ends at the first turn boundary past `segment_bytes` of records after its
+        // snapshot, or at twice that without a snapshot).
         let reserve = self
             .closed
             .iter()
@@ -1594,10 +1525,11 @@ mod tests {
     }
 
     #[test]
-    fn a_packet_written_in_place_reads_back_as_the_entry() {
+    fn packets_and_outputs_written_by_hand_are_the_entries_bytes() {
         let dir = temp_dir("packet");
         let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
         let from: SocketAddr = "[::1]:7000".parse().unwrap();
+        let v4: SocketAddr = "10.1.2.3:65535".parse().unwrap();
         rec.write_packet(77, from, &[1, 2, 3]).unwrap();
         rec.write(&Entry::Packet {
             now: 77,
@@ -1605,9 +1537,31 @@ mod tests {
             data: vec![1, 2, 3],
         })
         .unwrap();
-        rec.sync().unwrap();
+        rec.write_packet(u64::MAX, v4, &[9; 300]).unwrap();
+        rec.write(&Entry::Packet {
+            now: u64::MAX,
+            from: v4,
+            data: vec![9; 300],
+        })
+        .unwrap();
+        let outputs = [
+            Outputs {
+                transmits: 3,
+                events: 200,
+                deadline: Some(1 << 40),
+                digest: u64::MAX - 5,
+            },
+            Outputs::default(),
+        ];
+        for o in &outputs {
+            rec.write_outputs(o).unwrap();
+            rec.write(&Entry::Outputs(*o)).unwrap();
+        }
+        rec.flush().unwrap();
         let entries: Vec<_> = LogReader::open(&dir).unwrap().map(Result::unwrap).collect();
-        assert_eq!(entries[1].1, entries[2].1);
+        for pair in entries[1..].chunks(2) {
+            assert_eq!(pair[0].1, pair[1].1);
+        }
         // Byte for byte: walk the frames to the last two records.
         let bytes = fs::read(dir.join(segment_name(1))).unwrap();
         let mut frames = Vec::new();
@@ -1617,8 +1571,10 @@ mod tests {
             frames.push(&bytes[pos..pos + 8 + len]);
             pos += 8 + len;
         }
-        assert_eq!(frames.len(), 3);
-        assert_eq!(frames[1], frames[2], "the same bytes");
+        assert_eq!(frames.len(), 9);
+        for pair in frames[1..].chunks(2) {
+            assert_eq!(pair[0], pair[1], "the same bytes");
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1668,7 +1624,7 @@ mod tests {
         for i in 0..200 {
             write_turn(&mut rec, &packet(i));
         }
-        rec.sync().unwrap();
+        rec.flush().unwrap();
         let reader = LogReader::open(&dir).unwrap();
         let segments = reader.segments().to_vec();
         assert!(segments.len() > 3, "{segments:?}");
@@ -1704,7 +1660,7 @@ mod tests {
         for i in 0..5000 {
             rec.write(&packet(i)).unwrap();
         }
-        rec.sync().unwrap();
+        rec.flush().unwrap();
         let sizes: Vec<u64> = list_segments(&dir)
             .unwrap()
             .iter()
@@ -1726,7 +1682,7 @@ mod tests {
         for i in 0..5000 {
             write_turn(&mut rec, &packet(i));
         }
-        rec.sync().unwrap();
+        rec.flush().unwrap();
         let total: u64 = list_segments(&dir)
             .unwrap()
             .iter()
@@ -1757,7 +1713,7 @@ mod tests {
         for i in 0..10 {
             rec.write(&packet(i)).unwrap();
         }
-        rec.sync().unwrap();
+        rec.flush().unwrap();
         drop(rec);
         let path = dir.join(segment_name(1));
         let good = fs::read(&path).unwrap();
@@ -1806,7 +1762,7 @@ mod tests {
         let dir = temp_dir("previous");
         let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
         rec.write(&packet(1)).unwrap();
-        rec.sync().unwrap();
+        rec.flush().unwrap();
         drop(rec);
         let rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
         drop(rec);

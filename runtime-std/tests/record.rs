@@ -249,7 +249,7 @@ fn a_rotated_log_replays_from_the_snapshot_that_opens_it() {
     let mut i = 0u32;
     wait_until("the first segments rotated away", || {
         for _ in 0..5 {
-            let value = vec![i as u8; if i % 7 == 0 { 2000 } else { 100 }];
+            let value = vec![i as u8; if i.is_multiple_of(7) { 2000 } else { 100 }];
             a.set(&format!("a{}", i % 8), &value).wait().unwrap();
             b.set(&format!("b{}", i % 8), &value).wait().unwrap();
             i += 1;
@@ -289,8 +289,7 @@ fn a_rotated_log_replays_from_the_snapshot_that_opens_it() {
             snapshot.node[middle] ^= 0x20;
         }
     })
-    .err()
-    .expect("a damaged snapshot is refused");
+    .expect_err("a damaged snapshot is refused");
     assert!(matches!(error, ReplayError::Snapshot { .. }), "{error}");
     let first = LogReader::open(&with_keys).unwrap().first_record();
     assert!(
@@ -317,9 +316,7 @@ fn a_rotated_log_replays_from_the_snapshot_that_opens_it() {
     );
 
     // Without its keys, the snapshot of a node with a keyring cannot be re-run.
-    let error = replay_from_first(&without_keys, |_| {})
-        .err()
-        .expect("no keys, no replay");
+    let error = replay_from_first(&without_keys, |_| {}).expect_err("no keys, no replay");
     assert!(
         matches!(error, ReplayError::SnapshotKeysNotRecorded { .. }),
         "{error}"
