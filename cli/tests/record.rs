@@ -351,3 +351,97 @@ fn simulate_usage_errors_exit_2() {
         );
     }
 }
+
+#[test]
+fn a_log_whose_start_rotated_away_replays_from_its_snapshot() {
+    use grapevine_driver::record::LogReader;
+    use grapevine_driver::{Options, RecordOptions};
+
+    // Fast rounds, so the log fills in a second or two.
+    let fast_config = |name: &str| {
+        let mut config = grapevine::Config::lan(name);
+        config.probe_interval = Duration::from_millis(200);
+        config.probe_timeout = Duration::from_millis(100);
+        config.gossip_interval = Duration::from_millis(200);
+        config
+    };
+    let dir = temp_dir("rotated");
+    let spawn = |dir: Option<&Path>, seeds: &[std::net::SocketAddr], seed: u64| {
+        let mut options = Options::new("127.0.0.1:0".parse().unwrap())
+            .config(fast_config("cli-record-rotated"))
+            .seeds(seeds.iter().copied())
+            .rng_seed(seed);
+        if let Some(dir) = dir {
+            options = options.record(
+                RecordOptions::new(dir)
+                    .max_bytes(64 << 10)
+                    .segment_bytes(8 << 10),
+            );
+        }
+        grapevine_std::spawn(options).unwrap()
+    };
+    let a = spawn(Some(&dir), &[], 31);
+    let b = spawn(None, &[a.local_addr()], 32);
+    let mut i = 0u32;
+    wait_until("the log's start rotated away", || {
+        for _ in 0..5 {
+            b.set(&format!("k{}", i % 8), &[i as u8; 150])
+                .wait()
+                .unwrap();
+            i += 1;
+        }
+        LogReader::open(&dir).unwrap().first_record() > 300
+    });
+    a.shutdown().wait().unwrap();
+    b.shutdown().wait().unwrap();
+
+    let path = dir.to_str().unwrap();
+    let out = grapevine(&["replay", path]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("matched byte for byte")
+            && stdout.contains("from the snapshot at record #"),
+        "{stdout}"
+    );
+    // Times count from the node's start: the snapshot's time is well past zero.
+    let reader = LogReader::open(&dir).unwrap();
+    let first = reader.into_iter().next().unwrap().unwrap().1;
+    let grapevine_driver::record::Entry::Snapshot(snapshot) = first else {
+        panic!("the log begins at a snapshot: {first:?}");
+    };
+    let from = Duration::from_nanos(snapshot.now - snapshot.started);
+    let millis = |d: Duration| format!("{}ms", d.as_millis());
+    // --events and --until from there; --dump-at within the log shows the state.
+    let until = millis(from + Duration::from_millis(500));
+    let out = grapevine(&["replay", path, "--events", "--until", &until]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--until"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = millis(from + Duration::from_millis(200));
+    let out = grapevine(&["replay", path, "--dump-at", &at, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dumped: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(
+        dumped["members"].as_array().is_some_and(|m| m.len() == 2),
+        "{dumped}"
+    );
+    // Before the log begins there is nothing to dump: one clear line.
+    assert_failure(&["replay", path, "--dump-at", "0ms"], "rotated away");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -64,7 +64,8 @@
 //! Without `--record-keys`, a snapshot of a node with a keyring holds no keys and
 //! replay stops there, saying so, as it does at a keyring change. A snapshot costs
 //! its size once per segment: size the segments well above it (a node that knows
-//! 1,000 members snapshots in about 0.2 MB; see docs/BENCHMARKS.md).
+//! 1,000 members snapshots into about 430 KB in under a millisecond; see
+//! docs/BENCHMARKS.md).
 //!
 //! # Cost on the node's thread
 //!
