@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant as Wall};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use grapevine::NodeId;
 use grapevine::wire::Message;
 use grapevine_benches::fixtures::{Fixture, id, packet, state};
@@ -207,5 +207,62 @@ fn snapshot(c: &mut Criterion) {
     g.finish();
 }
 
+/// Recording's cost measured in pairs: rounds of 20,000 datagrams without and with
+/// the recorder, alternating, each timed by the thread's CPU clock; prints the
+/// medians and the median of the per-round differences. On a machine whose cores
+/// are shared (a fuzzer), neighbouring rounds see the same conditions, so their
+/// difference is steadier than two separate criterion runs.
+/// Run: `GRAPEVINE_RECORD_PAIRED=1 cargo bench -p grapevine-benches --bench record`.
+fn paired() {
+    const ROUND: u64 = 20_000;
+    const ROUNDS: usize = 40;
+    let dir = dir();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (name, fresh_state) in [("ping", false), ("rumour_state_fresh", true)] {
+        let mut off = Fixture::new(MEMBERS, false);
+        let mut on = Fixture::new(MEMBERS, false);
+        let options = RecordOptions::new(dir.join(name))
+            .max_bytes(64 << 20)
+            .segment_bytes(8 << 20);
+        let mut recorder = Some(Recorder::create(options, start(&on)).expect("recorder"));
+        let mut none = None;
+        let (mut next_off, mut next_on) = (0u64, 0u64);
+        let (mut offs, mut ons, mut costs) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=ROUNDS {
+            let a = run(&mut off, &mut none, fresh_state, &mut next_off, ROUND);
+            let b = run(&mut on, &mut recorder, fresh_state, &mut next_on, ROUND);
+            if round == 0 {
+                continue; // warm-up
+            }
+            let (a, b) = (
+                a.as_nanos() as f64 / ROUND as f64,
+                b.as_nanos() as f64 / ROUND as f64,
+            );
+            offs.push(a);
+            ons.push(b);
+            costs.push(b - a);
+        }
+        println!(
+            "paired/{name}: off {:.0} ns, on {:.0} ns, recording costs {:.0} ns per datagram \
+             (medians of {ROUNDS} rounds of {ROUND})",
+            median(&mut offs),
+            median(&mut ons),
+            median(&mut costs)
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 criterion_group!(benches, record, snapshot);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("GRAPEVINE_RECORD_PAIRED").is_some() {
+        paired();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
