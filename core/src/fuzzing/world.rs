@@ -1065,6 +1065,22 @@ mod tests {
         run(scenario);
     }
 
+    /// Found by the `node` target (keyed, 3 nodes): one sealed datagram naming node 1
+    /// at a huge generation reset node 2's replay window for node 1's address, so
+    /// every real datagram of node 1 was "an older life" and refused as a replay: node
+    /// 2 could never hear node 1 again. Fixed: a newer life gets its own window beside
+    /// the proven one (`outbox::SenderWindows`).
+    #[test]
+    fn a_forged_generation_does_not_poison_the_replay_window() {
+        use arbitrary::Arbitrary;
+        let bytes = include_bytes!(
+            "../../../fuzz/regressions/node/forged-generation-poisons-replay-window"
+        );
+        let scenario = Scenario::arbitrary_take_rest(arbitrary::Unstructured::new(bytes))
+            .expect("the fuzzer's input parses");
+        run(scenario);
+    }
+
     /// Placement records from a stranger: one datagram each, distinct names. The table
     /// holds at most twice a full member table (it was unbounded; see fuzz/README.md).
     #[test]

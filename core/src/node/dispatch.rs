@@ -43,6 +43,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     if addr == sender.addr
                         && self.members.get(&addr).is_some_and(|m| m.id == *sender)
                     {
+                        self.out.prove_sender(&addr, sender.generation);
                         self.confirmed(&addr);
                     }
                 }
