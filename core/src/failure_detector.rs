@@ -137,8 +137,6 @@ pub(crate) struct Detector<A> {
     seq: u32,
     /// Lifeguard's local health multiplier.
     health: u32,
-    /// When a confirmed member last reached us directly (see [`Detector::expired`]).
-    heard_at: Option<Instant>,
     health_max: u32,
     probe_interval: Duration,
     probe_timeout: Duration,
@@ -162,7 +160,6 @@ impl<A: crate::Address> Detector<A> {
             next_suspicion: None,
             seq: first_seq,
             health: 0,
-            heard_at: None,
             health_max: config.awareness_max,
             probe_interval: config.probe_interval,
             probe_timeout: config.probe_timeout,
@@ -521,6 +518,23 @@ impl<A: crate::Address> Detector<A> {
         self.next_suspicion = None;
     }
 
+    /// Whether our suspicion of `addr` rests on `accuser`'s word alone.
+    pub fn rests_on(&self, addr: &A, accuser: &A) -> bool {
+        self.suspicions
+            .get(addr)
+            .is_some_and(|s| s.accusers.len() == 1 && s.accusers[0] == *accuser)
+    }
+
+    /// The suspicion of `addr` stands on another member's death verdict (see
+    /// `Node::apply_claim_from`): it runs for the minimum timeout only, as if every
+    /// confirmation had come.
+    pub fn hasten(&mut self, addr: &A) {
+        if let Some(s) = self.suspicions.get_mut(addr) {
+            s.expected = 0;
+            self.next_suspicion = None;
+        }
+    }
+
     /// Adds an independent accuser; returns whether it was new.
     pub fn confirm(&mut self, addr: &A, incarnation: u64, accuser: A) -> bool {
         match self.suspicions.get_mut(addr) {
@@ -536,36 +550,8 @@ impl<A: crate::Address> Detector<A> {
         }
     }
 
-    /// A datagram came straight from a confirmed member: we are not cut off.
-    pub fn heard_from_member(&mut self, now: Instant) {
-        self.heard_at = Some(now);
-    }
-
     /// Suspicions whose deadline has passed, as death claims.
-    ///
-    /// A node in poor local health (its own probes keep failing without the helpers'
-    /// nacks: it is probably the one at fault, Lifeguard's premise) does not declare
-    /// a member dead on its own word alone while the others could speak: if no other
-    /// member has confirmed the suspicion, one could, and members still reach us, the
-    /// suspicion starts over instead. Otherwise a gray node (one losing most of its
-    /// datagrams) times out its suspicions of healthy members before their
-    /// refutations get through to it, and its "dead" verdicts, which every receiver
-    /// accepts, kill them everywhere until they refute. A real crash is still
-    /// declared: the members that reach us detect it too, and their confirmations or
-    /// verdicts arrive. A node that hears from no one for a whole maximum suspicion
-    /// timeout (alone in a partition, or among silent members) declares as usual, so
-    /// nothing is held forever.
     fn expired(&mut self, now: Instant) -> Vec<MemberClaim<A>> {
-        if self.health > 0 {
-            let heard_at = self.heard_at;
-            for s in self.suspicions.values_mut() {
-                let others_speak = heard_at.is_some_and(|t| t + s.max > now);
-                if s.deadline() <= now && s.expected > 0 && s.accusers.len() <= 1 && others_speak {
-                    s.start = now;
-                    self.next_suspicion = None;
-                }
-            }
-        }
         let due: Vec<MemberClaim<A>> = self
             .suspicions
             .iter()
@@ -688,45 +674,6 @@ mod tests {
             [Message::Ping { seq }] => (to, seq),
             _ => panic!("expected a lone ping, got {msgs:?}"),
         }
-    }
-
-    /// A node in poor health does not declare on its own word while members still
-    /// reach it; alone, or once another member confirms, it declares as usual.
-    #[test]
-    fn an_unhealthy_node_declares_only_confirmed_suspicions_while_others_reach_it() {
-        let n = 10;
-        let m = members(&[7]);
-        let mut out = outbox(ME);
-        let mut d = detector();
-        d.health_up(2);
-        d.heard_from_member(Instant::ZERO);
-        d.suspect(Instant::ZERO, &suspect(7), Some(ME), n);
-        let max = d.poll_timeout().expect("a suspicion runs") - Instant::ZERO;
-        // Members spoke within the last maximum timeout: the suspicion starts over.
-        let t1 = Instant::ZERO + max;
-        d.heard_from_member(t1 - Duration::from_secs(1));
-        assert!(d.handle_timeout(t1, &m, &mut out).is_empty(), "deferred");
-        assert_eq!(d.poll_timeout(), Some(t1 + max), "restarted at t1");
-        // A confirmation from another member: declared at its (shorter) deadline.
-        assert!(d.confirm(&7, 0, 3));
-        let due = d.poll_timeout().expect("still suspected");
-        assert!(due < t1 + max);
-        assert_eq!(
-            d.handle_timeout(due, &m, &mut out).len(),
-            1,
-            "confirmed: dead"
-        );
-        // Alone: nobody spoke for a whole maximum timeout, so it declares as usual.
-        let mut d = detector();
-        d.health_up(2);
-        d.heard_from_member(Instant::ZERO);
-        d.suspect(Instant::ZERO, &suspect(7), Some(ME), n);
-        assert_eq!(d.handle_timeout(Instant::ZERO + max, &m, &mut out).len(), 1);
-        // Healthy: declares on its own word at the usual deadline.
-        let mut d = detector();
-        d.heard_from_member(Instant::ZERO);
-        d.suspect(Instant::ZERO, &suspect(7), Some(ME), n);
-        assert_eq!(d.handle_timeout(Instant::ZERO + max, &m, &mut out).len(), 1);
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! liveness, so no key changes owner, and each time one of its refutations gets through
 //! it is alive again (memberlist behaves the same way and calls it flapping). What must
 //! never happen is that the gray node's failed probes get a *healthy* node declared
-//! dead: its accusations alone never shorten a suspicion (Lifeguard needs independent
-//! accusers), and its local health slows its probing. Once the loss stops, every view
-//! converges with the gray node alive.
+//! dead: a death verdict about a member nobody else suspected is only a suspicion for
+//! its receivers, which the member refutes. Once the loss stops, every view converges
+//! with the gray node alive.
 //!
 //! Replay a failure with
 //! `GRAPEVINE_SEED=<seed> cargo test -p grapevine-sim --test gray_failure -- --nocapture`.

@@ -465,13 +465,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
         // datagram naming a third party must not make us probe that third party.
         if sender.addr == from {
             self.heard_from(now, &sender);
-            if self
-                .members
-                .get(&from)
-                .is_some_and(|m| m.id == sender && m.confirmed && m.status.is_live())
-            {
-                self.detector.heard_from_member(now);
-            }
         }
         let mut reply: Vec<Vec<u8>> = Vec::new();
         // Only a sender speaking from its own address gets more than a reply-sized
