@@ -521,6 +521,23 @@ impl<A: crate::Address> Detector<A> {
         self.next_suspicion = None;
     }
 
+    /// Whether our suspicion of `addr` rests on `accuser`'s word alone.
+    pub fn rests_on(&self, addr: &A, accuser: &A) -> bool {
+        self.suspicions
+            .get(addr)
+            .is_some_and(|s| s.accusers.len() == 1 && s.accusers[0] == *accuser)
+    }
+
+    /// The suspicion of `addr` stands on another member's death verdict (see
+    /// `Node::apply_claim_from`): it runs for the minimum timeout only, as if every
+    /// confirmation had come.
+    pub fn hasten(&mut self, addr: &A) {
+        if let Some(s) = self.suspicions.get_mut(addr) {
+            s.expected = 0;
+            self.next_suspicion = None;
+        }
+    }
+
     /// Adds an independent accuser; returns whether it was new.
     pub fn confirm(&mut self, addr: &A, incarnation: u64, accuser: A) -> bool {
         match self.suspicions.get_mut(addr) {

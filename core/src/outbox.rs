@@ -104,6 +104,70 @@ impl Window {
     }
 }
 
+impl Window {
+    fn new(generation: u64, seq: u64) -> Self {
+        Window {
+            generation,
+            highest: seq,
+            seen: 1,
+        }
+    }
+}
+
+/// A sender's replay windows: one for its *proven* life (the generation that last
+/// answered our probe at its address) and one for the newest other life seen.
+///
+/// A single window that any newer generation resets could be poisoned: one sealed
+/// datagram from a key holder naming the sender at a huge generation would make every
+/// real datagram of the sender "an older life", refused forever, and the sender could
+/// never be heard again. So a newer generation gets its own window beside the proven
+/// one, and only an answered probe ([`SenderWindows::prove`]) makes it the proven
+/// one; older generations than the proven life are refused. While no life is proven
+/// (or while a forger keeps announcing lives), unproven generations share one slot,
+/// so their replays may pass: the cost of a forgery is weaker replay protection for
+/// an unproven life, never a silenced sender.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct SenderWindows {
+    proven: Option<Window>,
+    newest: Option<Window>,
+}
+
+impl SenderWindows {
+    /// Records a sealed datagram of `generation` numbered `seq`; false for a replay or
+    /// a datagram of a life older than the proven one.
+    fn admit(&mut self, generation: u64, seq: u64) -> bool {
+        if let Some(p) = self.proven.as_mut() {
+            if generation < p.generation {
+                return false;
+            }
+            if generation == p.generation {
+                return p.admit(generation, seq);
+            }
+        }
+        match self.newest.as_mut() {
+            Some(w) if w.generation == generation => w.admit(generation, seq),
+            _ => {
+                self.newest = Some(Window::new(generation, seq));
+                true
+            }
+        }
+    }
+
+    /// The life `generation` answered a probe at the sender's address: its window
+    /// becomes the proven one.
+    fn prove(&mut self, generation: u64) {
+        if self.proven.is_some_and(|p| p.generation >= generation) {
+            return;
+        }
+        // Without a window of that life yet (no sealed datagram of it seen), the next
+        // answered probe proves it.
+        if let Some(w) = self.newest.filter(|w| w.generation == generation) {
+            self.proven = Some(w);
+            self.newest = None;
+        }
+    }
+}
+
 /// What every part may use to act on the world: see the [module docs](self).
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
@@ -133,7 +197,7 @@ pub(crate) struct Outbox<A, R> {
     seal_seq: u64,
     /// Replay windows of the senders of sealed datagrams, at most `max_windows`.
     #[serde(with = "crate::snapshot::map")]
-    windows: Map<A, Window>,
+    windows: Map<A, SenderWindows>,
     max_windows: usize,
 }
 
@@ -308,7 +372,7 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         Ok((sender, messages))
     }
 
-    /// Checks a sealed datagram's sequence number against its sender's window.
+    /// Checks a sealed datagram's sequence number against its sender's windows.
     fn admit(&mut self, sender: &NodeId<A>, seq: u64) -> Result<(), PacketError> {
         if let Some(w) = self.windows.get_mut(&sender.addr) {
             return if w.admit(sender.generation, seq) {
@@ -320,16 +384,19 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         // A full table tracks no new sender: windows are for members, and the table
         // is as large as the member table.
         if self.windows.len() < self.max_windows {
-            self.windows.insert(
-                sender.addr.clone(),
-                Window {
-                    generation: sender.generation,
-                    highest: seq,
-                    seen: 1,
-                },
-            );
+            let mut w = SenderWindows::default();
+            w.admit(sender.generation, seq);
+            self.windows.insert(sender.addr.clone(), w);
         }
         Ok(())
+    }
+
+    /// The member at `addr` answered our probe there under `generation`: that life's
+    /// replay window is the proven one (see [`SenderWindows`]).
+    pub fn prove_sender(&mut self, addr: &A, generation: u64) {
+        if let Some(w) = self.windows.get_mut(addr) {
+            w.prove(generation);
+        }
     }
 
     /// Forgets a sender's replay window (the member was forgotten).
@@ -513,5 +580,36 @@ mod replay_tests {
         // A forged jump far ahead is accepted once but moves nothing.
         assert!(w.admit(2, u64::MAX));
         assert!(w.admit(2, 1), "the sender's real datagrams still pass");
+    }
+
+    /// A key holder's datagram at a huge generation does not silence the sender's
+    /// proven life; a real new life is proven by an answered probe.
+    #[test]
+    fn a_forged_generation_does_not_silence_the_proven_life() {
+        let mut w = SenderWindows::default();
+        assert!(w.admit(5, 1));
+        w.prove(5);
+        assert!(w.admit(5, 2));
+        assert!(
+            w.admit(u64::MAX, 1),
+            "forged: accepted once, in its own slot"
+        );
+        assert!(w.admit(5, 3), "the proven life still passes");
+        assert!(!w.admit(5, 3), "and its replays are still refused");
+        assert!(!w.admit(4, 100), "an older life than the proven one");
+        // The real node restarts at generation 6: heard, then proven by a probe.
+        assert!(w.admit(6, 1));
+        assert!(!w.admit(6, 1), "a replay of the unproven life, in its slot");
+        w.prove(6);
+        assert!(w.admit(6, 2));
+        assert!(
+            !w.admit(5, 4),
+            "the previous life is over once the new one is proven"
+        );
+        // Proving an older or unknown life changes nothing.
+        w.prove(5);
+        w.prove(9);
+        assert!(w.admit(6, 3));
+        assert!(!w.admit(6, 3));
     }
 }

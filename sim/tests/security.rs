@@ -689,3 +689,37 @@ fn a_forged_digest_cannot_stop_anti_entropy_for_an_owner() {
         "seed = {seed}: node 1 never got node 2's write back after one forged digest entry"
     );
 }
+
+/// One sealed datagram from a key holder naming a member at generation `u64::MAX` does
+/// not make the member's real datagrams "an older life": they are still accepted, and
+/// no one declares it dead (a single replay window was poisoned this way; found by the
+/// `node` fuzz target).
+#[test]
+fn a_forged_huge_generation_does_not_silence_a_member() {
+    let seed = seed_from_env(1331);
+    let _guard = SeedGuard(seed);
+    let mut sim = keyed_cluster(seed, 3, NetConfig::default());
+    let victim = sim.id(0);
+    let forged = NodeId::new(victim.addr, u64::MAX);
+    let data = craft("sim", Some(&K1), &forged, &[Message::SyncRoot { root: 1 }]);
+    let from = sim.addr(2);
+    let result = sim.with_node(1, |node, now| node.handle_packet(now, from, &data));
+    sim.check(result.is_ok(), || {
+        format!("the sealed datagram was refused: {result:?}")
+    });
+    let replayed_before = sim.node(1).stats().drops.replayed;
+    sim.run_for(Duration::from_secs(60));
+    let replayed = sim.node(1).stats().drops.replayed - replayed_before;
+    println!(
+        "seed {seed}: after a forged datagram at generation u64::MAX, {replayed} of node 0's \
+         datagrams were refused as replays at node 1 in 60 s; {} false deaths",
+        sim.false_deaths()
+    );
+    sim.check(replayed == 0, || {
+        format!("{replayed} real datagrams of node 0 were refused as replays")
+    });
+    sim.check(sim.false_deaths() == 0, || {
+        "a live node was declared dead".to_owned()
+    });
+    sim.check(sim.converged(), || "the views diverged".to_owned());
+}

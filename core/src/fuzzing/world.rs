@@ -1065,6 +1065,57 @@ mod tests {
         run(scenario);
     }
 
+    /// Found by the `node` target (keyed, 3 nodes): one sealed datagram naming node 1
+    /// at a huge generation reset node 2's replay window for node 1's address, so
+    /// every real datagram of node 1 was "an older life" and refused as a replay: node
+    /// 2 could never hear node 1 again. Fixed: a newer life gets its own window beside
+    /// the proven one (`outbox::SenderWindows`).
+    #[test]
+    fn a_forged_generation_does_not_poison_the_replay_window() {
+        use arbitrary::Arbitrary;
+        let bytes = include_bytes!(
+            "../../../fuzz/regressions/node/forged-generation-poisons-replay-window"
+        );
+        let scenario = Scenario::arbitrary_take_rest(arbitrary::Unstructured::new(bytes))
+            .expect("the fuzzer's input parses");
+        run(scenario);
+    }
+
+    /// Every input kept in `fuzz/regressions/node/` (failures the fuzzer found, each
+    /// fixed) still runs clean.
+    #[test]
+    fn every_kept_regression_input_runs_clean() {
+        use arbitrary::Arbitrary;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/regressions/node");
+        let mut ran = 0;
+        for entry in std::fs::read_dir(dir).expect("the regressions directory reads") {
+            let path = entry.expect("a directory entry").path();
+            let bytes = std::fs::read(&path).expect("a regression input reads");
+            let scenario = Scenario::arbitrary_take_rest(arbitrary::Unstructured::new(&bytes))
+                .expect("a kept input parses");
+            std::println!("running {}", path.display());
+            run(scenario);
+            ran += 1;
+        }
+        assert!(ran >= 4, "only {ran} regression inputs found in {dir}");
+    }
+
+    /// Runs the input named by `GRAPEVINE_FUZZ_INPUT` (a crash the fuzzer wrote), for
+    /// debugging: `GRAPEVINE_FUZZ_INPUT=fuzz/artifacts/node/crash-... cargo test -p
+    /// grapevine --features arbitrary --lib -- --ignored fuzz_input`.
+    #[test]
+    #[ignore = "debugging aid: runs the input named by GRAPEVINE_FUZZ_INPUT"]
+    fn fuzz_input() {
+        use arbitrary::Arbitrary;
+        let Ok(path) = std::env::var("GRAPEVINE_FUZZ_INPUT") else {
+            return;
+        };
+        let bytes = std::fs::read(&path).expect("the input file reads");
+        let scenario = Scenario::arbitrary_take_rest(arbitrary::Unstructured::new(&bytes))
+            .expect("the fuzzer's input parses");
+        run(scenario);
+    }
+
     /// Placement records from a stranger: one datagram each, distinct names. The table
     /// holds at most twice a full member table (it was unbounded; see fuzz/README.md).
     #[test]

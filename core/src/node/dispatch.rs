@@ -43,6 +43,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     if addr == sender.addr
                         && self.members.get(&addr).is_some_and(|m| m.id == *sender)
                     {
+                        self.out.prove_sender(&addr, sender.generation);
                         self.confirmed(&addr);
                     }
                 }
@@ -53,7 +54,23 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             Message::Nack { seq } => self.detector.on_nack(seq, &mut self.out),
             Message::Member(claim) => {
-                let accuser = (claim.status == Status::Suspect).then(|| sender.addr.clone());
+                // The verdict of the one member whose accusation is all our suspicion
+                // rests on adds nothing to it: our own timer decides (see
+                // `apply_claim_from` for a verdict about a member we never suspected).
+                if claim.status == Status::Dead
+                    && self.members.get(&claim.id.addr).is_some_and(|m| {
+                        m.id == claim.id
+                            && m.status == Status::Suspect
+                            && m.incarnation == claim.incarnation
+                    })
+                    && self.detector.rests_on(&claim.id.addr, &sender.addr)
+                {
+                    return;
+                }
+                // The sender accuses: of a suspicion, or of a death (which may be taken as
+                // a suspicion, see `apply_claim_from`).
+                let accuser = matches!(claim.status, Status::Suspect | Status::Dead)
+                    .then(|| sender.addr.clone());
                 self.apply_claim(now, claim, accuser);
             }
             Message::Suspect {
@@ -234,6 +251,25 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if claim.id.addr == self.members.me().addr {
             return self.claim_about_me(&claim);
         }
+        // A death verdict about a member we hold alive and have never suspected is
+        // taken as a suspicion that runs for the minimum timeout: the member hears of
+        // it and can refute it first. One node's verdict alone (a gray node, whose own
+        // probes fail, or any node that lost its links) then cannot kill a healthy
+        // member everywhere, as SWIM's rule would let it. A real crash is suspected by
+        // everyone before the first verdict arrives, so this only delays the rare
+        // member that missed the suspicion, by at most the minimum timeout.
+        let verdict_unseen = claim.status == Status::Dead
+            && self.members.get(&claim.id.addr).is_some_and(|m| {
+                m.id == claim.id && m.status == Status::Alive && claim.incarnation >= m.incarnation
+            });
+        let claim = if verdict_unseen {
+            MemberClaim {
+                status: Status::Suspect,
+                ..claim
+            }
+        } else {
+            claim
+        };
         let Applied {
             change,
             entered_live,
@@ -296,6 +332,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Change::Suspected => {
                 self.out.count().suspicions += 1;
                 self.detector.suspect(now, &claim, accuser.clone(), n);
+                if verdict_unseen {
+                    self.detector.hasten(&addr);
+                }
                 self.out.event(Event::MemberSuspect(claim.id.clone()));
             }
             Change::Died | Change::Left => {
