@@ -51,7 +51,9 @@
 //!   need a hook inside the core's `handle_packet` and would not replay the replay
 //!   window nor the drops, which are part of what the node did; the ciphertext does.
 //! - Values written with `set` and request payloads, as given: the log is as sensitive
-//!   as the node's state.
+//!   as the node's state. Its snapshots hold that state whole (every owner's values
+//!   the node holds), but never key material: the keyring beside a snapshot is
+//!   recorded under the same rule as keyring changes.
 //!
 //! # Bounded, and re-runnable from any segment
 //!
