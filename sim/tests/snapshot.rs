@@ -218,7 +218,7 @@ fn run_seed(seed: u64) {
 #[test]
 fn a_restored_node_puts_out_what_the_original_does_byte_for_byte() {
     let first = seed_from_env(1);
-    for seed in first..first + 4 {
+    for seed in first..first + 8 {
         run_seed(seed);
     }
 }
