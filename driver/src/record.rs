@@ -1761,6 +1761,30 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_log_still_reads_and_a_later_version_is_refused() {
+        let dir = temp_dir("v1");
+        let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
+        rec.write(&packet(1)).unwrap();
+        rec.flush().unwrap();
+        drop(rec);
+        let path = dir.join(segment_name(1));
+        let bytes = fs::read(&path).unwrap();
+        let with_version = |version: u16| {
+            let mut b = bytes.clone();
+            b[8..10].copy_from_slice(&version.to_le_bytes());
+            let crc = crc32(&b[..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        fs::write(&path, with_version(1)).unwrap();
+        assert_eq!(LogReader::open(&dir).unwrap().count(), 2);
+        fs::write(&path, with_version(FORMAT_VERSION + 1)).unwrap();
+        let text = LogReader::open(&dir).unwrap_err().to_string();
+        assert!(text.contains("format version 3"), "{text}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_new_log_moves_the_old_one_aside() {
         let dir = temp_dir("previous");
         let mut rec = Recorder::create(RecordOptions::new(&dir), start()).unwrap();
