@@ -45,7 +45,10 @@ pub struct Config {
     /// Retransmit budget multiplier λ: a rumour is sent λ·⌈log10(n + 1)⌉ times (memberlist: 4).
     pub retransmit_mult: u32,
     /// Lifeguard's minimum suspicion timeout is `suspicion_mult · log10(n) · probe_interval`
-    /// (memberlist: 4).
+    /// (memberlist and foca: 4; the LAN preset: 3, because a death verdict nobody else
+    /// suspected is only a suspicion here, see ARCHITECTURE.md "Gray failures", and
+    /// with it 3 keeps 0 false deaths at 10 % loss while detecting crashes faster than
+    /// foca: docs/BENCHMARKS.md).
     pub suspicion_mult: u32,
     /// The maximum suspicion timeout is `suspicion_max_mult` times the minimum (memberlist: 6).
     pub suspicion_max_mult: u32,
@@ -114,7 +117,7 @@ impl Config {
             gossip_interval: Duration::from_secs(1),
             gossip_fanout: 3,
             retransmit_mult: 4,
-            suspicion_mult: 4,
+            suspicion_mult: 3,
             suspicion_max_mult: 6,
             awareness_max: 8,
             max_datagram_size: 1400,

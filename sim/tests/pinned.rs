@@ -88,11 +88,15 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// ring) (0x16ae_b1bd_8378_0d96 / 38,300 / 14,001, 0xfc1b_5fa5_6d9b_1c01 / 40,338 /
 /// 15,964, 0xa632_5b04_ef0d_9d98 / 37,935 / 14,020). Changed by the scale issue's
 /// rumour priorities: a packet takes our own claims first, then topology (membership
-/// and placement), then state (the join's state rumours now wait behind the rest).
+/// and placement), then state (the join's state rumours now wait behind the rest)
+/// (0xfaff_c01c_c4ed_02ba / 38,465 / 13,935, 0x2061_5a98_0359_81f3 / 39,792 / 15,917,
+/// 0x392c_259a_efd6_6c7a / 39,874 / 15,976). Changed by the LAN preset's
+/// `suspicion_mult` going from 4 to 3 (node 7's crash is declared sooner, so fewer
+/// packets are sent to it).
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0xfaff_c01c_c4ed_02ba, 38_465, 13_935)),
-    (2, (0x2061_5a98_0359_81f3, 39_792, 15_917)),
-    (3, (0x392c_259a_efd6_6c7a, 39_874, 15_976)),
+    (1, (0xb9cf_779a_5e12_7141, 38_300, 13_935)),
+    (2, (0xbdfc_4ca8_0b6e_d0a0, 39_513, 15_832)),
+    (3, (0x481c_0b0a_ee39_62e7, 39_602, 15_972)),
 ];
 
 #[test]

@@ -85,7 +85,7 @@ struct Args {
     /// Virtual milliseconds between two joins.
     #[arg(long, default_value_t = 1.0)]
     join_stagger_ms: f64,
-    /// Experiment: Grapevine's `suspicion_mult` instead of the LAN preset's 4.
+    /// Experiment: Grapevine's `suspicion_mult` instead of the LAN preset's 3.
     #[arg(long)]
     gv_suspicion_mult: Option<u32>,
     /// Where the SVG plots, the JSON figures and the markdown tables go.
