@@ -444,6 +444,13 @@ impl<A: crate::Address> Membership<A> {
         {
             evicted = self.evict_unconfirmed();
         }
+        // A full table with no unconfirmed member to give way: the longest-dead member
+        // does. A tombstone only guards against stale rumours about a life that is
+        // over; a newcomer may be real (a table full of members that went silent must
+        // not lock real members out for `dead_retention`; found by the fuzzer).
+        if newcomer && evicted.is_none() && self.map.len() >= self.max_members {
+            evicted = self.evict_longest_dead();
+        }
         let room = self.map.len() < self.max_members;
         let change = if implausible {
             Change::None
@@ -493,6 +500,19 @@ impl<A: crate::Address> Membership<A> {
         }
         let victim = self.unconfirmed.list[self.evict_at % n].clone();
         self.evict_at = self.evict_at.wrapping_add(1);
+        self.forget(&victim);
+        Some(victim)
+    }
+
+    /// Evicts the member dead for the longest time, if any; returns it.
+    fn evict_longest_dead(&mut self) -> Option<A> {
+        let victim = self
+            .dead
+            .list
+            .iter()
+            .filter_map(|a| self.map.get(a).map(|m| (m.since, a)))
+            .min_by(|x, y| x.0.cmp(&y.0))
+            .map(|(_, a)| a.clone())?;
         self.forget(&victim);
         Some(victim)
     }
@@ -1000,6 +1020,29 @@ mod tests {
         let one = m.get(&1).expect("known");
         assert_eq!(one.rank(), (2, 3, Suspect));
         assert_eq!(m.live(), &[1]);
+    }
+
+    /// A full table of confirmed members, some dead, and no unconfirmed one: a
+    /// newcomer takes the place of the longest-dead member instead of being refused.
+    #[test]
+    fn a_full_table_makes_room_from_the_longest_dead() {
+        use Status::*;
+        let mut m = Membership::with_unconfirmed_share(NodeId::new(0, 1), 3, 34, SeededState(1));
+        for a in 1..=3 {
+            m.apply(&about(a, 1, 0, Alive), Instant::from_secs(1));
+            m.confirm(&a);
+        }
+        m.apply(&about(2, 1, 0, Dead), Instant::from_secs(5));
+        m.apply(&about(3, 1, 0, Dead), Instant::from_secs(3));
+        let applied = m.apply(&about(9, 1, 0, Alive), Instant::from_secs(10));
+        assert_eq!(applied.evicted, Some(3), "the longest dead gives way");
+        assert!(!applied.refused);
+        assert!(m.get(&9).is_some() && m.get(&3).is_none() && m.get(&2).is_some());
+        // No dead member left to give way: the next newcomer is refused.
+        m.confirm(&9);
+        m.apply(&about(2, 1, 1, Alive), Instant::from_secs(11));
+        let applied = m.apply(&about(8, 1, 0, Alive), Instant::from_secs(12));
+        assert!(applied.refused, "{applied:?}");
     }
 
     /// Members learned before `join` were never pinged: their time to answer starts
