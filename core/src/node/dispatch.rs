@@ -53,6 +53,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     .on_ping_req(now, sender, seq, target, reply, &mut self.out)
             }
             Message::Nack { seq } => self.detector.on_nack(seq, &mut self.out),
+            Message::Member(claim) if claim.id.addr == self.members.me().addr => {
+                self.accused(&claim, reply);
+            }
             Message::Member(claim) => {
                 // The verdict of the one member whose accusation is all our suspicion
                 // rests on adds nothing to it: our own timer decides (see
@@ -84,7 +87,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     incarnation,
                     status,
                 };
-                self.apply_claim(now, claim, Some(accuser));
+                if claim.id.addr == self.members.me().addr {
+                    self.accused(&claim, reply);
+                } else {
+                    self.apply_claim(now, claim, Some(accuser));
+                }
             }
             Message::State(delta) => {
                 if !self.members.is_live_owner(&delta.owner) {
@@ -249,7 +256,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
         direct: bool,
     ) {
         if claim.id.addr == self.members.me().addr {
-            return self.claim_about_me(&claim);
+            self.claim_about_me(&claim);
+            return;
         }
         // A death verdict about a member we hold alive and have never suspected is
         // taken as a suspicion that runs for the minimum timeout: the member hears of
@@ -381,13 +389,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
     }
 
-    /// A claim about ourselves: refute an accusation of this life.
-    pub(super) fn claim_about_me(&mut self, claim: &MemberClaim<A>) {
+    /// A claim about ourselves: refute an accusation of this life. Returns whether it
+    /// was one (our refutation is then due to whoever sent it, too).
+    pub(super) fn claim_about_me(&mut self, claim: &MemberClaim<A>) -> bool {
         match self.members.refute(claim) {
-            Refutation::Ignore => {}
+            Refutation::Ignore => false,
             // Our refutation missed whoever still spreads it: send it round again
             // rather than wait for anti-entropy to repair it.
-            Refutation::Repeat => self.queue_member_rumour(self.members.own_claim()),
+            Refutation::Repeat => {
+                self.queue_member_rumour(self.members.own_claim());
+                true
+            }
             // Having to refute also means we may be the slow one (Lifeguard).
             Refutation::Raised => {
                 self.out.count().refutations += 1;
@@ -395,7 +407,18 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let me = self.members.me().addr.clone();
                 self.refresh_tree(&me);
                 self.queue_member_rumour(self.members.own_claim());
+                true
             }
+        }
+    }
+
+    /// An accusation of this life arrived in a datagram: refute it, and answer the
+    /// sender with the refutation at once. The rumour reaches our members, but the
+    /// accuser may not be one of them (our table can be full), and it is the one whose
+    /// suspicion runs out.
+    fn accused(&mut self, claim: &MemberClaim<A>, reply: &mut Vec<Vec<u8>>) {
+        if self.claim_about_me(claim) {
+            reply.push(encode_message(&Message::Member(self.members.own_claim())));
         }
     }
 
