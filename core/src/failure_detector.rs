@@ -521,6 +521,24 @@ impl<A: crate::Address> Detector<A> {
         self.next_suspicion = None;
     }
 
+    /// Lifeguard's buddy system, at once rather than at our next probe of the suspect
+    /// (which a slow or crowded node makes long): the suspect hears of the suspicion
+    /// now and can answer it before it runs out.
+    pub fn tell_suspect<R: RngCore>(
+        &self,
+        suspect: &NodeId<A>,
+        members: &Membership<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        if let Some(m) = members
+            .get(&suspect.addr)
+            .filter(|m| m.id == *suspect && m.status == Status::Suspect)
+        {
+            let msg = encode_message(&Message::Member(m.claim()));
+            out.send(suspect.addr.clone(), &[msg], 1);
+        }
+    }
+
     /// Whether our suspicion of `addr` rests on `accuser`'s word alone.
     pub fn rests_on(&self, addr: &A, accuser: &A) -> bool {
         self.suspicions

@@ -429,6 +429,29 @@ impl<A: crate::Address> Membership<A> {
 
     // ----- the others ---------------------------------------------------------------
 
+    /// How a claim from a peer is taken here, and whether it was a death verdict we
+    /// had no part in. A death verdict about a member we hold alive and have never
+    /// suspected is taken as a suspicion (to run for the minimum timeout): the member
+    /// hears of it and can refute it first, so one node's verdict alone (a gray node,
+    /// whose own probes fail) cannot kill a healthy member everywhere, as SWIM's rule
+    /// would let it. A real crash is suspected by everyone before the first verdict
+    /// arrives, so this only delays the rare member that missed the suspicion.
+    pub fn as_received(&self, claim: MemberClaim<A>) -> (MemberClaim<A>, bool) {
+        let unseen = claim.status == Status::Dead
+            && self.map.get(&claim.id.addr).is_some_and(|m| {
+                m.id == claim.id && m.status == Status::Alive && claim.incarnation >= m.incarnation
+            });
+        if unseen {
+            let claim = MemberClaim {
+                status: Status::Suspect,
+                ..claim
+            };
+            (claim, true)
+        } else {
+            (claim, false)
+        }
+    }
+
     /// Applies a claim about someone else and keeps the rosters in step.
     pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied<A> {
         let known_before = self.map.contains_key(&claim.id.addr);

@@ -259,25 +259,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             self.claim_about_me(&claim);
             return;
         }
-        // A death verdict about a member we hold alive and have never suspected is
-        // taken as a suspicion that runs for the minimum timeout: the member hears of
-        // it and can refute it first. One node's verdict alone (a gray node, whose own
-        // probes fail, or any node that lost its links) then cannot kill a healthy
-        // member everywhere, as SWIM's rule would let it. A real crash is suspected by
-        // everyone before the first verdict arrives, so this only delays the rare
-        // member that missed the suspicion, by at most the minimum timeout.
-        let verdict_unseen = claim.status == Status::Dead
-            && self.members.get(&claim.id.addr).is_some_and(|m| {
-                m.id == claim.id && m.status == Status::Alive && claim.incarnation >= m.incarnation
-            });
-        let claim = if verdict_unseen {
-            MemberClaim {
-                status: Status::Suspect,
-                ..claim
-            }
-        } else {
-            claim
-        };
+        // One node's death verdict alone does not kill a member: see
+        // `Membership::as_received` (ARCHITECTURE.md, "Gray failures").
+        let (claim, verdict_unseen) = self.members.as_received(claim);
         let Applied {
             change,
             entered_live,

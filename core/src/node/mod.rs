@@ -507,17 +507,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let me = self.members.me().addr.clone();
                 let suspect = claim.id.clone();
                 self.apply_claim(now, claim, Some(me));
-                // Lifeguard's buddy system, at once rather than at our next probe of it
-                // (which a slow or crowded node makes long): the suspect hears of the
-                // suspicion now and can answer it before it runs out.
-                if let Some(m) = self
-                    .members
-                    .get(&suspect.addr)
-                    .filter(|m| m.id == suspect && m.status == crate::membership::Status::Suspect)
-                {
-                    let msg = encode_message(&Message::Member(m.claim()));
-                    self.out.send(suspect.addr.clone(), &[msg], 1);
-                }
+                self.detector
+                    .tell_suspect(&suspect, &self.members, &mut self.out);
             }
             self.detector.open_probe(now, &self.members, &mut self.out);
         }
