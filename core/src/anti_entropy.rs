@@ -10,6 +10,7 @@
 //! the size of the difference, not the size of the cluster.
 
 use alloc::vec::Vec;
+use core::marker::PhantomData;
 use core::time::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,7 @@ use rand_core::RngCore;
 
 use crate::config::Config;
 use crate::hash::{Map, SeededState, mix64, stable_hash};
-use crate::membership::Membership;
+use crate::membership::{MemberIx, Membership};
 use crate::outbox::{below, jitter};
 use crate::placement::Rank;
 use crate::state::Store;
@@ -105,11 +106,16 @@ pub(crate) struct AntiEntropy<A> {
     buckets: [u64; BUCKETS],
     groups: [u64; SYNC_FANOUT],
     root: u64,
-    #[serde(with = "crate::snapshot::map")]
-    entries: Map<A, u64>,
-    /// Members by bucket, so a digest lists a bucket without scanning every member.
+    /// Each member's contribution, by its index in the member table: meaningful
+    /// while the member is listed in its bucket (a slot freed and reused is forgotten
+    /// first: `set(.., None)`).
+    entries: Vec<u64>,
+    /// Our own contribution.
+    own: Option<u64>,
+    /// Members (by index, ourselves as [`MemberIx::ME`]) by bucket, in the order they
+    /// entered it, so a digest lists a bucket without scanning every member.
     #[serde(with = "crate::snapshot::array")]
-    members: [Vec<A>; BUCKETS],
+    members: [Vec<MemberIx>; BUCKETS],
     /// Placement records by name: leaves of the same tree, so that one exchange
     /// repairs membership, state and placement alike.
     #[serde(with = "crate::snapshot::map")]
@@ -118,6 +124,9 @@ pub(crate) struct AntiEntropy<A> {
     names: [Vec<String>; BUCKETS],
     next_round: Option<Instant>,
     interval: Duration,
+    /// The address type the tree's messages carry (members are held by index).
+    #[serde(skip)]
+    addr: PhantomData<fn() -> A>,
 }
 
 impl<A: crate::Address> AntiEntropy<A> {
@@ -126,12 +135,14 @@ impl<A: crate::Address> AntiEntropy<A> {
             buckets: [0; BUCKETS],
             groups: [0; SYNC_FANOUT],
             root: 0,
-            entries: Map::with_hasher(hasher),
+            entries: Vec::new(),
+            own: None,
             members: core::array::from_fn(|_| Vec::new()),
             records: Map::with_hasher(hasher),
             names: core::array::from_fn(|_| Vec::new()),
             next_round: None,
             interval: config.gossip_interval,
+            addr: PhantomData,
         }
     }
 
@@ -167,28 +178,39 @@ impl<A: crate::Address> AntiEntropy<A> {
         encode_message(&Message::<A>::SyncRoot { root: self.root })
     }
 
-    /// The members in `bucket`.
-    pub fn bucket(&self, bucket: usize) -> &[A] {
+    /// The members in `bucket`, by index.
+    pub fn bucket(&self, bucket: usize) -> &[MemberIx] {
         self.members.get(bucket).map_or(&[], Vec::as_slice)
     }
 
-    /// Sets (or with `None`, removes) a member's contribution.
-    pub fn set(&mut self, addr: &A, hash: Option<u64>) {
-        let old = match hash {
-            Some(h) => self.entries.insert(addr.clone(), h),
-            None => self.entries.remove(addr),
+    /// Sets (or with `None`, removes) the contribution of the member at `addr`, whose
+    /// index is `ix` ([`MemberIx::ME`] for ourselves).
+    pub fn set(&mut self, addr: &A, ix: MemberIx, hash: Option<u64>) {
+        let b = bucket_of(addr);
+        let old = if ix == MemberIx::ME {
+            core::mem::replace(&mut self.own, hash)
+        } else {
+            let listed = self.members[b].contains(&ix);
+            let slot = ix.get();
+            if hash.is_some() && self.entries.len() <= slot {
+                self.entries.resize(slot + 1, 0);
+            }
+            let old = listed.then(|| self.entries.get(slot).copied()).flatten();
+            if let (Some(h), Some(e)) = (hash, self.entries.get_mut(slot)) {
+                *e = h;
+            }
+            old
         };
         if old == hash {
             return;
         }
-        let b = bucket_of(addr);
         let delta = old.unwrap_or(0) ^ hash.unwrap_or(0);
         self.buckets[b] ^= delta;
         self.groups[b / SYNC_FANOUT] ^= delta;
         self.root ^= delta;
         match (old, hash) {
-            (None, Some(_)) => self.members[b].push(addr.clone()),
-            (Some(_), None) => self.members[b].retain(|a| a != addr),
+            (None, Some(_)) => self.members[b].push(ix),
+            (Some(_), None) => self.members[b].retain(|&m| m != ix),
             _ => {}
         }
     }
@@ -299,14 +321,14 @@ impl<A: crate::Address> AntiEntropy<A> {
         &self,
         bucket: usize,
         budget: usize,
-        entry_of: impl Fn(&A) -> Option<DigestEntry<A>>,
+        entry_of: impl Fn(MemberIx) -> Option<DigestEntry<A>>,
         rank_of: impl Fn(&str) -> Option<Rank>,
     ) -> Vec<u8> {
         let mut entries = Vec::new();
         let mut size = 0;
         let mut complete = true;
-        for addr in self.bucket(bucket) {
-            let Some(e) = entry_of(addr) else {
+        for &ix in self.bucket(bucket) {
+            let Some(e) = entry_of(ix) else {
                 continue;
             };
             let len = postcard::experimental::serialized_size(&e).unwrap_or(usize::MAX);
@@ -351,19 +373,19 @@ mod tests {
         let mut a: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(1));
         let mut b: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(2));
         for i in 0..100 {
-            a.set(&i, Some(entry_hash(&i, 1, 0, 0)));
+            a.set(&i, MemberIx::test(i), Some(entry_hash(&i, 1, 0, 0)));
         }
         for i in (0..100).rev() {
-            b.set(&i, Some(entry_hash(&i, 1, 0, 7)));
-            b.set(&i, Some(entry_hash(&i, 1, 0, 0)));
+            b.set(&i, MemberIx::test(i), Some(entry_hash(&i, 1, 0, 7)));
+            b.set(&i, MemberIx::test(i), Some(entry_hash(&i, 1, 0, 0)));
         }
         assert_eq!(a.root, b.root);
         assert_eq!(a.buckets, b.buckets);
-        a.set(&5, None);
+        a.set(&5, MemberIx::test(5), None);
         assert_ne!(a.root, b.root);
         let g = bucket_of(&5u32) / SYNC_FANOUT;
         assert_ne!(a.groups[g], b.groups[g]);
-        a.set(&5, Some(entry_hash(&5, 1, 0, 0)));
+        a.set(&5, MemberIx::test(5), Some(entry_hash(&5, 1, 0, 0)));
         assert_eq!(a.root, b.root);
         assert_eq!(a.members.iter().map(|m| m.len()).sum::<usize>(), 100);
     }
@@ -378,12 +400,14 @@ mod tests {
     fn tree(members: impl IntoIterator<Item = (u32, u64)>) -> AntiEntropy<u32> {
         let mut t = AntiEntropy::new(&Config::lan("t"), SeededState(1));
         for (a, state) in members {
-            t.set(&a, Some(entry_hash(&a, 1, 0, state)));
+            t.set(&a, MemberIx::test(a), Some(entry_hash(&a, 1, 0, state)));
         }
         t
     }
 
-    fn entry(addr: &u32) -> Option<DigestEntry<u32>> {
+    /// In these tests a member's index is its address.
+    fn entry(ix: MemberIx) -> Option<DigestEntry<u32>> {
+        let addr = &(ix.get() as u32);
         Some(DigestEntry {
             claim: MemberClaim {
                 id: NodeId::new(*addr, 1),
@@ -476,7 +500,8 @@ mod tests {
             ] => {
                 assert_eq!(usize::from(*k), bucket);
                 let mut listed: Vec<u32> = entries.iter().map(|e| e.claim.id.addr).collect();
-                let mut expected = b.bucket(bucket).to_vec();
+                let mut expected: Vec<u32> =
+                    b.bucket(bucket).iter().map(|ix| ix.get() as u32).collect();
                 listed.sort_unstable();
                 expected.sort_unstable();
                 assert_eq!(listed, expected, "the bucket's members, and only them");
@@ -526,7 +551,9 @@ mod tests {
         let members: Vec<u32> = (0..10_000).filter(|a| bucket_of(a) == 3).take(40).collect();
         let t = tree(members.iter().map(|&a| (a, 0)));
         assert_eq!(t.bucket(3).len(), 40);
-        let one = postcard::experimental::serialized_size(&entry(&members[0]).unwrap()).unwrap();
+        let one =
+            postcard::experimental::serialized_size(&entry(MemberIx::test(members[0])).unwrap())
+                .unwrap();
         match &decoded(&[t.digest_message(3, one * 5, entry, |_| None)])[..] {
             [
                 Message::SyncDigest {

@@ -21,7 +21,7 @@ use rand_core::RngCore;
 
 use crate::config::Config;
 use crate::hash::{Map, SeededState};
-use crate::membership::{MemberClaim, Membership, NodeId, Status};
+use crate::membership::{MemberClaim, MemberIx, Membership, NodeId, Status};
 use crate::outbox::{Outbox, below, jitter};
 use crate::time::Instant;
 use crate::wire::{Message, encode_message};
@@ -126,8 +126,9 @@ pub(crate) fn node_scale(n: usize) -> f64 {
 #[serde(bound = "A: crate::Address")]
 pub(crate) struct Detector<A> {
     next_probe: Option<Instant>,
-    /// This pass's probe order (a shuffle of the live members) and our place in it.
-    order: Vec<A>,
+    /// This pass's probe order (a shuffle of the live members, by index) and our
+    /// place in it. A member forgotten during the pass leaves [`MemberIx::NONE`].
+    order: Vec<MemberIx>,
     pos: usize,
     probe: Option<Probe<A>>,
     relays: Vec<Relay<A>>,
@@ -234,7 +235,7 @@ impl<A: crate::Address> Detector<A> {
 
     /// A member became live: it joins the rest of this probe pass at a random place
     /// (memberlist does the same), so a newcomer is probed within one pass.
-    pub fn member_live(&mut self, addr: &A, live: usize, rng: &mut impl RngCore) {
+    pub fn member_live(&mut self, ix: MemberIx, live: usize, rng: &mut impl RngCore) {
         if self.order.len() > 2 * live + 16 {
             // Members that died and came back left stale slots: start a fresh pass.
             self.order.clear();
@@ -242,7 +243,17 @@ impl<A: crate::Address> Detector<A> {
         }
         let start = self.pos.min(self.order.len());
         let at = start + below(rng, self.order.len() - start + 1);
-        self.order.insert(at, addr.clone());
+        self.order.insert(at, ix);
+    }
+
+    /// The member at `ix` was forgotten and its slot may be reused: its places in
+    /// this pass are skipped, as its address would have been.
+    pub fn forget_slot(&mut self, ix: MemberIx) {
+        for o in &mut self.order {
+            if *o == ix {
+                *o = MemberIx::NONE;
+            }
+        }
     }
 
     /// Drops any suspicion of `addr` (it recovered, died, left or was forgotten).
@@ -325,15 +336,18 @@ impl<A: crate::Address> Detector<A> {
     fn next_probe_target(&mut self, members: &Membership<A>, rng: &mut impl RngCore) -> Option<A> {
         for _ in 0..2 {
             while self.pos < self.order.len() {
-                let a = self.order[self.pos].clone();
+                let ix = self.order[self.pos];
                 self.pos += 1;
+                let Some(a) = members.addr_of(ix) else {
+                    continue;
+                };
                 // Unconfirmed members are not probed: their admission ping decides
                 // them, so forged identities cannot dilute the probe rounds.
-                if members.is_live(&a) && members.is_confirmed(&a) {
-                    return Some(a);
+                if members.is_live(a) && members.is_confirmed(a) {
+                    return Some(a.clone());
                 }
             }
-            let mut order = members.live().to_vec();
+            let mut order: Vec<MemberIx> = members.live_ix().collect();
             for i in (1..order.len()).rev() {
                 let j = below(rng, i + 1);
                 order.swap(i, j);

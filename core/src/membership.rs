@@ -9,7 +9,11 @@ use serde::{Deserialize, Serialize};
 use alloc::vec::Vec;
 use rand_core::RngCore;
 
-use crate::hash::{Map, SeededState};
+use core::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use crate::hash::SeededState;
 use crate::outbox::below;
 use crate::time::Instant;
 
@@ -202,40 +206,292 @@ pub(crate) enum Lifecycle {
     Left,
 }
 
-/// A list with O(1) insert, remove and uniform random choice.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(bound = "A: crate::Address")]
-struct Roster<A> {
-    list: Vec<A>,
-    #[serde(with = "crate::snapshot::map")]
-    pos: Map<A, usize>,
+/// A member's place in this node's member table: its slot, interned once per node.
+/// Parts that keep something per member key it by this index rather than by the
+/// member's address (4 bytes instead of an address and a hash-map bucket). A slot is
+/// freed when its member is forgotten and may be reused by a later newcomer, so a part
+/// drops what it keeps under an index when the node tells it the member was forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct MemberIx(u32);
+
+impl MemberIx {
+    /// This node itself, which has no slot: parts that keep something for every
+    /// member and for this node too (the summary tree) keep this node's apart.
+    pub const ME: MemberIx = MemberIx(u32::MAX);
+    /// No member: what a part leaves where it held a slot that was freed.
+    pub const NONE: MemberIx = MemberIx(u32::MAX - 1);
+
+    /// The slot's position, for indexing a part's per-member `Vec`.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+
+    /// An index made up by a test (parts are tested without a member table).
+    #[cfg(test)]
+    pub fn test(ix: u32) -> MemberIx {
+        MemberIx(ix)
+    }
 }
 
-impl<A: crate::Address> Roster<A> {
-    fn new(h: SeededState) -> Self {
-        Roster {
-            list: Vec::new(),
-            pos: Map::with_hasher(h),
+/// The rosters, each a list with O(1) insert, remove and uniform random choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Roster {
+    /// Alive or suspect.
+    Live = 0,
+    /// Dead or gone.
+    Dead = 1,
+    /// Not confirmed yet (see [`Member::confirmed`]).
+    Unconfirmed = 2,
+}
+
+/// Marks a slot that is not in a roster.
+const NOT_IN: u32 = u32::MAX;
+
+/// One slot of the member table: the member and its position in each roster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
+struct Slot<A> {
+    member: Member<A>,
+    pos: [u32; 3],
+}
+
+/// The member table: members in reusable slots, an index from address to slot, and
+/// the rosters as lists of slots (each slot knows its position in each roster).
+///
+/// The index is a `HashTable` of slot numbers hashed through the slot's address with
+/// the node's seeded hasher: about 5 bytes per bucket where a `Map<A, Member<A>>`
+/// held the address twice and the member in every bucket. It is filled and emptied
+/// exactly as the map it replaces would be, so it iterates in the same order.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address", from = "TableRepr<A>")]
+struct Table<A> {
+    seed: u64,
+    slots: Vec<Option<Slot<A>>>,
+    /// Free slots, reused last freed first.
+    free: Vec<u32>,
+    /// Written as the slots in iteration order, and rebuilt from it.
+    #[serde(serialize_with = "index_order")]
+    index: HashTable<u32>,
+    rosters: [Vec<u32>; 3],
+}
+
+/// [`Table`] as a snapshot holds it.
+#[derive(Deserialize)]
+#[serde(bound = "A: crate::Address")]
+struct TableRepr<A> {
+    seed: u64,
+    slots: Vec<Option<Slot<A>>>,
+    free: Vec<u32>,
+    index: Vec<u32>,
+    rosters: [Vec<u32>; 3],
+}
+
+fn index_order<S: serde::Serializer>(index: &HashTable<u32>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(index.iter())
+}
+
+impl<A: crate::Address> From<TableRepr<A>> for Table<A> {
+    fn from(r: TableRepr<A>) -> Self {
+        let mut t = Table {
+            seed: r.seed,
+            slots: r.slots,
+            free: r.free,
+            index: HashTable::with_capacity(r.index.len()),
+            rosters: r.rosters,
+        };
+        // As the map it replaces was restored: its entries in their order, into a
+        // table sized for them. Only slots that hold a member are indexed.
+        for ix in r.index {
+            if let Some(addr) = t.slot(ix).map(|s| s.member.id.addr.clone()) {
+                t.index_insert(&addr, ix);
+            }
+        }
+        t
+    }
+}
+
+impl<A: crate::Address> Table<A> {
+    fn new(hasher: SeededState) -> Self {
+        Table {
+            seed: hasher.0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            rosters: [Vec::new(), Vec::new(), Vec::new()],
         }
     }
-    fn insert(&mut self, a: &A) -> bool {
-        if self.pos.contains_key(a) {
+
+    fn hash(seed: u64, addr: &A) -> u64 {
+        SeededState(seed).hash_one(addr)
+    }
+
+    fn slot(&self, ix: u32) -> Option<&Slot<A>> {
+        self.slots.get(ix as usize).and_then(Option::as_ref)
+    }
+
+    fn slot_mut(&mut self, ix: u32) -> Option<&mut Slot<A>> {
+        self.slots.get_mut(ix as usize).and_then(Option::as_mut)
+    }
+
+    fn find(&self, addr: &A) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(Self::hash(self.seed, addr), |&ix| {
+                slots
+                    .get(ix as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.member.id.addr == *addr)
+            })
+            .copied()
+    }
+
+    fn get(&self, addr: &A) -> Option<&Member<A>> {
+        self.find(addr)
+            .and_then(|ix| self.slot(ix))
+            .map(|s| &s.member)
+    }
+
+    fn get_mut(&mut self, addr: &A) -> Option<&mut Member<A>> {
+        let ix = self.find(addr)?;
+        self.slot_mut(ix).map(|s| &mut s.member)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn index_insert(&mut self, addr: &A, ix: u32) {
+        let (seed, slots) = (self.seed, &self.slots);
+        let slot_addr = |i: u32| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map(|s| &s.member.id.addr)
+        };
+        self.index
+            .entry(
+                Self::hash(seed, addr),
+                |&i| slot_addr(i) == Some(addr),
+                |&i| slot_addr(i).map_or(0, |a| Self::hash(seed, a)),
+            )
+            .insert(ix);
+    }
+
+    /// Puts a member not in the table yet into a free slot.
+    fn insert(&mut self, member: Member<A>) -> u32 {
+        let addr = member.id.addr.clone();
+        let slot = Some(Slot {
+            member,
+            pos: [NOT_IN; 3],
+        });
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                if let Some(s) = self.slots.get_mut(ix as usize) {
+                    *s = slot;
+                }
+                ix
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index_insert(&addr, ix);
+        ix
+    }
+
+    /// Takes the member at `addr` out of the table and every roster; returns the
+    /// slot it held, now free.
+    fn remove(&mut self, addr: &A) -> Option<u32> {
+        let ix = self.find(addr)?;
+        for roster in [Roster::Live, Roster::Dead, Roster::Unconfirmed] {
+            self.roster_remove(roster, ix);
+        }
+        let slots = &self.slots;
+        if let Ok(entry) = self.index.find_entry(Self::hash(self.seed, addr), |&i| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.member.id.addr == *addr)
+        }) {
+            entry.remove();
+        }
+        if let Some(s) = self.slots.get_mut(ix as usize) {
+            *s = None;
+        }
+        self.free.push(ix);
+        Some(ix)
+    }
+
+    fn roster(&self, roster: Roster) -> &[u32] {
+        &self.rosters[roster as usize]
+    }
+
+    fn in_roster(&self, roster: Roster, addr: &A) -> bool {
+        self.find(addr)
+            .and_then(|ix| self.slot(ix))
+            .is_some_and(|s| s.pos[roster as usize] != NOT_IN)
+    }
+
+    /// The address at position `i` of `roster`.
+    fn at(&self, roster: Roster, i: usize) -> Option<&A> {
+        let ix = *self.rosters[roster as usize].get(i)?;
+        self.slot(ix).map(|s| &s.member.id.addr)
+    }
+
+    fn roster_addrs(&self, roster: Roster) -> impl Iterator<Item = &Member<A>> + '_ {
+        self.rosters[roster as usize]
+            .iter()
+            .filter_map(|&ix| self.slot(ix))
+            .map(|s| &s.member)
+    }
+
+    /// Adds the member at `addr` to `roster`; false if it was there or is unknown.
+    fn roster_insert(&mut self, roster: Roster, addr: &A) -> bool {
+        let r = roster as usize;
+        let Some(ix) = self.find(addr) else {
+            return false;
+        };
+        let len = self.rosters[r].len() as u32;
+        let Some(slot) = self.slot_mut(ix) else {
+            return false;
+        };
+        if slot.pos[r] != NOT_IN {
             return false;
         }
-        self.pos.insert(a.clone(), self.list.len());
-        self.list.push(a.clone());
+        slot.pos[r] = len;
+        self.rosters[r].push(ix);
         true
     }
-    fn remove(&mut self, a: &A) {
-        if let Some(i) = self.pos.remove(a) {
-            self.list.swap_remove(i);
-            if let Some(moved) = self.list.get(i) {
-                self.pos.insert(moved.clone(), i);
+
+    fn roster_remove_addr(&mut self, roster: Roster, addr: &A) {
+        if let Some(ix) = self.find(addr) {
+            self.roster_remove(roster, ix);
+        }
+    }
+
+    fn roster_remove(&mut self, roster: Roster, ix: u32) {
+        let r = roster as usize;
+        let Some(slot) = self.slot_mut(ix) else {
+            return;
+        };
+        let i = core::mem::replace(&mut slot.pos[r], NOT_IN);
+        if i == NOT_IN {
+            return;
+        }
+        let list = &mut self.rosters[r];
+        if (i as usize) < list.len() {
+            list.swap_remove(i as usize);
+        }
+        if let Some(&moved) = list.get(i as usize) {
+            if let Some(s) = self.slot_mut(moved) {
+                s.pos[r] = i;
             }
         }
     }
-    fn len(&self) -> usize {
-        self.list.len()
+
+    fn roster_len(&self, roster: Roster) -> usize {
+        self.rosters[roster as usize].len()
     }
 }
 
@@ -249,8 +505,9 @@ pub(crate) struct Applied<A> {
     pub refused: bool,
     /// The claim moved a member further than the bounds allow, and was ignored.
     pub implausible: bool,
-    /// An unconfirmed member evicted to make room for this one.
-    pub evicted: Option<A>,
+    /// An unconfirmed member evicted to make room for this one, and the slot it
+    /// held (which the newcomer may hold now: every part forgets it first).
+    pub evicted: Option<(A, MemberIx)>,
 }
 
 /// What a claim about ourselves calls for.
@@ -290,13 +547,9 @@ pub(crate) struct Membership<A> {
     incarnation: u64,
     lifecycle: Lifecycle,
     seeds: Vec<A>,
-    #[serde(with = "crate::snapshot::map")]
-    map: Map<A, Member<A>>,
-    live: Roster<A>,
-    dead: Roster<A>,
-    /// Members not confirmed yet (see [`Member::confirmed`]), and where eviction
-    /// among them goes next.
-    unconfirmed: Roster<A>,
+    /// Every other member, with the live, dead and unconfirmed rosters.
+    table: Table<A>,
+    /// Where eviction among the unconfirmed members goes next.
     evict_at: usize,
     ping_at: usize,
     max_members: usize,
@@ -327,10 +580,7 @@ impl<A: crate::Address> Membership<A> {
             incarnation: 0,
             lifecycle: Lifecycle::Idle,
             seeds: Vec::new(),
-            map: Map::with_hasher(hasher),
-            live: Roster::new(hasher),
-            dead: Roster::new(hasher),
-            unconfirmed: Roster::new(hasher),
+            table: Table::new(hasher),
             evict_at: 0,
             ping_at: 0,
             max_members,
@@ -438,7 +688,7 @@ impl<A: crate::Address> Membership<A> {
     /// arrives, so this only delays the rare member that missed the suspicion.
     pub fn as_received(&self, claim: MemberClaim<A>) -> (MemberClaim<A>, bool) {
         let unseen = claim.status == Status::Dead
-            && self.map.get(&claim.id.addr).is_some_and(|m| {
+            && self.table.get(&claim.id.addr).is_some_and(|m| {
                 m.id == claim.id && m.status == Status::Alive && claim.incarnation >= m.incarnation
             });
         if unseen {
@@ -454,7 +704,7 @@ impl<A: crate::Address> Membership<A> {
 
     /// Applies a claim about someone else and keeps the rosters in step.
     pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied<A> {
-        let known_before = self.map.contains_key(&claim.id.addr);
+        let known_before = self.table.find(&claim.id.addr).is_some();
         let implausible = self.implausible(claim);
         // A newcomer enters unconfirmed: when unconfirmed members hold their whole share
         // (or the table is full), the next one in turn makes room, so a flood of forged
@@ -462,8 +712,8 @@ impl<A: crate::Address> Membership<A> {
         let mut evicted = None;
         let newcomer = !known_before && !implausible && claim.status == Status::Alive;
         if newcomer
-            && (self.unconfirmed.len() >= self.max_unconfirmed
-                || self.map.len() >= self.max_members)
+            && (self.table.roster_len(Roster::Unconfirmed) >= self.max_unconfirmed
+                || self.table.len() >= self.max_members)
         {
             evicted = self.evict_unconfirmed();
         }
@@ -471,10 +721,10 @@ impl<A: crate::Address> Membership<A> {
         // does. A tombstone only guards against stale rumours about a life that is
         // over; a newcomer may be real (a table full of members that went silent must
         // not lock real members out for `dead_retention`; found by the fuzzer).
-        if newcomer && evicted.is_none() && self.map.len() >= self.max_members {
+        if newcomer && evicted.is_none() && self.table.len() >= self.max_members {
             evicted = self.evict_longest_dead();
         }
-        let room = self.map.len() < self.max_members;
+        let room = self.table.len() < self.max_members;
         let change = if implausible {
             Change::None
         } else {
@@ -486,25 +736,27 @@ impl<A: crate::Address> Membership<A> {
         let mut entered_live = false;
         match change {
             Change::Joined | Change::Recovered => {
-                self.dead.remove(addr);
-                entered_live = self.live.insert(addr);
+                self.table.roster_remove_addr(Roster::Dead, addr);
+                entered_live = self.table.roster_insert(Roster::Live, addr);
             }
             Change::Died | Change::Left => {
-                self.live.remove(addr);
-                self.dead.insert(addr);
+                self.table.roster_remove_addr(Roster::Live, addr);
+                self.table.roster_insert(Roster::Dead, addr);
             }
             Change::None | Change::Refreshed | Change::Suspected => {}
         }
         // A member can turn unconfirmed without being a newcomer (a known address at a
         // new generation, or a first claim that is not `Alive`): it takes its turn in
         // the share too, so the share holds whatever the claim.
-        if self.map.get(addr).is_some_and(|m| !m.confirmed)
-            && !self.unconfirmed.pos.contains_key(addr)
+        if self.table.get(addr).is_some_and(|m| !m.confirmed)
+            && !self.table.in_roster(Roster::Unconfirmed, addr)
         {
-            if self.unconfirmed.len() >= self.max_unconfirmed && evicted.is_none() {
+            if self.table.roster_len(Roster::Unconfirmed) >= self.max_unconfirmed
+                && evicted.is_none()
+            {
                 evicted = self.evict_unconfirmed();
             }
-            self.unconfirmed.insert(addr);
+            self.table.roster_insert(Roster::Unconfirmed, addr);
         }
         Applied {
             change,
@@ -516,64 +768,65 @@ impl<A: crate::Address> Membership<A> {
     }
 
     /// Evicts the next unconfirmed member in turn; returns it.
-    fn evict_unconfirmed(&mut self) -> Option<A> {
-        let n = self.unconfirmed.len();
+    fn evict_unconfirmed(&mut self) -> Option<(A, MemberIx)> {
+        let n = self.table.roster_len(Roster::Unconfirmed);
         if n == 0 {
             return None;
         }
-        let victim = self.unconfirmed.list[self.evict_at % n].clone();
+        let victim = self
+            .table
+            .at(Roster::Unconfirmed, self.evict_at % n)?
+            .clone();
         self.evict_at = self.evict_at.wrapping_add(1);
-        self.forget(&victim);
-        Some(victim)
+        let ix = self.forget(&victim)?;
+        Some((victim, ix))
     }
 
     /// Evicts the member dead for the longest time, if any; returns it.
-    fn evict_longest_dead(&mut self) -> Option<A> {
+    fn evict_longest_dead(&mut self) -> Option<(A, MemberIx)> {
         let victim = self
-            .dead
-            .list
-            .iter()
-            .filter_map(|a| self.map.get(a).map(|m| (m.since, a)))
+            .table
+            .roster_addrs(Roster::Dead)
+            .map(|m| (m.since, &m.id.addr))
             .min_by(|x, y| x.0.cmp(&y.0))
             .map(|(_, a)| a.clone())?;
-        self.forget(&victim);
-        Some(victim)
+        let ix = self.forget(&victim)?;
+        Some((victim, ix))
     }
 
-    /// Removes a member from the table and every roster.
-    fn forget(&mut self, addr: &A) {
-        self.map.remove(addr);
-        self.live.remove(addr);
-        self.dead.remove(addr);
-        self.unconfirmed.remove(addr);
+    /// Removes a member from the table and every roster; returns the slot it held.
+    fn forget(&mut self, addr: &A) -> Option<MemberIx> {
+        self.table.remove(addr).map(MemberIx)
     }
 
     /// The member at `addr` answered a probe at its address: it is confirmed.
     pub fn confirm(&mut self, addr: &A) {
-        if let Some(m) = self.map.get_mut(addr) {
+        if let Some(m) = self.table.get_mut(addr) {
             m.confirmed = true;
-            self.unconfirmed.remove(addr);
+            self.table.roster_remove_addr(Roster::Unconfirmed, addr);
         }
     }
 
     /// Whether the member at `addr` is confirmed.
     pub fn is_confirmed(&self, addr: &A) -> bool {
-        self.map.get(addr).is_some_and(|m| m.confirmed)
+        self.table.get(addr).is_some_and(|m| m.confirmed)
     }
 
     /// Members not confirmed yet.
     pub fn unconfirmed_len(&self) -> usize {
-        self.unconfirmed.len()
+        self.table.roster_len(Roster::Unconfirmed)
     }
 
     /// Up to `k` live unconfirmed members, in turn, to ping again.
     pub fn next_unconfirmed(&mut self, k: usize) -> Vec<A> {
-        let n = self.unconfirmed.len();
+        let n = self.table.roster_len(Roster::Unconfirmed);
         let mut out = Vec::new();
         for i in 0..n.min(k) {
-            let a = &self.unconfirmed.list[(self.ping_at + i) % n];
-            if self.map.get(a).is_some_and(|m| m.status.is_live()) {
-                out.push(a.clone());
+            let ix = self.table.roster(Roster::Unconfirmed)[(self.ping_at + i) % n];
+            if let Some(m) = self.table.slot(ix).map(|s| &s.member) {
+                if m.status.is_live() {
+                    out.push(m.id.addr.clone());
+                }
             }
         }
         self.ping_at = self.ping_at.wrapping_add(n.min(k));
@@ -588,23 +841,22 @@ impl<A: crate::Address> Membership<A> {
     /// (a restarted node hears from its old peers before it joins) were never pinged,
     /// and forgetting them at the first round would cut a node off from the only
     /// members it knows.
-    pub fn expire_unconfirmed(&mut self, now: Instant, ttl: core::time::Duration) -> Vec<A> {
+    pub fn expire_unconfirmed(
+        &mut self,
+        now: Instant,
+        ttl: core::time::Duration,
+    ) -> Vec<(A, MemberIx)> {
         let start = self.joined_at;
         let expired: Vec<A> = self
-            .unconfirmed
-            .list
-            .iter()
-            .filter(|a| {
-                self.map
-                    .get(*a)
-                    .is_some_and(|m| m.since.max(start) + ttl <= now)
-            })
-            .cloned()
+            .table
+            .roster_addrs(Roster::Unconfirmed)
+            .filter(|m| m.since.max(start) + ttl <= now)
+            .map(|m| m.id.addr.clone())
             .collect();
-        for addr in &expired {
-            self.forget(addr);
-        }
         expired
+            .into_iter()
+            .filter_map(|addr| self.forget(&addr).map(|ix| (addr, ix)))
+            .collect()
     }
 
     /// Whether a claim about a known member moves it further than the member itself
@@ -613,7 +865,7 @@ impl<A: crate::Address> Membership<A> {
     /// an alive claim). Such claims are ignored, whoever sends them, so no forged
     /// packet can leave a member where its own refutation cannot outrank it.
     fn implausible(&self, claim: &MemberClaim<A>) -> bool {
-        let Some(m) = self.map.get(&claim.id.addr) else {
+        let Some(m) = self.table.get(&claim.id.addr) else {
             return false;
         };
         let (known_gen, claim_gen) = (m.id.generation, claim.id.generation);
@@ -627,7 +879,7 @@ impl<A: crate::Address> Membership<A> {
     }
 
     fn apply_to_table(&mut self, claim: &MemberClaim<A>, now: Instant, room: bool) -> Change {
-        match self.map.get_mut(&claim.id.addr) {
+        match self.table.get_mut(&claim.id.addr) {
             None => {
                 // Unknown members enter only through proof of life: a death or a suspicion of
                 // someone we never knew adds nothing but a tombstone to keep, and lets a
@@ -635,16 +887,13 @@ impl<A: crate::Address> Membership<A> {
                 if claim.status != Status::Alive || !room {
                     return Change::None;
                 }
-                self.map.insert(
-                    claim.id.addr.clone(),
-                    Member {
-                        id: claim.id.clone(),
-                        incarnation: claim.incarnation,
-                        status: Status::Alive,
-                        since: now,
-                        confirmed: false,
-                    },
-                );
+                self.table.insert(Member {
+                    id: claim.id.clone(),
+                    incarnation: claim.incarnation,
+                    status: Status::Alive,
+                    since: now,
+                    confirmed: false,
+                });
                 Change::Joined
             }
             Some(m) => {
@@ -682,7 +931,23 @@ impl<A: crate::Address> Membership<A> {
     }
 
     pub fn get(&self, addr: &A) -> Option<&Member<A>> {
-        self.map.get(addr)
+        self.table.get(addr)
+    }
+
+    /// The index of the member at `addr`, or [`MemberIx::ME`] for our own address.
+    pub fn index_of(&self, addr: &A) -> Option<MemberIx> {
+        if *addr == self.me.addr {
+            return Some(MemberIx::ME);
+        }
+        self.table.find(addr).map(MemberIx)
+    }
+
+    /// The address of the member at `ix` (ours for [`MemberIx::ME`]).
+    pub fn addr_of(&self, ix: MemberIx) -> Option<&A> {
+        if ix == MemberIx::ME {
+            return Some(&self.me.addr);
+        }
+        self.table.slot(ix.0).map(|s| &s.member.id.addr)
     }
 
     /// Compares a peer's claim with what we hold: the newer claim wins on both sides.
@@ -694,7 +959,7 @@ impl<A: crate::Address> Membership<A> {
                 Compared::AboutMe
             };
         }
-        match self.map.get(&theirs.id.addr) {
+        match self.table.get(&theirs.id.addr) {
             Some(m) if supersedes(m.rank(), theirs.rank()) => Compared::OursNewer(m.claim()),
             _ => Compared::TheirsNewer,
         }
@@ -702,24 +967,36 @@ impl<A: crate::Address> Membership<A> {
 
     /// Every member, ourselves excluded.
     pub fn iter(&self) -> impl Iterator<Item = &Member<A>> + '_ {
-        self.map.values()
+        self.table
+            .index
+            .iter()
+            .filter_map(|&ix| self.table.slot(ix))
+            .map(|s| &s.member)
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
-    /// Members alive or suspect, ourselves excluded.
-    pub fn live(&self) -> &[A] {
-        &self.live.list
+    /// Members alive or suspect, ourselves excluded, in roster order.
+    pub fn live(&self) -> impl Iterator<Item = &A> + '_ {
+        self.table.roster_addrs(Roster::Live).map(|m| &m.id.addr)
+    }
+
+    /// The indices of the members in [`Membership::live`], in the same order.
+    pub fn live_ix(&self) -> impl Iterator<Item = MemberIx> + '_ {
+        self.table
+            .roster(Roster::Live)
+            .iter()
+            .map(|&ix| MemberIx(ix))
     }
 
     pub fn live_len(&self) -> usize {
-        self.live.len()
+        self.table.roster_len(Roster::Live)
     }
 
     pub fn is_live(&self, addr: &A) -> bool {
-        self.live.pos.contains_key(addr)
+        self.table.in_roster(Roster::Live, addr)
     }
 
     /// Whether `owner` is a live, confirmed member at that generation (never
@@ -727,7 +1004,7 @@ impl<A: crate::Address> Membership<A> {
     /// cannot make us hold state for them.
     pub fn is_live_owner(&self, owner: &NodeId<A>) -> bool {
         owner.addr != self.me.addr
-            && self.map.get(&owner.addr).is_some_and(|m| {
+            && self.table.get(&owner.addr).is_some_and(|m| {
                 m.id.generation == owner.generation && m.status.is_live() && m.confirmed
             })
     }
@@ -736,20 +1013,30 @@ impl<A: crate::Address> Membership<A> {
     /// one (we send nothing but an admission ping to an address that has not proven
     /// itself).
     pub fn pick_live(&self, rng: &mut impl RngCore, k: usize, except: Option<&A>) -> Vec<A> {
-        let n = self.live.len();
+        let n = self.table.roster_len(Roster::Live);
         let mut out: Vec<A> = Vec::with_capacity(k);
-        let eligible = |a: &A| Some(a) != except && !self.unconfirmed.pos.contains_key(a);
+        let live = self.table.roster(Roster::Live);
+        let eligible = |ix: u32| {
+            self.table
+                .slot(ix)
+                .filter(|s| {
+                    Some(&s.member.id.addr) != except
+                        && s.pos[Roster::Unconfirmed as usize] == NOT_IN
+                })
+                .map(|s| &s.member.id.addr)
+        };
         if n <= k + 1 {
-            out.extend(self.live.list.iter().filter(|a| eligible(a)).cloned());
+            out.extend(live.iter().filter_map(|&ix| eligible(ix)).cloned());
             out.truncate(k);
             return out;
         }
         let mut tries = 0;
         while out.len() < k && tries < 8 * k {
             tries += 1;
-            let a = &self.live.list[below(rng, n)];
-            if eligible(a) && !out.contains(a) {
-                out.push(a.clone());
+            if let Some(a) = eligible(live[below(rng, n)]) {
+                if !out.contains(a) {
+                    out.push(a.clone());
+                }
             }
         }
         out
@@ -758,9 +1045,12 @@ impl<A: crate::Address> Membership<A> {
     /// Now and then a dead member (Cassandra: probability dead / (live + 1)), so that
     /// the two sides of a healed partition find each other without help.
     pub fn pick_dead(&self, rng: &mut impl RngCore) -> Option<A> {
-        let (dead, live) = (self.dead.len(), self.live.len());
+        let (dead, live) = (
+            self.table.roster_len(Roster::Dead),
+            self.table.roster_len(Roster::Live),
+        );
         if dead > 0 && below(rng, live + 1) < dead {
-            return Some(self.dead.list[below(rng, dead)].clone());
+            return self.table.at(Roster::Dead, below(rng, dead)).cloned();
         }
         None
     }
@@ -768,18 +1058,21 @@ impl<A: crate::Address> Membership<A> {
     /// Forgets the members dead or gone for longer than `retention`; returns them.
     /// The dead roster is bounded by `max_members`, and a scan per round costs less
     /// than a queue that grows with every death.
-    pub fn expire_dead(&mut self, now: Instant, retention: core::time::Duration) -> Vec<A> {
+    pub fn expire_dead(
+        &mut self,
+        now: Instant,
+        retention: core::time::Duration,
+    ) -> Vec<(A, MemberIx)> {
         let expired: Vec<A> = self
-            .dead
-            .list
-            .iter()
-            .filter(|a| self.map.get(*a).is_some_and(|m| m.since + retention <= now))
-            .cloned()
+            .table
+            .roster_addrs(Roster::Dead)
+            .filter(|m| m.since + retention <= now)
+            .map(|m| m.id.addr.clone())
             .collect();
-        for addr in &expired {
-            self.forget(addr);
-        }
         expired
+            .into_iter()
+            .filter_map(|addr| self.forget(&addr).map(|ix| (addr, ix)))
+            .collect()
     }
 }
 
@@ -897,21 +1190,30 @@ mod tests {
     /// The live and dead rosters hold exactly the live and the gone members, each
     /// once, with their positions right.
     fn assert_rosters(m: &Membership<u32>) {
-        assert_eq!(m.live.len() + m.dead.len(), m.map.len());
-        for (addr, member) in &m.map {
+        let t = &m.table;
+        assert_eq!(
+            t.roster_len(Roster::Live) + t.roster_len(Roster::Dead),
+            t.len()
+        );
+        for member in m.iter() {
+            let addr = &member.id.addr;
             assert_eq!(m.is_live(addr), member.status.is_live(), "{addr}");
             assert_eq!(
-                m.dead.pos.contains_key(addr),
+                t.in_roster(Roster::Dead, addr),
                 !member.status.is_live(),
                 "{addr}"
             );
         }
-        for roster in [&m.live, &m.dead] {
-            assert_eq!(roster.list.len(), roster.pos.len());
-            for (i, a) in roster.list.iter().enumerate() {
-                assert_eq!(roster.pos.get(a), Some(&i));
+        for roster in [Roster::Live, Roster::Dead, Roster::Unconfirmed] {
+            let r = roster as usize;
+            let in_it = t.slots.iter().flatten().filter(|s| s.pos[r] != NOT_IN);
+            assert_eq!(in_it.count(), t.roster(roster).len());
+            for (i, &ix) in t.roster(roster).iter().enumerate() {
+                assert_eq!(t.slot(ix).map(|s| s.pos[r]), Some(i as u32));
             }
         }
+        assert_eq!(t.slots.iter().flatten().count(), t.len());
+        assert_eq!(t.slots.len(), t.len() + t.free.len());
     }
 
     /// A table of `max` members whose unconfirmed members may fill all of it.
@@ -949,7 +1251,7 @@ mod tests {
             assert_eq!(got.change, Change::Joined, "{a}");
             evicted += usize::from(got.evicted.is_some());
             assert!(
-                got.evicted.is_none_or(|e| e >= 100),
+                got.evicted.is_none_or(|e| e.0 >= 100),
                 "a confirmed member was evicted"
             );
             assert_eq!(m.unconfirmed_len().min(2), m.unconfirmed_len());
@@ -969,7 +1271,11 @@ mod tests {
         assert_eq!(m.unconfirmed_len(), 2);
         let got = m.apply(&about(7, 2, 0, Alive), t);
         assert!(!m.is_confirmed(&7));
-        assert!(got.evicted.is_some_and(|e| e >= 2_000), "{:?}", got.evicted);
+        assert!(
+            got.evicted.as_ref().is_some_and(|e| e.0 >= 2_000),
+            "{:?}",
+            got.evicted
+        );
         assert_eq!(m.unconfirmed_len(), 2);
         assert_rosters(&m);
         // So does a stranger first heard of as suspect or dead.
@@ -1042,7 +1348,7 @@ mod tests {
         assert_eq!(m.len(), 1, "claims of death about strangers add nothing");
         let one = m.get(&1).expect("known");
         assert_eq!(one.rank(), (2, 3, Suspect));
-        assert_eq!(m.live(), &[1]);
+        assert_eq!(m.live().collect::<Vec<_>>(), [&1]);
     }
 
     /// A full table of confirmed members, some dead, and no unconfirmed one: a
@@ -1058,7 +1364,11 @@ mod tests {
         m.apply(&about(2, 1, 0, Dead), Instant::from_secs(5));
         m.apply(&about(3, 1, 0, Dead), Instant::from_secs(3));
         let applied = m.apply(&about(9, 1, 0, Alive), Instant::from_secs(10));
-        assert_eq!(applied.evicted, Some(3), "the longest dead gives way");
+        assert_eq!(
+            applied.evicted.map(|e| e.0),
+            Some(3),
+            "the longest dead gives way"
+        );
         assert!(!applied.refused);
         assert!(m.get(&9).is_some() && m.get(&3).is_none() && m.get(&2).is_some());
         // No dead member left to give way: the next newcomer is refused.
@@ -1086,7 +1396,8 @@ mod tests {
             m.expire_unconfirmed(Instant::from_secs(129), ttl)
                 .is_empty()
         );
-        assert_eq!(m.expire_unconfirmed(Instant::from_secs(130), ttl), [1]);
+        let expired = m.expire_unconfirmed(Instant::from_secs(130), ttl);
+        assert_eq!(expired.iter().map(|e| e.0).collect::<Vec<_>>(), [1]);
         assert_eq!(m.unconfirmed_len(), 0);
     }
 
@@ -1150,7 +1461,8 @@ mod tests {
             )
             .is_empty()
         );
-        assert_eq!(m.expire_dead(t + retention, retention), alloc::vec![1]);
+        let expired = m.expire_dead(t + retention, retention);
+        assert_eq!(expired.iter().map(|e| e.0).collect::<Vec<_>>(), [1]);
         assert_rosters(&m);
         assert_eq!(
             m.apply(&about(3, 1, 0, Alive), t),

@@ -10,7 +10,7 @@ use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
 use crate::dissemination::{Class, Subject};
 use crate::event::Event;
 use crate::membership::{
-    Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
+    Address, Applied, Change, Compared, MemberClaim, MemberIx, NodeId, Refutation, Status,
 };
 use crate::placement::{RING_KEY, Received};
 use crate::time::Instant;
@@ -118,7 +118,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let (members, store, gossip) = (&self.members, &self.store, &self.gossip);
                 let placement = &self.placement;
                 let digest = |bucket: usize| {
-                    let entry = |a: &A| digest_entry(members, store, a);
+                    let entry = |ix| {
+                        let a = members.addr_of(ix)?;
+                        digest_entry(members, store, a)
+                    };
                     gossip.digest_message(bucket, budget, entry, |n| placement.rank_of(n))
                 };
                 gossip.on_level(depth, index, &hashes, self.out.rng(), reply, digest);
@@ -269,8 +272,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
             implausible,
             evicted,
         } = self.members.apply(&claim, now);
-        if let Some(gone) = evicted {
-            self.forget_member(&gone);
+        if let Some((gone, ix)) = evicted {
+            self.forget_member(&gone, ix);
         }
         if refused {
             self.out.count().members_refused += 1;
@@ -308,7 +311,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 }
                 if entered_live {
                     let live = self.members.live_len();
-                    self.detector.member_live(&addr, live, self.out.rng());
+                    if let Some(ix) = self.members.index_of(&addr) {
+                        self.detector.member_live(ix, live, self.out.rng());
+                    }
                 }
                 if change == Change::Joined {
                     self.out.event(Event::MemberJoined(claim.id.clone()));
@@ -408,18 +413,24 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Recomputes a member's (or our own) contribution to the anti-entropy summary.
     pub(super) fn refresh_tree(&mut self, addr: &A) {
+        // An address outside the table has no contribution: a member's is removed
+        // when it is forgotten.
+        let Some(ix) = self.members.index_of(addr) else {
+            return;
+        };
         let hash = summary_entry(&self.members, &self.store, addr);
-        self.gossip.set(addr, hash);
+        self.gossip.set(addr, ix, hash);
     }
 
     /// A member left the table without a verdict (evicted unconfirmed): every part
-    /// forgets it.
-    fn forget_member(&mut self, addr: &A) {
+    /// forgets it, before its slot `ix` is used again.
+    fn forget_member(&mut self, addr: &A, ix: MemberIx) {
         self.detector.forget(addr);
+        self.detector.forget_slot(ix);
         self.store.forget(addr);
         self.transfers.forget_owner(addr);
         self.out.forget_sender(addr);
-        self.gossip.set(addr, None);
+        self.gossip.set(addr, ix, None);
         self.out.count().members_evicted += 1;
     }
 
@@ -438,14 +449,17 @@ impl<A: Address, R: RngCore> Node<A, R> {
             .config
             .probe_interval
             .saturating_mul(UNCONFIRMED_ROUNDS);
-        for addr in self.members.expire_unconfirmed(now, ttl) {
-            self.forget_member(&addr);
+        for (addr, ix) in self.members.expire_unconfirmed(now, ttl) {
+            self.forget_member(&addr, ix);
         }
         self.readmit();
-        for addr in self.members.expire_dead(now, self.config.dead_retention) {
+        for (addr, ix) in self.members.expire_dead(now, self.config.dead_retention) {
+            // A dead member is out of the summary already; its slot may be reused.
+            self.gossip.set(&addr, ix, None);
             self.store.forget(&addr);
             self.transfers.forget_owner(&addr);
             self.detector.forget(&addr);
+            self.detector.forget_slot(ix);
             self.out.forget_sender(&addr);
         }
         self.store.collect_tombstones(now);
@@ -473,7 +487,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             let _ = self.write(now, RING_KEY, Some(digest.to_vec()));
         }
         let (store, live) = (&self.store, self.members.live());
-        let theirs = live.iter().map(|a| store.value(a, RING_KEY));
+        let theirs = live.map(|a| store.value(a, RING_KEY));
         if let Some(agreed) = self
             .placement
             .check_agreement(store.value(&me, RING_KEY), theirs)
@@ -641,7 +655,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         if complete {
             let listed: Vec<&A> = entries.iter().map(|e| &e.claim.id.addr).collect();
-            for addr in self.gossip.bucket(bucket) {
+            for addr in self
+                .gossip
+                .bucket(bucket)
+                .iter()
+                .filter_map(|&ix| self.members.addr_of(ix))
+            {
                 if listed.contains(&addr) || *addr == sender.addr {
                     continue;
                 }
