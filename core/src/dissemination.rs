@@ -161,6 +161,18 @@ impl<A: crate::Address> Rumours<A> {
         }
     }
 
+    /// Gives back the buckets a burst left behind: a hash map never shrinks by
+    /// itself, and a mass join's wave of rumours (one per member) would otherwise hold
+    /// a member table's worth of buckets for good. The maps are only looked up (the
+    /// queue's order is `order`), so their layout reaches no output.
+    fn trim(&mut self) {
+        let (len, cap) = (self.rumours.len(), self.rumours.capacity());
+        if cap > 64 && len * 4 <= cap {
+            self.rumours.shrink_to(len * 2);
+            self.by_subject.shrink_to(len * 2);
+        }
+    }
+
     /// Fills `body` with as many rumours as fit, least-sent first, counting one
     /// transmission for each; rumours that reach `limit` are retired.
     pub fn fill(&mut self, body: &mut BodyBuilder, limit: u32) -> usize {
@@ -200,6 +212,7 @@ impl<A: crate::Address> Rumours<A> {
                 self.order.insert((c, t + 1, k));
             }
         }
+        self.trim();
         sent.len()
     }
 }
