@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use rand_core::RngCore;
 
 use crate::config::Config;
-use crate::hash::{Map, SeededState, mix64, stable_hash};
+use crate::hash::{mix64, stable_hash};
 use crate::membership::{MemberIx, Membership};
 use crate::outbox::{below, jitter};
-use crate::placement::Rank;
+use crate::placement::{Rank, RecordIx};
 use crate::state::Store;
 use crate::time::Instant;
 use crate::wire::{DigestEntry, Message, encode_message};
@@ -116,12 +116,13 @@ pub(crate) struct AntiEntropy<A> {
     /// entered it, so a digest lists a bucket without scanning every member.
     #[serde(with = "crate::snapshot::array")]
     members: [Vec<MemberIx>; BUCKETS],
-    /// Placement records by name: leaves of the same tree, so that one exchange
-    /// repairs membership, state and placement alike.
-    #[serde(with = "crate::snapshot::map")]
-    records: Map<String, u64>,
+    /// Placement records, by their index in the placement table: leaves of the same
+    /// tree, so that one exchange repairs membership, state and placement alike. A
+    /// record's contribution is meaningful while it is listed in its bucket.
+    records: Vec<u64>,
+    /// Records (by index) by bucket, in the order they entered it.
     #[serde(with = "crate::snapshot::array")]
-    names: [Vec<String>; BUCKETS],
+    names: [Vec<RecordIx>; BUCKETS],
     next_round: Option<Instant>,
     interval: Duration,
     /// The address type the tree's messages carry (members are held by index).
@@ -130,7 +131,7 @@ pub(crate) struct AntiEntropy<A> {
 }
 
 impl<A: crate::Address> AntiEntropy<A> {
-    pub fn new(config: &Config, hasher: SeededState) -> Self {
+    pub fn new(config: &Config) -> Self {
         AntiEntropy {
             buckets: [0; BUCKETS],
             groups: [0; SYNC_FANOUT],
@@ -138,7 +139,7 @@ impl<A: crate::Address> AntiEntropy<A> {
             entries: Vec::new(),
             own: None,
             members: core::array::from_fn(|_| Vec::new()),
-            records: Map::with_hasher(hasher),
+            records: Vec::new(),
             names: core::array::from_fn(|_| Vec::new()),
             next_round: None,
             interval: config.gossip_interval,
@@ -215,28 +216,34 @@ impl<A: crate::Address> AntiEntropy<A> {
         }
     }
 
-    /// The placement records in `bucket`, by name.
-    pub fn names(&self, bucket: usize) -> &[String] {
+    /// The placement records in `bucket`, by index.
+    pub fn names(&self, bucket: usize) -> &[RecordIx] {
         self.names.get(bucket).map_or(&[], Vec::as_slice)
     }
 
-    /// Sets (or with `None`, removes) a placement record's contribution.
-    pub fn set_record(&mut self, name: &str, hash: Option<u64>) {
-        let old = match hash {
-            Some(h) => self.records.insert(String::from(name), h),
-            None => self.records.remove(name),
-        };
+    /// Sets (or with `None`, removes) the contribution of the placement record of
+    /// `name`, whose index is `ix`.
+    pub fn set_record(&mut self, name: &str, ix: RecordIx, hash: Option<u64>) {
+        let b = bucket_of(name);
+        let slot = ix.get();
+        if hash.is_some() && self.records.len() <= slot {
+            self.records.resize(slot + 1, 0);
+        }
+        let listed = self.names[b].contains(&ix);
+        let old = listed.then(|| self.records.get(slot).copied()).flatten();
+        if let (Some(h), Some(e)) = (hash, self.records.get_mut(slot)) {
+            *e = h;
+        }
         if old == hash {
             return;
         }
-        let b = bucket_of(name);
         let delta = old.unwrap_or(0) ^ hash.unwrap_or(0);
         self.buckets[b] ^= delta;
         self.groups[b / SYNC_FANOUT] ^= delta;
         self.root ^= delta;
         match (old, hash) {
-            (None, Some(_)) => self.names[b].push(String::from(name)),
-            (Some(_), None) => self.names[b].retain(|n| n != name),
+            (None, Some(_)) => self.names[b].push(ix),
+            (Some(_), None) => self.names[b].retain(|&n| n != ix),
             _ => {}
         }
     }
@@ -322,7 +329,7 @@ impl<A: crate::Address> AntiEntropy<A> {
         bucket: usize,
         budget: usize,
         entry_of: impl Fn(MemberIx) -> Option<DigestEntry<A>>,
-        rank_of: impl Fn(&str) -> Option<Rank>,
+        record_of: impl Fn(RecordIx) -> Option<(String, Rank)>,
     ) -> Vec<u8> {
         let mut entries = Vec::new();
         let mut size = 0;
@@ -340,11 +347,11 @@ impl<A: crate::Address> AntiEntropy<A> {
             entries.push(e);
         }
         let mut placements = Vec::new();
-        for name in self.names(bucket) {
+        for &ix in self.names(bucket) {
             if !complete {
                 break;
             }
-            let Some(rank) = rank_of(name) else {
+            let Some((name, rank)) = record_of(ix) else {
                 continue;
             };
             let len = name.len() + 32;
@@ -353,7 +360,7 @@ impl<A: crate::Address> AntiEntropy<A> {
                 break;
             }
             size += len;
-            placements.push((name.clone(), rank));
+            placements.push((name, rank));
         }
         encode_message(&Message::SyncDigest {
             bucket: bucket as u16,
@@ -370,8 +377,8 @@ mod tests {
 
     #[test]
     fn order_of_updates_does_not_matter() {
-        let mut a: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(1));
-        let mut b: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"), SeededState(2));
+        let mut a: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"));
+        let mut b: AntiEntropy<u32> = AntiEntropy::new(&Config::lan("t"));
         for i in 0..100 {
             a.set(&i, MemberIx::test(i), Some(entry_hash(&i, 1, 0, 0)));
         }
@@ -398,7 +405,7 @@ mod tests {
     use rand_chacha::rand_core::SeedableRng;
 
     fn tree(members: impl IntoIterator<Item = (u32, u64)>) -> AntiEntropy<u32> {
-        let mut t = AntiEntropy::new(&Config::lan("t"), SeededState(1));
+        let mut t = AntiEntropy::new(&Config::lan("t"));
         for (a, state) in members {
             t.set(&a, MemberIx::test(a), Some(entry_hash(&a, 1, 0, state)));
         }

@@ -99,6 +99,7 @@
 extern crate alloc;
 
 mod anti_entropy;
+mod chunked;
 pub mod config;
 mod dissemination;
 pub mod dump;

@@ -13,6 +13,7 @@ use core::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::chunked::Chunked;
 use crate::hash::SeededState;
 use crate::outbox::below;
 use crate::time::Instant;
@@ -266,11 +267,12 @@ struct Slot<A> {
 #[serde(bound = "A: crate::Address", from = "TableRepr<A>")]
 struct Table<A> {
     seed: u64,
-    slots: Vec<Option<Slot<A>>>,
+    /// Allocated a chunk at a time (see [`Chunked`]).
+    slots: Chunked<Option<Slot<A>>>,
     /// Free slots, reused last freed first.
     free: Vec<u32>,
     /// Written as the slots in iteration order, and rebuilt from it.
-    #[serde(serialize_with = "index_order")]
+    #[serde(serialize_with = "crate::snapshot::index_order")]
     index: HashTable<u32>,
     rosters: [Vec<u32>; 3],
 }
@@ -280,14 +282,10 @@ struct Table<A> {
 #[serde(bound = "A: crate::Address")]
 struct TableRepr<A> {
     seed: u64,
-    slots: Vec<Option<Slot<A>>>,
+    slots: Chunked<Option<Slot<A>>>,
     free: Vec<u32>,
     index: Vec<u32>,
     rosters: [Vec<u32>; 3],
-}
-
-fn index_order<S: serde::Serializer>(index: &HashTable<u32>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(index.iter())
 }
 
 impl<A: crate::Address> From<TableRepr<A>> for Table<A> {
@@ -314,7 +312,7 @@ impl<A: crate::Address> Table<A> {
     fn new(hasher: SeededState) -> Self {
         Table {
             seed: hasher.0,
-            slots: Vec::new(),
+            slots: Chunked::default(),
             free: Vec::new(),
             index: HashTable::new(),
             rosters: [Vec::new(), Vec::new(), Vec::new()],
@@ -326,11 +324,11 @@ impl<A: crate::Address> Table<A> {
     }
 
     fn slot(&self, ix: u32) -> Option<&Slot<A>> {
-        self.slots.get(ix as usize).and_then(Option::as_ref)
+        self.slots.get(ix).and_then(Option::as_ref)
     }
 
     fn slot_mut(&mut self, ix: u32) -> Option<&mut Slot<A>> {
-        self.slots.get_mut(ix as usize).and_then(Option::as_mut)
+        self.slots.get_mut(ix).and_then(Option::as_mut)
     }
 
     fn find(&self, addr: &A) -> Option<u32> {
@@ -338,7 +336,7 @@ impl<A: crate::Address> Table<A> {
         self.index
             .find(Self::hash(self.seed, addr), |&ix| {
                 slots
-                    .get(ix as usize)
+                    .get(ix)
                     .and_then(Option::as_ref)
                     .is_some_and(|s| s.member.id.addr == *addr)
             })
@@ -364,7 +362,7 @@ impl<A: crate::Address> Table<A> {
         let (seed, slots) = (self.seed, &self.slots);
         let slot_addr = |i: u32| {
             slots
-                .get(i as usize)
+                .get(i)
                 .and_then(Option::as_ref)
                 .map(|s| &s.member.id.addr)
         };
@@ -380,21 +378,18 @@ impl<A: crate::Address> Table<A> {
     /// Puts a member not in the table yet into a free slot.
     fn insert(&mut self, member: Member<A>) -> u32 {
         let addr = member.id.addr.clone();
-        let slot = Some(Slot {
+        let slot = Slot {
             member,
             pos: [NOT_IN; 3],
-        });
+        };
         let ix = match self.free.pop() {
             Some(ix) => {
-                if let Some(s) = self.slots.get_mut(ix as usize) {
-                    *s = slot;
+                if let Some(s) = self.slots.get_mut(ix) {
+                    *s = Some(slot);
                 }
                 ix
             }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
+            None => self.slots.push(Some(slot)),
         };
         self.index_insert(&addr, ix);
         ix
@@ -410,13 +405,13 @@ impl<A: crate::Address> Table<A> {
         let slots = &self.slots;
         if let Ok(entry) = self.index.find_entry(Self::hash(self.seed, addr), |&i| {
             slots
-                .get(i as usize)
+                .get(i)
                 .and_then(Option::as_ref)
                 .is_some_and(|s| s.member.id.addr == *addr)
         }) {
             entry.remove();
         }
-        if let Some(s) = self.slots.get_mut(ix as usize) {
+        if let Some(s) = self.slots.get_mut(ix) {
             *s = None;
         }
         self.free.push(ix);
@@ -1213,7 +1208,7 @@ mod tests {
             }
         }
         assert_eq!(t.slots.iter().flatten().count(), t.len());
-        assert_eq!(t.slots.len(), t.len() + t.free.len());
+        assert_eq!(t.slots.iter().count(), t.len() + t.free.len());
     }
 
     /// A table of `max` members whose unconfirmed members may fill all of it.

@@ -143,6 +143,16 @@ pub(crate) fn open(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
     Ok(body)
 }
 
+/// A `HashTable` of indices (an index over a table of slots) as the indices in its
+/// iteration order (`#[serde(serialize_with = ...)]`); the table rebuilds it by
+/// inserting them in that order, as a restored [`Map`] is rebuilt.
+pub(crate) fn index_order<S: Serializer>(
+    index: &hashbrown::HashTable<u32>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(index.iter())
+}
+
 /// A [`Map`] as its hasher's seed and its entries (`#[serde(with = ...)]`).
 pub(crate) mod map {
     use super::*;

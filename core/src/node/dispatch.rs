@@ -122,7 +122,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
                         let a = members.addr_of(ix)?;
                         digest_entry(members, store, a)
                     };
-                    gossip.digest_message(bucket, budget, entry, |n| placement.rank_of(n))
+                    let record = |ix| {
+                        let r = placement.record_at(ix)?;
+                        Some((r.name.clone(), r.rank()))
+                    };
+                    gossip.digest_message(bucket, budget, entry, record)
                 };
                 gossip.on_level(depth, index, &hashes, self.out.rng(), reply, digest);
             }
@@ -533,8 +537,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Spreads a record we wrote (ours, or a removal) and updates its summary leaf.
     pub(super) fn spread_record(&mut self, record: crate::placement::PlacementRecord<A>) {
-        let leaf = self.placement.leaf_hash(&record.name);
-        self.gossip.set_record(&record.name, leaf);
+        self.refresh_record(&record.name);
         // Our own record is a claim about this node: a joiner's proposed tokens must
         // reach the others before they allocate their own (joint allocation).
         let class = if record.name == self.name() {
@@ -545,6 +548,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let subject = Subject::Placement(record.name.clone());
         self.out
             .rumour_as(subject, class, encode_message(&Message::Placement(record)));
+    }
+
+    /// Recomputes a placement record's contribution to the anti-entropy summary.
+    fn refresh_record(&mut self, name: &str) {
+        // Records are never removed: one we do not hold has no contribution.
+        if let Some(ix) = self.placement.index_of(name) {
+            let leaf = self.placement.leaf_hash(name);
+            self.gossip.set_record(name, ix, leaf);
+        }
     }
 
     /// A record from a peer: kept if it outranks ours, and then passed on.
@@ -560,8 +572,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             self.out.count().claims_refused += 1;
         }
         if received == Received::News {
-            let leaf = self.placement.leaf_hash(&name);
-            self.gossip.set_record(&name, leaf);
+            self.refresh_record(&name);
             if mine.is_none() {
                 let subject = Subject::Placement(name);
                 self.out
@@ -600,13 +611,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         }
         if complete {
-            for name in self.gossip.names(bucket) {
-                if theirs.iter().any(|(n, _)| n == name) {
+            for &ix in self.gossip.names(bucket) {
+                let Some(r) = self.placement.record_at(ix) else {
+                    continue;
+                };
+                if theirs.iter().any(|(n, _)| *n == r.name) {
                     continue;
                 }
-                if let Some(r) = self.placement.record(name) {
-                    reply.push(encode_message(&Message::Placement(r.clone())));
-                }
+                reply.push(encode_message(&Message::Placement(r.clone())));
             }
         }
     }

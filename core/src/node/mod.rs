@@ -109,7 +109,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 hasher,
             ),
             detector,
-            gossip: AntiEntropy::new(&config, hasher),
+            gossip: AntiEntropy::new(&config),
             store: Store::new(&config, hasher),
             placement: Placement::new(&config, &id, hasher),
             router: Router::new(&config, hasher),

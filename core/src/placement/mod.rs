@@ -21,7 +21,7 @@ pub use allocator::{
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
 pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS, RING_KEY};
-pub(crate) use table::{Placement, Received};
+pub(crate) use table::{Placement, Received, RecordIx};
 pub use topology::{
     LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };

@@ -19,11 +19,16 @@ use super::allocator::{ALLOCATION_RF, allocate_tokens_located, random_tokens};
 use super::murmur::token_for;
 use super::ring::{Location, Replication, Ring, Token};
 use super::topology::{
-    LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
+    LocalPlacement, MAX_NAME_LEN, PlacementRecord, RemoveError, RestoreError, Topology,
 };
 use crate::config::Config;
 use crate::event::Event;
-use crate::hash::{Map, SeededState, mix64, stable_hash};
+use core::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use crate::chunked::Chunked;
+use crate::hash::{SeededState, mix64, stable_hash};
 use crate::membership::{Address, Membership, NodeId, Status};
 use crate::routing::{Replica, ReplicaSet};
 
@@ -92,12 +97,158 @@ pub(crate) struct RoundOutcome<A> {
     pub left: bool,
 }
 
+/// A record as this node holds it, with its contribution to the ring digest while it
+/// is on the ring.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound = "A: Address")]
+struct Held<A> {
+    record: PlacementRecord<A>,
+    contribution: Option<u64>,
+}
+
+/// A record's place in the table: records are never removed (a departed member's
+/// record stays as a tombstone, and the table is bounded by `max_records`), so the
+/// index of a name never changes. The anti-entropy summary keys records by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RecordIx(u32);
+
+impl RecordIx {
+    /// The record's position, for indexing a part's per-record `Vec`.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Every record by name: the records in a [`Chunked`] vector, and a `HashTable` of
+/// their indices hashed through the name with the node's seeded hasher, filled
+/// exactly as the `Map<String, PlacementRecord>` it replaces, so it iterates in the
+/// same order (about 5 bytes per bucket instead of a name and a record).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "A: Address", from = "RecordsRepr<A>")]
+struct Records<A> {
+    seed: u64,
+    held: Chunked<Held<A>>,
+    /// Written as the records' indices in iteration order, and rebuilt from it.
+    #[serde(serialize_with = "crate::snapshot::index_order")]
+    index: HashTable<u32>,
+    /// Records on the ring (with a contribution).
+    #[serde(skip)]
+    on_ring: usize,
+}
+
+/// [`Records`] as a snapshot holds it.
+#[derive(Deserialize)]
+#[serde(bound = "A: Address")]
+struct RecordsRepr<A> {
+    seed: u64,
+    held: Chunked<Held<A>>,
+    index: Vec<u32>,
+}
+
+impl<A: Address> From<RecordsRepr<A>> for Records<A> {
+    fn from(r: RecordsRepr<A>) -> Self {
+        let mut t = Records {
+            seed: r.seed,
+            held: r.held,
+            index: HashTable::with_capacity(r.index.len()),
+            on_ring: 0,
+        };
+        t.on_ring = t.held.iter().filter(|h| h.contribution.is_some()).count();
+        for ix in r.index {
+            if let Some(name) = t.held.get(ix).map(|h| h.record.name.clone()) {
+                t.index_insert(&name, ix);
+            }
+        }
+        t
+    }
+}
+
+impl<A: Address> Records<A> {
+    fn new(hasher: SeededState) -> Self {
+        Records {
+            seed: hasher.0,
+            held: Chunked::default(),
+            index: HashTable::new(),
+            on_ring: 0,
+        }
+    }
+
+    fn hash(seed: u64, name: &str) -> u64 {
+        SeededState(seed).hash_one(name)
+    }
+
+    fn find(&self, name: &str) -> Option<u32> {
+        let held = &self.held;
+        self.index
+            .find(Self::hash(self.seed, name), |&ix| {
+                held.get(ix).is_some_and(|h| h.record.name == name)
+            })
+            .copied()
+    }
+
+    fn get(&self, name: &str) -> Option<&PlacementRecord<A>> {
+        self.find(name)
+            .and_then(|ix| self.held.get(ix))
+            .map(|h| &h.record)
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Every record, in the index's order (the order of the map it replaces).
+    fn values(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+        self.index
+            .iter()
+            .filter_map(|&ix| self.held.get(ix))
+            .map(|h| &h.record)
+    }
+
+    fn index_insert(&mut self, name: &str, ix: u32) {
+        let (seed, held) = (self.seed, &self.held);
+        let name_at = |i: u32| held.get(i).map(|h| h.record.name.as_str());
+        self.index
+            .entry(
+                Self::hash(seed, name),
+                |&i| name_at(i) == Some(name),
+                |&i| name_at(i).map_or(0, |n| Self::hash(seed, n)),
+            )
+            .insert(ix);
+    }
+
+    /// Puts `record` in (replacing any record of its name) with its contribution;
+    /// returns the contribution it replaced.
+    fn store(&mut self, record: PlacementRecord<A>, contribution: Option<u64>) -> Option<u64> {
+        let held = Held {
+            record,
+            contribution,
+        };
+        self.on_ring += usize::from(contribution.is_some());
+        match self.find(&held.record.name) {
+            Some(ix) => {
+                let old = self
+                    .held
+                    .get_mut(ix)
+                    .map(|h| core::mem::replace(h, held))
+                    .and_then(|h| h.contribution);
+                self.on_ring -= usize::from(old.is_some());
+                old
+            }
+            None => {
+                let name = held.record.name.clone();
+                let ix = self.held.push(held);
+                self.index_insert(&name, ix);
+                None
+            }
+        }
+    }
+}
+
 /// The placement part: see the [module docs](self).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "A: crate::Address")]
 pub(crate) struct Placement<A> {
-    #[serde(with = "crate::snapshot::map")]
-    records: Map<String, PlacementRecord<A>>,
+    records: Records<A>,
     /// Our own record (also in `records` once we started).
     mine: PlacementRecord<A>,
     started: bool,
@@ -109,9 +260,6 @@ pub(crate) struct Placement<A> {
     future: RefCell<Option<Ring<Owner>>>,
     #[serde(skip, default = "dirty")]
     ring_dirty: Cell<bool>,
-    /// Each on-ring member's contribution to `ring_hash`.
-    #[serde(with = "crate::snapshot::map")]
-    contributions: Map<String, u64>,
     /// XOR of `h(name, epoch, location, tokens)` over the ring's members: the ring
     /// digest, kept up to date in O(1) per change.
     ring_hash: u64,
@@ -140,7 +288,7 @@ impl<A: Address> Placement<A> {
     pub fn new(config: &Config, me: &NodeId<A>, hasher: SeededState) -> Self {
         let name = alloc::format!("{:016x}", stable_hash(&me.addr));
         Placement {
-            records: Map::with_hasher(hasher),
+            records: Records::new(hasher),
             mine: PlacementRecord {
                 name,
                 addr: me.addr.clone(),
@@ -155,7 +303,6 @@ impl<A: Address> Placement<A> {
             ring: RefCell::new(Ring::default()),
             future: RefCell::new(None),
             ring_dirty: Cell::new(false),
-            contributions: Map::with_hasher(hasher),
             ring_hash: 0,
             stable: (0, 0),
             agreement_dirty: false,
@@ -375,26 +522,31 @@ impl<A: Address> Placement<A> {
 
     /// Stores a record and updates the ring's inputs.
     fn store(&mut self, record: PlacementRecord<A>) {
-        let name = record.name.clone();
         let contribution = record
             .status
             .is_on_ring()
-            .then(|| stable_hash(&(&name, record.epoch, &record.location, &record.tokens)));
-        let old = match contribution {
-            Some(c) => self.contributions.insert(name.clone(), c),
-            None => self.contributions.remove(&name),
-        };
+            .then(|| stable_hash(&(&record.name, record.epoch, &record.location, &record.tokens)));
+        let old = self.records.store(record, contribution);
         if old != contribution {
             self.ring_hash ^= old.unwrap_or(0) ^ contribution.unwrap_or(0);
             self.agreement_dirty = true;
         }
         self.ring_dirty.set(true);
-        self.records.insert(name, record);
     }
 
     /// The record of `name`, as we hold it.
     pub fn record(&self, name: &str) -> Option<&PlacementRecord<A>> {
         self.records.get(name)
+    }
+
+    /// The index of `name`'s record, if we hold one.
+    pub fn index_of(&self, name: &str) -> Option<RecordIx> {
+        self.records.find(name).map(RecordIx)
+    }
+
+    /// The record at `ix`.
+    pub fn record_at(&self, ix: RecordIx) -> Option<&PlacementRecord<A>> {
+        self.records.held.get(ix.0).map(|h| &h.record)
     }
 
     /// Every record we hold, tombstones (Left, Removed) included.
@@ -407,11 +559,6 @@ impl<A: Address> Placement<A> {
         self.records
             .get(name)
             .map(|r| stable_hash(&(name, r.rank())))
-    }
-
-    /// The rank of `name`'s record, for a digest.
-    pub fn rank_of(&self, name: &str) -> Option<Rank> {
-        self.records.get(name).map(PlacementRecord::rank)
     }
 
     /// An operator removes a dead member: its tokens leave the ring on every node.
@@ -555,7 +702,7 @@ impl<A: Address> Placement<A> {
             .iter()
             .map(|n| {
                 self.records
-                    .get(*n)
+                    .get(n)
                     .map_or_else(|| self.mine.location.clone(), |r| r.location.clone())
             })
             .collect();
@@ -695,7 +842,7 @@ impl<A: Address> Placement<A> {
     /// Once per round: the digest to publish in `gv.ring`, once it has held still for
     /// two rounds and differs from what we published.
     pub fn digest_to_publish(&mut self, published: Option<&[u8]>) -> Option<[u8; 8]> {
-        if self.vnodes == 0 || self.contributions.is_empty() {
+        if self.vnodes == 0 || self.records.on_ring == 0 {
             return None;
         }
         let digest = self.ring_hash;
