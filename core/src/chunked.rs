@@ -1,7 +1,7 @@
-//! A vector that grows a fixed-size chunk at a time: the per-member tables (the
-//! member slots, the placement records) grow without copying themselves into a
-//! buffer twice as large, which would leave up to half of it empty and the old one
-//! behind in the allocator at every doubling.
+//! A vector that grows a fixed-size chunk at a time, after a first chunk that grows
+//! like a `Vec`: the per-member tables (the member slots, the placement records)
+//! grow without copying themselves into a buffer twice as large, which would leave
+//! up to half of it empty and the old one behind in the allocator at every doubling.
 
 use alloc::vec::Vec;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,7 +35,10 @@ impl<T> Chunked<T> {
     /// Appends `value`; returns its index.
     pub fn push(&mut self, value: T) -> u32 {
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            // The first chunk grows as a `Vec` does (a table of one record, our own,
+            // takes room for a few), the later ones are allocated whole.
+            let room = if self.chunks.is_empty() { 0 } else { CHUNK };
+            self.chunks.push(Vec::with_capacity(room));
         }
         let last = self.chunks.len() - 1;
         let chunk = &mut self.chunks[last];
@@ -55,7 +58,7 @@ impl<T> Chunked<T> {
     /// Elements the allocated chunks hold room for.
     #[cfg(test)]
     pub fn capacity(&self) -> usize {
-        self.chunks.len() * CHUNK
+        self.chunks.iter().map(Vec::capacity).sum()
     }
 }
 

@@ -188,15 +188,16 @@ pub(super) fn frac(units: u128) -> f64 {
 /// resolves the conflict the same way without talking to anyone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ring<N> {
-    /// `(token, owner)`, sorted by token, tokens unique.
-    entries: Vec<(Token, N)>,
+    /// The tokens, sorted, unique (an entry is a token and its owner id).
+    tokens: Vec<Token>,
     /// For each entry, the index of its owner among the distinct owners sorted by
     /// `Ord`: the replica walk and the shares compare small integers instead of `N`.
-    ids: Vec<usize>,
+    ids: Vec<u32>,
+    /// The distinct owners sorted by `Ord`, each once (not once per token): the owner
+    /// id is the index here.
+    owners: Vec<N>,
     /// Number of distinct owners.
     nodes: usize,
-    /// Per owner id, the index in `entries` of its first token.
-    first: Vec<usize>,
     /// Per owner id, its location.
     locations: Vec<Location>,
     topology: Topology,
@@ -205,10 +206,10 @@ pub struct Ring<N> {
 impl<N> Default for Ring<N> {
     fn default() -> Self {
         Ring {
-            entries: Vec::new(),
+            tokens: Vec::new(),
             ids: Vec::new(),
+            owners: Vec::new(),
             nodes: 0,
-            first: Vec::new(),
             locations: Vec::new(),
             topology: Topology::default(),
         }
@@ -264,17 +265,9 @@ impl<N: Clone + Ord> Ring<N> {
         owners.sort_unstable();
         owners.dedup();
         let nodes = owners.len();
-        let mut first = alloc::vec![usize::MAX; nodes];
         let ids = claims
             .iter()
-            .enumerate()
-            .map(|(i, (_, n))| {
-                let id = owners.binary_search(&n).unwrap_or(0);
-                if let Some(f @ &mut usize::MAX) = first.get_mut(id) {
-                    *f = i;
-                }
-                id
-            })
+            .map(|(_, n)| owners.binary_search(&n).unwrap_or(0) as u32)
             .collect();
         let locations: Vec<Location> = owners
             .iter()
@@ -287,11 +280,14 @@ impl<N: Clone + Ord> Ring<N> {
             })
             .collect();
         let topology = Topology::new(&locations);
+        let owners = owners.into_iter().cloned().collect();
         Ring {
-            entries: claims,
+            // Collected from a borrow: collecting `claims.into_iter()` in place would keep
+            // its buffer, sized for a token and an owner per entry.
+            tokens: claims.iter().map(|(t, _)| *t).collect(),
             ids,
+            owners,
             nodes,
-            first,
             locations,
             topology,
         }
@@ -299,19 +295,8 @@ impl<N: Clone + Ord> Ring<N> {
 
     /// The owner id of `node`, if it holds a token.
     fn id_of(&self, node: &N) -> Option<usize> {
-        let mut lo = 0;
-        let mut hi = self.nodes;
-        // Owner ids are ranks by `Ord`: binary search through each one's first token.
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let (_, n) = self.first.get(mid).and_then(|&i| self.entries.get(i))?;
-            match n.cmp(node) {
-                core::cmp::Ordering::Less => lo = mid + 1,
-                core::cmp::Ordering::Greater => hi = mid,
-                core::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        // Owner ids are ranks by `Ord`.
+        self.owners.binary_search(node).ok()
     }
 
     /// Where `node` sits, if it holds a token on the ring.
@@ -324,7 +309,8 @@ impl<N: Clone + Ord> Ring<N> {
     /// node of the ring is in `dc`.
     pub fn in_datacenter(&self, dc: &str) -> Ring<N> {
         let mut tokens: Vec<Vec<Token>> = alloc::vec![Vec::new(); self.nodes];
-        for (&(t, _), &id) in self.entries.iter().zip(&self.ids) {
+        for (&t, &id) in self.tokens.iter().zip(&self.ids) {
+            let id = id as usize;
             if self.locations.get(id).is_some_and(|l| l.datacenter == dc) {
                 if let Some(v) = tokens.get_mut(id) {
                     v.push(t);
@@ -334,12 +320,10 @@ impl<N: Clone + Ord> Ring<N> {
         Ring::new_located(
             tokens
                 .into_iter()
-                .zip(&self.first)
+                .zip(&self.owners)
                 .zip(&self.locations)
                 .filter(|((t, _), _)| !t.is_empty())
-                .filter_map(|((t, &f), l)| {
-                    self.entries.get(f).map(|(_, n)| (n.clone(), t, l.clone()))
-                }),
+                .map(|((t, n), l)| (n.clone(), t, l.clone())),
         )
     }
 }
@@ -347,12 +331,12 @@ impl<N: Clone + Ord> Ring<N> {
 impl<N> Ring<N> {
     /// Number of tokens on the ring (after duplicate claims were resolved).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.tokens.len()
     }
 
     /// True when no node holds a token: every key then has no replica.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.tokens.is_empty()
     }
 
     /// Number of distinct nodes holding at least one token.
@@ -362,16 +346,25 @@ impl<N> Ring<N> {
 
     /// The `(token, owner)` pairs in ring order, the same list [`Ring::digest`] covers.
     pub fn tokens(&self) -> impl ExactSizeIterator<Item = (Token, &N)> + DoubleEndedIterator {
-        self.entries.iter().map(|(t, n)| (*t, n))
+        // Every id indexes `owners` (built so), as every entry held its owner.
+        self.tokens
+            .iter()
+            .zip(&self.ids)
+            .map(|(t, &id)| (*t, &self.owners[id as usize]))
+    }
+
+    /// The owner of entry `i`.
+    fn owner_at(&self, i: usize) -> Option<&N> {
+        self.ids.get(i).and_then(|&id| self.owners.get(id as usize))
     }
 
     /// Each token with the index of its owner among the distinct owners (sorted by
     /// `Ord`), in ring order: what the allocator works on.
     pub(super) fn owned_tokens(&self) -> impl Iterator<Item = (Token, usize)> + '_ {
-        self.entries
+        self.tokens
             .iter()
             .zip(&self.ids)
-            .map(|(&(t, _), &id)| (t, id))
+            .map(|(&t, &id)| (t, id as usize))
     }
 
     /// Each owner's location, by owner id (see [`Ring::owned_tokens`]).
@@ -381,13 +374,13 @@ impl<N> Ring<N> {
 
     /// Index of the first entry at or after `token`, wrapping past the end to 0.
     fn successor(&self, token: Token) -> usize {
-        let i = self.entries.partition_point(|(t, _)| *t < token);
-        if i == self.entries.len() { 0 } else { i }
+        let i = self.tokens.partition_point(|t| *t < token);
+        if i == self.tokens.len() { 0 } else { i }
     }
 
     /// The node holding the first token at or after `token`: the primary replica.
     pub fn owner(&self, token: Token) -> Option<&N> {
-        self.entries.get(self.successor(token)).map(|(_, n)| n)
+        self.owner_at(self.successor(token))
     }
 
     /// Indices into `entries` of the replicas of `token`, first the owner, then the
@@ -399,11 +392,11 @@ impl<N> Ring<N> {
             return;
         }
         let start = self.successor(token);
-        let len = self.entries.len();
+        let len = self.tokens.len();
         let mut seen: Vec<usize> = Vec::with_capacity(want);
         for step in 0..len {
             let i = (start + step) % len;
-            let id = self.ids.get(i).copied().unwrap_or(usize::MAX);
+            let id = self.ids.get(i).map_or(usize::MAX, |&id| id as usize);
             if !seen.contains(&id) {
                 seen.push(id);
                 out.push(i);
@@ -420,9 +413,7 @@ impl<N> Ring<N> {
     pub fn replicas(&self, token: Token, rf: usize) -> Vec<&N> {
         let mut idx = Vec::new();
         self.replica_entries(token, rf, &mut idx);
-        idx.into_iter()
-            .filter_map(|i| self.entries.get(i).map(|(_, n)| n))
-            .collect()
+        idx.into_iter().filter_map(|i| self.owner_at(i)).collect()
     }
 
     /// The replicas of a key's bytes, hashed with [`token_for`].
@@ -450,9 +441,7 @@ impl<N> Ring<N> {
                 self.located_replica_entries(token, replication, &mut idx);
             }
         }
-        idx.into_iter()
-            .filter_map(|i| self.entries.get(i).map(|(_, n)| n))
-            .collect()
+        idx.into_iter().filter_map(|i| self.owner_at(i)).collect()
     }
 
     /// Indices into `entries` of the `PerDatacenter` replicas of `token`, in the
@@ -481,8 +470,8 @@ impl<N> Ring<N> {
         // Nodes met in an already used rack: (datacenter, entry index), walk order.
         let mut skipped: Vec<(usize, usize)> = Vec::new();
         let start = self.successor(token);
-        let len = self.entries.len();
-        let id_at = |i: usize| self.ids.get(i).copied().unwrap_or(usize::MAX);
+        let len = self.tokens.len();
+        let id_at = |i: usize| self.ids.get(i).map_or(usize::MAX, |&id| id as usize);
         let mut take = |i: usize, dc: usize, out: &mut Vec<usize>| {
             let id = id_at(i);
             let fresh = need.get(dc).is_some_and(|&n| n > 0) && out.iter().all(|&j| id_at(j) != id);
@@ -541,14 +530,14 @@ impl<N> Ring<N> {
         if rf == 0 {
             return loads;
         }
-        let len = self.entries.len();
-        let mut seen: Vec<usize> = Vec::with_capacity(rf.min(self.nodes));
-        for (q, (&own, &(end, _))) in self.ids.iter().zip(&self.entries).enumerate() {
+        let len = self.tokens.len();
+        let mut seen: Vec<u32> = Vec::with_capacity(rf.min(self.nodes));
+        for (q, (&own, &end)) in self.ids.iter().zip(&self.tokens).enumerate() {
             seen.clear();
             let mut span = SPACE;
             for back in 1..len {
                 let s = (q + len - back) % len;
-                let (Some(&o), Some(&(start, _))) = (self.ids.get(s), self.entries.get(s)) else {
+                let (Some(&o), Some(&start)) = (self.ids.get(s), self.tokens.get(s)) else {
                     break;
                 };
                 let stop = o == own || {
@@ -562,7 +551,7 @@ impl<N> Ring<N> {
                     break;
                 }
             }
-            if let Some(l) = loads.get_mut(own) {
+            if let Some(l) = loads.get_mut(own as usize) {
                 *l += span;
             }
         }
@@ -597,16 +586,16 @@ impl<N> Ring<N> {
         };
         let mut loads = alloc::vec![0u128; self.nodes];
         let mut idx = Vec::new();
-        let len = self.entries.len();
+        let len = self.tokens.len();
         for i in 0..len {
-            let (Some(&(start, _)), Some(&(end, _))) =
-                (self.entries.get((i + len - 1) % len), self.entries.get(i))
+            let (Some(&start), Some(&end)) =
+                (self.tokens.get((i + len - 1) % len), self.tokens.get(i))
             else {
                 continue;
             };
             self.located_replica_entries(end, replication, &mut idx);
             for &j in &idx {
-                if let Some(l) = self.ids.get(j).and_then(|&id| loads.get_mut(id)) {
+                if let Some(l) = self.ids.get(j).and_then(|&id| loads.get_mut(id as usize)) {
                     *l += clockwise(start, end);
                 }
             }
@@ -641,17 +630,11 @@ impl<N: Clone> Ring<N> {
     /// sum to `min(rf, nodes)` and their mean is `min(rf, nodes) / nodes`: with
     /// `rf = 1` they are plain ownership fractions summing to 1.
     pub fn ownership(&self, rf: usize) -> Vec<(N, f64)> {
-        // `ids` are ranks in the sorted list of owners, so indexing by id sorts.
-        let mut by_id: Vec<Option<&N>> = alloc::vec![None; self.nodes];
-        for (&id, (_, n)) in self.ids.iter().zip(&self.entries) {
-            if let Some(slot @ None) = by_id.get_mut(id) {
-                *slot = Some(n);
-            }
-        }
-        by_id
-            .into_iter()
+        // Owner ids are ranks in the sorted list of owners.
+        self.owners
+            .iter()
             .zip(self.loads(rf))
-            .filter_map(|(n, l)| n.map(|n| (n.clone(), frac(l))))
+            .map(|(n, l)| (n.clone(), frac(l)))
             .collect()
     }
 }
@@ -668,9 +651,9 @@ impl<N: Hash> Ring<N> {
     /// locations, as [`Ring::new`] builds, digests as it did before locations).
     pub fn digest(&self) -> u64 {
         let mut h = StableHasher::default();
-        h.write_u64(self.entries.len() as u64);
-        for (t, n) in &self.entries {
-            h.write_u64(*t as u64);
+        h.write_u64(self.tokens.len() as u64);
+        for (t, n) in self.tokens() {
+            h.write_u64(t as u64);
             n.hash(&mut h);
         }
         for (id, l) in self.locations.iter().enumerate() {
@@ -764,10 +747,10 @@ mod tests {
         let mut idx = Vec::new();
         let len = ring.len();
         for i in 0..len {
-            let (start, end) = (ring.entries[(i + len - 1) % len].0, ring.entries[i].0);
+            let (start, end) = (ring.tokens[(i + len - 1) % len], ring.tokens[i]);
             ring.replica_entries(end, rf, &mut idx);
             for &j in &idx {
-                loads[ring.ids[j]] += clockwise(start, end);
+                loads[ring.ids[j] as usize] += clockwise(start, end);
             }
         }
         loads
