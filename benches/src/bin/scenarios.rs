@@ -27,6 +27,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
+/// The system allocator, counted: `--node-memory` reports live heap bytes too.
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum System {
     Grapevine,
@@ -328,13 +332,22 @@ fn mem_available() -> usize {
 
 /// Prints the resident memory of one node that knows `members` members, with and
 /// without their ring tokens: the per-node cost that a simulation pays N times.
+///
+/// Resident memory is what it always was; the live heap bytes follow (counted by the
+/// allocator, so free of the code pages and allocator arenas that the first node
+/// touches for the whole process), and with tokens, the heap once each node's ring is
+/// built (on first use, by the first `route`: the fixture routes nothing).
 fn node_memory(members: usize) {
     use grapevine_benches::fixtures::Fixture;
     let copies = (20_000 / members.max(1)).clamp(2, 20);
+    let per_member = |bytes: usize| bytes as f64 / copies as f64 / members.max(1) as f64;
+    let mut heap = Vec::new();
     for tokens in [false, true] {
         let before = grapevine_benches::rss_bytes();
+        let heap_before = ALLOC.allocated();
         let nodes: Vec<Fixture> = (0..copies).map(|_| Fixture::new(members, tokens)).collect();
         let after = grapevine_benches::rss_bytes();
+        heap.push(per_member(ALLOC.allocated().saturating_sub(heap_before)));
         let per = after.saturating_sub(before) as f64 / copies as f64;
         println!(
             "{members} members, tokens {}: {:.0} KiB per node ({:.0} B per member), ring {} tokens",
@@ -343,8 +356,18 @@ fn node_memory(members: usize) {
             per / members.max(1) as f64,
             nodes[0].node.ring().len(),
         );
+        if tokens {
+            for f in &nodes {
+                let _ = f.node.ring().len();
+            }
+            heap.push(per_member(ALLOC.allocated().saturating_sub(heap_before)));
+        }
         drop(nodes);
     }
+    println!(
+        "  live heap per member: tokens no {:.0} B, tokens yes {:.0} B, with the ring built {:.0} B",
+        heap[0], heap[1], heap[2]
+    );
 }
 
 /// Prints the tables; writes the JSON, the markdown and (unless quick) the plots.
