@@ -126,6 +126,9 @@ pub(crate) struct Member<A> {
     /// can. Until then the member is admitted on trust, and held to a share of the
     /// table from which it is evicted first.
     pub confirmed: bool,
+    /// Where the member is in the live, dead and unconfirmed rosters (`NOT_IN`
+    /// when absent), kept by the table: in what would be the entry's padding.
+    pos: [u32; 3],
 }
 
 impl<A: Clone> Member<A> {
@@ -248,13 +251,9 @@ enum Roster {
 /// Marks a slot that is not in a roster.
 const NOT_IN: u32 = u32::MAX;
 
-/// One slot of the member table: the member and its position in each roster.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound = "A: crate::Address")]
-struct Slot<A> {
-    member: Member<A>,
-    pos: [u32; 3],
-}
+/// One slot of the member table: the member, which holds its position in each
+/// roster.
+type Slot<A> = Member<A>;
 
 /// The member table: members in reusable slots, an index from address to slot, and
 /// the rosters as lists of slots (each slot knows its position in each roster).
@@ -300,7 +299,7 @@ impl<A: crate::Address> From<TableRepr<A>> for Table<A> {
         // As the map it replaces was restored: its entries in their order, into a
         // table sized for them. Only slots that hold a member are indexed.
         for ix in r.index {
-            if let Some(addr) = t.slot(ix).map(|s| s.member.id.addr.clone()) {
+            if let Some(addr) = t.slot(ix).map(|s| s.id.addr.clone()) {
                 t.index_insert(&addr, ix);
             }
         }
@@ -338,20 +337,18 @@ impl<A: crate::Address> Table<A> {
                 slots
                     .get(ix)
                     .and_then(Option::as_ref)
-                    .is_some_and(|s| s.member.id.addr == *addr)
+                    .is_some_and(|s| s.id.addr == *addr)
             })
             .copied()
     }
 
     fn get(&self, addr: &A) -> Option<&Member<A>> {
-        self.find(addr)
-            .and_then(|ix| self.slot(ix))
-            .map(|s| &s.member)
+        self.find(addr).and_then(|ix| self.slot(ix)).map(|s| s)
     }
 
     fn get_mut(&mut self, addr: &A) -> Option<&mut Member<A>> {
         let ix = self.find(addr)?;
-        self.slot_mut(ix).map(|s| &mut s.member)
+        self.slot_mut(ix).map(|s| s)
     }
 
     fn len(&self) -> usize {
@@ -360,12 +357,7 @@ impl<A: crate::Address> Table<A> {
 
     fn index_insert(&mut self, addr: &A, ix: u32) {
         let (seed, slots) = (self.seed, &self.slots);
-        let slot_addr = |i: u32| {
-            slots
-                .get(i)
-                .and_then(Option::as_ref)
-                .map(|s| &s.member.id.addr)
-        };
+        let slot_addr = |i: u32| slots.get(i).and_then(Option::as_ref).map(|s| &s.id.addr);
         self.index
             .entry(
                 Self::hash(seed, addr),
@@ -378,9 +370,9 @@ impl<A: crate::Address> Table<A> {
     /// Puts a member not in the table yet into a free slot.
     fn insert(&mut self, member: Member<A>) -> u32 {
         let addr = member.id.addr.clone();
-        let slot = Slot {
-            member,
+        let slot = Member {
             pos: [NOT_IN; 3],
+            ..member
         };
         let ix = match self.free.pop() {
             Some(ix) => {
@@ -407,7 +399,7 @@ impl<A: crate::Address> Table<A> {
             slots
                 .get(i)
                 .and_then(Option::as_ref)
-                .is_some_and(|s| s.member.id.addr == *addr)
+                .is_some_and(|s| s.id.addr == *addr)
         }) {
             entry.remove();
         }
@@ -431,14 +423,14 @@ impl<A: crate::Address> Table<A> {
     /// The address at position `i` of `roster`.
     fn at(&self, roster: Roster, i: usize) -> Option<&A> {
         let ix = *self.rosters[roster as usize].get(i)?;
-        self.slot(ix).map(|s| &s.member.id.addr)
+        self.slot(ix).map(|s| &s.id.addr)
     }
 
     fn roster_addrs(&self, roster: Roster) -> impl Iterator<Item = &Member<A>> + '_ {
         self.rosters[roster as usize]
             .iter()
             .filter_map(|&ix| self.slot(ix))
-            .map(|s| &s.member)
+            .map(|s| s)
     }
 
     /// Adds the member at `addr` to `roster`; false if it was there or is unknown.
@@ -818,7 +810,7 @@ impl<A: crate::Address> Membership<A> {
         let mut out = Vec::new();
         for i in 0..n.min(k) {
             let ix = self.table.roster(Roster::Unconfirmed)[(self.ping_at + i) % n];
-            if let Some(m) = self.table.slot(ix).map(|s| &s.member) {
+            if let Some(m) = self.table.slot(ix).map(|s| s) {
                 if m.status.is_live() {
                     out.push(m.id.addr.clone());
                 }
@@ -888,6 +880,7 @@ impl<A: crate::Address> Membership<A> {
                     status: Status::Alive,
                     since: now,
                     confirmed: false,
+                    pos: [NOT_IN; 3],
                 });
                 Change::Joined
             }
@@ -942,7 +935,7 @@ impl<A: crate::Address> Membership<A> {
         if ix == MemberIx::ME {
             return Some(&self.me.addr);
         }
-        self.table.slot(ix.0).map(|s| &s.member.id.addr)
+        self.table.slot(ix.0).map(|s| &s.id.addr)
     }
 
     /// Compares a peer's claim with what we hold: the newer claim wins on both sides.
@@ -966,7 +959,7 @@ impl<A: crate::Address> Membership<A> {
             .index
             .iter()
             .filter_map(|&ix| self.table.slot(ix))
-            .map(|s| &s.member)
+            .map(|s| s)
     }
 
     pub fn len(&self) -> usize {
@@ -1015,10 +1008,9 @@ impl<A: crate::Address> Membership<A> {
             self.table
                 .slot(ix)
                 .filter(|s| {
-                    Some(&s.member.id.addr) != except
-                        && s.pos[Roster::Unconfirmed as usize] == NOT_IN
+                    Some(&s.id.addr) != except && s.pos[Roster::Unconfirmed as usize] == NOT_IN
                 })
-                .map(|s| &s.member.id.addr)
+                .map(|s| &s.id.addr)
         };
         if n <= k + 1 {
             out.extend(live.iter().filter_map(|&ix| eligible(ix)).cloned());
@@ -1082,6 +1074,7 @@ mod tests {
             status,
             since: Instant::ZERO,
             confirmed: false,
+            pos: [NOT_IN; 3],
         }
     }
     fn claim(generation: u64, incarnation: u64, status: Status) -> MemberClaim<u32> {
