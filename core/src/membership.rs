@@ -343,12 +343,12 @@ impl<A: crate::Address> Table<A> {
     }
 
     fn get(&self, addr: &A) -> Option<&Member<A>> {
-        self.find(addr).and_then(|ix| self.slot(ix)).map(|s| s)
+        self.find(addr).and_then(|ix| self.slot(ix))
     }
 
     fn get_mut(&mut self, addr: &A) -> Option<&mut Member<A>> {
         let ix = self.find(addr)?;
-        self.slot_mut(ix).map(|s| s)
+        self.slot_mut(ix)
     }
 
     fn len(&self) -> usize {
@@ -430,7 +430,6 @@ impl<A: crate::Address> Table<A> {
         self.rosters[roster as usize]
             .iter()
             .filter_map(|&ix| self.slot(ix))
-            .map(|s| s)
     }
 
     /// Adds the member at `addr` to `roster`; false if it was there or is unknown.
@@ -810,7 +809,7 @@ impl<A: crate::Address> Membership<A> {
         let mut out = Vec::new();
         for i in 0..n.min(k) {
             let ix = self.table.roster(Roster::Unconfirmed)[(self.ping_at + i) % n];
-            if let Some(m) = self.table.slot(ix).map(|s| s) {
+            if let Some(m) = self.table.slot(ix) {
                 if m.status.is_live() {
                     out.push(m.id.addr.clone());
                 }
@@ -959,7 +958,6 @@ impl<A: crate::Address> Membership<A> {
             .index
             .iter()
             .filter_map(|&ix| self.table.slot(ix))
-            .map(|s| s)
     }
 
     pub fn len(&self) -> usize {
