@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, NodeId, Refutation, Status,
 };
-use crate::placement::{RING_KEY, Received};
+use crate::placement::{AgreementReceipt, Received};
 use crate::time::Instant;
 use crate::transfer;
 use crate::wire::{DigestEntry, Message, encode_message};
@@ -98,9 +98,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = delta.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                if self.store.apply_delta(now, delta, &mut self.out) {
                     self.refresh_tree(&owner);
                 }
             }
@@ -141,9 +139,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = page.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                self.store.apply_page(now, page, &mut self.out, hook);
+                self.store.apply_page(now, page, &mut self.out);
                 self.refresh_tree(&owner);
             }
             Message::Request(req) => {
@@ -193,12 +189,21 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = delta.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                if self.store.apply_delta(now, delta, &mut self.out) {
                     self.refresh_tree(&owner);
                 }
             }
+            Message::Agreement {
+                digest,
+                segment,
+                bits,
+            } => match self.placement.on_agreement(digest, segment, &bits) {
+                AgreementReceipt::Taken => {}
+                AgreementReceipt::Refused => self.out.count().claims_refused += 1,
+                // Only to a sender that speaks from its own address (no reflection).
+                AgreementReceipt::Behind(ours) if direct => reply.push(encode_message(&ours)),
+                AgreementReceipt::Behind(_) => {}
+            },
             Message::PlacementWant { name } => {
                 if let Some(record) = self.placement.record(&name) {
                     reply.push(encode_message(&Message::Placement(record.clone())));
@@ -465,19 +470,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             return;
         }
-        let me = self.members.me().addr.clone();
-        if let Some(digest) = self
-            .placement
-            .digest_to_publish(self.store.value(&me, RING_KEY))
-        {
-            let _ = self.write(now, RING_KEY, Some(digest.to_vec()));
+        let round = self.placement.agreement_round(&self.members);
+        for (segment, message) in round.spread {
+            self.out
+                .rumour(Subject::Agreement(segment), encode_message(&message));
         }
-        let (store, live) = (&self.store, self.members.live());
-        let theirs = live.iter().map(|a| store.value(a, RING_KEY));
-        if let Some(agreed) = self
-            .placement
-            .check_agreement(store.value(&me, RING_KEY), theirs)
-        {
+        if let Some(agreed) = round.agreed {
             self.out.event(agreed);
         }
         // Fast path: push pending rumours to a few members.
