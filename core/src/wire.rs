@@ -136,6 +136,15 @@ pub enum Message<A> {
         /// One bit per member, least significant first.
         bits: Vec<u8>,
     },
+    /// A placement record changed, announced without its body: who lacks that rank
+    /// asks the sender for it with [`Message::PlacementWant`]. Rumour: only the record's
+    /// writer spreads the record itself.
+    PlacementNews {
+        /// The member's name.
+        name: String,
+        /// The rank of the record the sender holds.
+        rank: Rank,
+    },
 }
 
 /// A large value of one node's state, described but not carried: its length and the

@@ -204,6 +204,13 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 AgreementReceipt::Behind(ours) if direct => reply.push(encode_message(&ours)),
                 AgreementReceipt::Behind(_) => {}
             },
+            Message::PlacementNews { name, rank } => {
+                // Asked of the datagram's source only: it holds that rank (it spreads
+                // only what it holds), and nothing goes to an address named in a body.
+                if direct && self.placement.rank_of(&name).is_none_or(|ours| ours < rank) {
+                    reply.push(encode_message(&Message::<A>::PlacementWant { name }));
+                }
+            }
             Message::PlacementWant { name } => {
                 if let Some(record) = self.placement.record(&name) {
                     reply.push(encode_message(&Message::Placement(record.clone())));
@@ -547,9 +554,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
             let leaf = self.placement.leaf_hash(&name);
             self.gossip.set_record(&name, leaf);
             if mine.is_none() {
-                let subject = Subject::Placement(name);
+                // Passed on as news, not as the record: each node pulls the record
+                // once (from whoever told it) instead of every node forwarding its
+                // tokens λ·log N times.
+                let news = Message::<A>::PlacementNews {
+                    rank: record.rank(),
+                    name: name.clone(),
+                };
                 self.out
-                    .rumour(subject, encode_message(&Message::Placement(record)));
+                    .rumour(Subject::Placement(name), encode_message(&news));
             }
         }
         if let Some(mine) = mine {
