@@ -54,7 +54,8 @@ pub struct StateArgs {
     /// Whose state: a member's name or address [default: the node's own].
     #[arg(long, value_name = "NAME|ADDR")]
     of: Option<String>,
-    /// Also list the reserved `gv.` keys (tokens, ring digest).
+    /// Also list keys under the reserved `gv.` prefix (the protocol keeps none there
+    /// today; a newer peer might).
     #[arg(long)]
     all: bool,
 }

@@ -27,6 +27,8 @@ pub(crate) enum Subject<A> {
     Member(A),
     State(A, String),
     Placement(String),
+    /// One segment of the ring agreement's bit set.
+    Agreement(u16),
 }
 
 /// A rumour's priority for room in a packet, highest first.

@@ -132,8 +132,8 @@ pub use keyring::{Key, Keyring, KeyringError};
 pub use membership::{Address, MemberClaim, MemberInfo, NodeId, Status};
 pub use node::{Node, Transmit};
 pub use placement::{
-    LocalPlacement, Location, Owner, PlacementRecord, RING_KEY, RemoveError, Replication,
-    RestoreError, Topology,
+    LocalPlacement, Location, Owner, PlacementRecord, RemoveError, Replication, RestoreError,
+    Topology,
 };
 pub use placement::{Ring, Token, token_for};
 pub use routing::{Replica, ReplicaSet, RequestError, RequestFailure, RequestId, RespondError};

@@ -965,6 +965,7 @@ impl<A: crate::Address> Membership<A> {
     }
 
     /// Members alive or suspect, ourselves excluded, in roster order.
+    #[cfg(test)]
     pub fn live(&self) -> impl Iterator<Item = &A> + '_ {
         self.table.roster_addrs(Roster::Live).map(|m| &m.id.addr)
     }

@@ -318,7 +318,7 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         match subject {
             Subject::Member(a) if *a == self.me => Class::Own,
             Subject::Member(_) => Class::Topology,
-            Subject::Placement(_) => Class::Topology,
+            Subject::Placement(_) | Subject::Agreement(_) => Class::Topology,
             Subject::State(..) => Class::State,
         }
     }

@@ -37,7 +37,7 @@ use crate::wire::{
     DigestEntry, Message, StateDelta, StatePage, StateStub, encode_message, value_hash,
 };
 
-/// Keys with this prefix belong to the protocol (`gv.tokens`, `gv.ring`).
+/// Keys with this prefix belong to the protocol: applications cannot write them.
 pub const RESERVED_PREFIX: &str = "gv.";
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
@@ -288,10 +288,6 @@ pub(crate) struct Tombstone<A> {
     version: u64,
 }
 
-/// Told of every key a merge changed, before the application hears of it: the node
-/// passes the reserved keys (`gv.`) on to the part they belong to.
-pub(crate) type KeyHook<'a, A> = &'a mut dyn FnMut(&A, &str, Option<&[u8]>);
-
 /// Every owner's state as this node holds it, itself included, plus the queue of
 /// tombstones awaiting collection: writes, merges, pages for anti-entropy, and
 /// tombstone collection.
@@ -515,7 +511,6 @@ impl<A: Address> Store<A> {
         now: Instant,
         delta: StateDelta<A>,
         out: &mut Outbox<A, R>,
-        hook: KeyHook<'_, A>,
     ) -> bool {
         let applied = self.merge_one(
             now,
@@ -524,7 +519,6 @@ impl<A: Address> Store<A> {
             delta.version,
             delta.value.clone(),
             out,
-            hook,
         );
         if applied {
             let subject = Subject::State(delta.owner.addr.clone(), delta.key.clone());
@@ -539,7 +533,6 @@ impl<A: Address> Store<A> {
         now: Instant,
         page: StatePage<A>,
         out: &mut Outbox<A, R>,
-        hook: KeyHook<'_, A>,
     ) {
         let owner = page.owner.clone();
         if page.reset {
@@ -549,12 +542,12 @@ impl<A: Address> Store<A> {
                 let after = st.bytes;
                 recharge(&mut self.held, before, after);
                 for key in dropped {
-                    note_key_changed(&owner, key, None, out, hook);
+                    note_key_changed(&owner, key, None, out);
                 }
             }
         }
         for (key, version, value) in page.entries {
-            self.merge_one(now, &owner, &key, version, value, out, hook);
+            self.merge_one(now, &owner, &key, version, value, out);
         }
         if let Some(st) = self.owner_mut(&owner.addr, owner.generation) {
             if page.after <= st.watermark {
@@ -576,7 +569,6 @@ impl<A: Address> Store<A> {
         version: u64,
         value: Option<Vec<u8>>,
         out: &mut Outbox<A, R>,
-        hook: KeyHook<'_, A>,
     ) -> bool {
         if !self.owners.contains_key(&owner.addr)
             && self.held.saturating_add(OWNER_OVERHEAD) > self.max_total
@@ -622,7 +614,7 @@ impl<A: Address> Store<A> {
                 version,
             );
         }
-        note_key_changed(owner, key.to_string(), value, out, hook);
+        note_key_changed(owner, key.to_string(), value, out);
         true
     }
 
@@ -831,15 +823,13 @@ impl<A: Address> Store<A> {
     }
 }
 
-/// Reports a changed key: first to the hook (reserved keys), then to the application.
+/// Reports a changed key to the application.
 fn note_key_changed<A: Address, R: RngCore>(
     owner: &NodeId<A>,
     key: String,
     value: Option<Vec<u8>>,
     out: &mut Outbox<A, R>,
-    hook: KeyHook<'_, A>,
 ) {
-    hook(&owner.addr, &key, value.as_deref());
     out.event(Event::StateChanged {
         node: owner.clone(),
         key,
@@ -942,10 +932,6 @@ mod tests {
         Store::new(&Config::lan("t"), SeededState(1))
     }
 
-    fn no_hook() -> impl FnMut(&u32, &str, Option<&[u8]>) {
-        |_, _, _| {}
-    }
-
     fn pages_of(reply: &[Vec<u8>]) -> Vec<StatePage<u32>> {
         decoded(reply)
             .into_iter()
@@ -1004,12 +990,8 @@ mod tests {
 
         let mut b = store();
         let mut b_out = outbox(2);
-        let mut seen = Vec::new();
-        let hook = &mut |o: &u32, k: &str, v: Option<&[u8]>| {
-            seen.push((*o, k.to_string(), v.map(<[u8]>::to_vec)))
-        };
         for p in pages {
-            b.apply_page(t, p, &mut b_out, hook);
+            b.apply_page(t, p, &mut b_out);
         }
         assert_eq!(
             b.get(&1),
@@ -1018,7 +1000,6 @@ mod tests {
         );
         assert_eq!(b.value(&1, "x"), Some(&[3][..]));
         assert_eq!(b.summary(&1, 1), a.summary(&1, 1));
-        assert_eq!(seen.len(), 3);
         assert_eq!(events(&mut b_out).len(), 3, "one StateChanged per key");
         assert_eq!(b_out.stats().deltas_applied, 3);
 
@@ -1039,10 +1020,10 @@ mod tests {
         let pages = pages_of(&reply);
         assert_eq!(pages.len(), 1);
         assert_eq!(pages[0].entries, vec![("w".to_string(), 5, Some(vec![5]))]);
-        b.apply_page(t, pages[0].clone(), &mut b_out, &mut no_hook());
+        b.apply_page(t, pages[0].clone(), &mut b_out);
         assert_eq!(b.get(&1), a.get(&1));
         // Applying a page twice changes nothing.
-        b.apply_page(t, pages[0].clone(), &mut b_out, &mut no_hook());
+        b.apply_page(t, pages[0].clone(), &mut b_out);
         assert_eq!(b.get(&1), a.get(&1));
         assert_eq!(events(&mut b_out).len(), 1);
     }
@@ -1105,14 +1086,9 @@ mod tests {
         let mut s = store();
         let mut out = outbox(1);
         let t0 = Instant::ZERO;
-        assert!(s.apply_delta(
-            t0,
-            delta(&owner, "a", 1, Some(&[1])),
-            &mut out,
-            &mut no_hook()
-        ));
+        assert!(s.apply_delta(t0, delta(&owner, "a", 1, Some(&[1])), &mut out));
         // Version 2 is still on its way; the delete (version 3) arrives first.
-        assert!(s.apply_delta(t0, delta(&owner, "k", 3, None), &mut out, &mut no_hook()));
+        assert!(s.apply_delta(t0, delta(&owner, "k", 3, None), &mut out));
         assert_eq!(s.get(&3).map(|st| st.watermark), Some(1));
 
         // Past the grace, but version 2 may still carry an older "k": kept.
@@ -1122,12 +1098,7 @@ mod tests {
 
         // Version 2 arrives: the watermark covers the tombstone now, but it was
         // requeued for another grace.
-        assert!(s.apply_delta(
-            t1,
-            delta(&owner, "b", 2, Some(&[2])),
-            &mut out,
-            &mut no_hook()
-        ));
+        assert!(s.apply_delta(t1, delta(&owner, "b", 2, Some(&[2])), &mut out));
         assert_eq!(s.get(&3).map(|st| st.watermark), Some(3));
         s.collect_tombstones(t1 + grace - Duration::from_nanos(1));
         assert!(s.get(&3).is_some_and(|st| st.entries.contains_key("k")));
@@ -1137,12 +1108,7 @@ mod tests {
         assert_eq!(st.gc_floor, 3);
 
         // An older value of the collected key is not news.
-        assert!(!s.apply_delta(
-            t1 + grace,
-            delta(&owner, "k", 2, Some(&[9])),
-            &mut out,
-            &mut no_hook()
-        ));
+        assert!(!s.apply_delta(t1 + grace, delta(&owner, "k", 2, Some(&[9])), &mut out));
         assert_eq!(s.value(&3, "k"), None);
     }
 
@@ -1161,7 +1127,7 @@ mod tests {
         let mut reply = Vec::new();
         a.pages(&2, &a_id, 0, &mut reply, &mut a_out);
         for p in pages_of(&reply) {
-            b.apply_page(t0, p, &mut b_out, &mut no_hook());
+            b.apply_page(t0, p, &mut b_out);
         }
         let _ = events(&mut b_out);
         // a deletes "k" and collects it; b never hears of the delete.
@@ -1182,7 +1148,7 @@ mod tests {
             panic!("expected a page");
         };
         assert!(page.reset && page.after == 0);
-        b.apply_page(t0 + grace, page, &mut b_out, &mut no_hook());
+        b.apply_page(t0 + grace, page, &mut b_out);
         assert_eq!(b.value(&1, "k"), None, "the deleted key is dropped");
         assert_eq!(b.value(&1, "j"), Some(&[2][..]));
         assert_eq!(b.summary(&1, 1), a.summary(&1, 1));

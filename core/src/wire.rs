@@ -125,6 +125,26 @@ pub enum Message<A> {
     ValueWant(ValueWant<A>),
     /// One chunk of a large value, in answer to a [`Message::ValueWant`].
     ValueChunk(ValueChunk<A>),
+    /// Ring agreement: which members of the ring hold `digest`, one bit each in the
+    /// order of their names' stable hashes, segment `segment` of the set (1,024
+    /// members per segment). Rumour, or the answer to a peer that is behind.
+    Agreement {
+        /// The ring digest the bits are about.
+        digest: u64,
+        /// Which 1,024 members the bits are about.
+        segment: u16,
+        /// One bit per member, least significant first.
+        bits: Vec<u8>,
+    },
+    /// A placement record changed, announced without its body: who lacks that rank
+    /// asks the sender for it with [`Message::PlacementWant`]. Rumour: only the record's
+    /// writer spreads the record itself.
+    PlacementNews {
+        /// The member's name.
+        name: String,
+        /// The rank of the record the sender holds.
+        rank: Rank,
+    },
 }
 
 /// A large value of one node's state, described but not carried: its length and the

@@ -257,3 +257,76 @@ fn a_spoofed_chunk_request_is_not_served_and_a_spoofed_stub_is_fetched_from_its_
     assert!(wants_to_owner >= 1, "the stub is fetched from its owner");
     assert!(to_victim <= 3 * data.len());
 }
+
+/// The pull messages from strangers: news of a placement record (one well formed, one
+/// with a name no record can have) and ring-agreement bits of the wrong length. From a
+/// source that names a third party as its sender, nothing is asked back and nothing
+/// goes to the third party; from a stranger speaking in its own name, the well-formed
+/// news draws one small `PlacementWant` to it and the bad name nothing. The malformed
+/// bits are refused and counted either way.
+#[test]
+fn placement_news_and_agreement_bits_from_strangers_draw_little_and_only_to_the_source() {
+    use grapevine::wire::decode_body;
+    let mut nodes = vec![node(1, None), node(2, None), node(3, None)];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    nodes[2].join(Instant::ZERO, [addr(1)]);
+    run(&mut nodes, Instant::from_secs(30));
+    let digest = nodes[0].ring_digest();
+    let third = NodeId::new(addr(77), 5);
+    let victim = addr(99);
+    let datagram = |sender: &NodeId<SocketAddr>| {
+        let mut body = BodyBuilder::new(sender, 1400 - HEADER_LEN);
+        assert!(body.push(&Message::<SocketAddr>::PlacementNews {
+            name: "stranger".into(),
+            rank: (9, false, 9, 9),
+        }));
+        assert!(body.push(&Message::<SocketAddr>::PlacementNews {
+            name: "x".repeat(300),
+            rank: (9, false, 9, 9),
+        }));
+        assert!(body.push(&Message::<SocketAddr>::Agreement {
+            digest,
+            segment: 0,
+            bits: vec![0xff; 40],
+        }));
+        unsealed(body)
+    };
+    let target = &mut nodes[0];
+    for (sender, want) in [
+        (third.clone(), vec![]),
+        (NodeId::new(victim, 1), vec!["stranger"]),
+    ] {
+        let data = datagram(&sender);
+        while target.poll_transmit().is_some() {}
+        let refused = target.stats().claims_refused;
+        target
+            .handle_packet(Instant::from_secs(30), victim, &data)
+            .expect("well formed");
+        assert_eq!(
+            target.stats().claims_refused,
+            refused + 1,
+            "bits of the wrong length"
+        );
+        let mut wants = Vec::new();
+        let mut to_victim = 0;
+        while let Some(t) = target.poll_transmit() {
+            assert_ne!(t.dest, third.addr, "nothing to the third party");
+            if t.dest == victim {
+                to_victim += t.payload.len();
+                let (_, messages) =
+                    decode_body::<SocketAddr>(&t.payload[HEADER_LEN..]).expect("our own datagram");
+                wants.extend(messages.into_iter().filter_map(|m| match m {
+                    Message::PlacementWant { name } => Some(name),
+                    _ => None,
+                }));
+            }
+        }
+        assert_eq!(wants, want, "sender {sender:?}");
+        assert!(
+            to_victim <= 3 * data.len(),
+            "{to_victim} bytes back for {}",
+            data.len()
+        );
+    }
+}

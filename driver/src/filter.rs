@@ -6,8 +6,8 @@ use crate::Event;
 
 /// Which events a subscription receives ([`Handle::subscribe`](crate::Handle::subscribe)).
 ///
-/// Every filter leaves out state changes of the reserved `gv.` keys (`gv.tokens`,
-/// `gv.ring`: the node's placement, which the core keeps in its own state) unless it
+/// Every filter leaves out state changes of the reserved `gv.` keys (keys the
+/// protocol keeps in a node's own state) unless it
 /// asks for them with [`EventFilter::with_reserved_keys`], or its key prefix itself
 /// starts with `gv.`: an application sees its own keys.
 ///

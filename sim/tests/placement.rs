@@ -53,9 +53,9 @@ fn placement_rounds(cfg: &Config) -> Duration {
     cfg.gossip_interval * (2 * (LEARN_ROUNDS + 2 + RING_DELAY_ROUNDS))
 }
 
-/// From a complete ring to `RingAgreed` everywhere: a node publishes its digest once
-/// its ring held still for 2 rounds, the digests spread, and a node checks agreement
-/// on its next round.
+/// From a complete ring to `RingAgreed` everywhere: a node sets its bit in the
+/// agreement once its ring held still for 2 rounds, the bits spread, and a node checks
+/// agreement on its next round.
 fn agreement_bound(cfg: &Config, n: usize) -> Duration {
     cfg.gossip_interval * 3 + spread_time(cfg, n) + cfg.gossip_interval
 }

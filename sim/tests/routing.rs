@@ -47,8 +47,8 @@ fn ring_bound(sim: &Sim) -> Duration {
         + cfg.gossip_interval / 4
 }
 
-/// From a complete ring to `RingAgreed` everywhere: a node publishes its digest in
-/// gv.ring once its ring has held still for 2 gossip rounds, the digests spread, and a
+/// From a complete ring to `RingAgreed` everywhere: a node sets its bit in the
+/// agreement once its ring has held still for 2 gossip rounds, the bits spread, and a
 /// node checks agreement on its next gossip tick.
 fn agreement_bound(cfg: &Config, n: usize) -> Duration {
     cfg.gossip_interval * 3 + spread_time(cfg, n) + cfg.gossip_interval

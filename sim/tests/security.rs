@@ -630,10 +630,7 @@ fn repair_after_digest(seed: u64, forge: bool, within: Duration) -> bool {
                 status: m.state,
             })
             .expect("node 1 knows node 2");
-        let state_hash = sim
-            .node(victim)
-            .state_hash(&owner_addr)
-            .expect("node 1 holds node 2's state");
+        let state_hash = sim.node(victim).state_hash(&owner_addr).unwrap_or(0); // no state held yet is the empty state's hash
         let bucket = (grapevine::hash::stable_hash(&owner_addr) % 256) as u16;
         let entry = grapevine::wire::DigestEntry {
             claim,

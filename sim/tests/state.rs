@@ -14,7 +14,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use grapevine::{Config, Event, Instant, RING_KEY, StateError};
+use grapevine::{Config, Event, Instant, StateError};
 use grapevine_sim::{EventLog, NetConfig, SeedGuard, Sim, SimBuilder, secs, seed_from_env};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -97,18 +97,14 @@ fn ring_ready(sim: &Sim) -> bool {
     sim.converged() && sim.rings_agree() && sim.node(live[0]).ring().nodes() == live.len()
 }
 
-/// Settled: membership converged, the ring complete and agreed, every node has
-/// published its current ring digest in gv.ring, and every node holds the same view of
-/// everything (equal anti-entropy roots).
+/// Settled: membership converged, the ring complete and agreed, every node knows
+/// that every live member holds its ring (`is_ready`), and every node holds the same
+/// view of everything (equal anti-entropy roots).
 fn settled(sim: &Sim) -> bool {
     let live = sim.live_indices();
     let no_ring = sim.config().vnodes == 0;
     ring_ready(sim)
-        && live.iter().all(|&v| {
-            let node = sim.node(v);
-            no_ring
-                || node.get(&sim.addr(v), RING_KEY) == Some(&node.ring_digest().to_le_bytes()[..])
-        })
+        && live.iter().all(|&v| no_ring || sim.node(v).is_ready())
         && live
             .iter()
             .map(|&v| sim.node(v).sync_root())
@@ -117,8 +113,8 @@ fn settled(sim: &Sim) -> bool {
             == 1
 }
 
-/// From a complete ring to settled: the digest is published once the ring has held
-/// still for 2 gossip rounds, then it spreads.
+/// From a complete ring to settled: the agreement starts once the ring has held
+/// still for 2 gossip rounds, then its bits spread.
 fn settle_bound(cfg: &Config, n: usize, loss: f64) -> Duration {
     cfg.gossip_interval * 3 + spread_time(cfg, n, loss)
 }
@@ -144,15 +140,21 @@ fn ready_cluster(seed: u64, n: usize, cfg: Config, net: NetConfig, log: EventLog
     sim
 }
 
+/// The content hash of `owner`'s state as node `viewer` holds it: holding none is
+/// holding the empty state (an owner that has written nothing), whose hash is 0.
+fn held_hash(sim: &Sim, viewer: usize, owner: &std::net::SocketAddr) -> u64 {
+    sim.node(viewer).state_hash(owner).unwrap_or(0)
+}
+
 /// The first (viewer, owner) pair of live nodes where the viewer's content hash of the
 /// owner's state differs from the owner's own. Cheap: stops at the first difference.
 fn hash_divergence(sim: &Sim) -> Option<String> {
     let live = sim.live_indices();
     for &j in &live {
         let addr = sim.addr(j);
-        let truth = sim.node(j).state_hash(&addr);
+        let truth = held_hash(sim, j, &addr);
         for &i in &live {
-            let seen = sim.node(i).state_hash(&addr);
+            let seen = held_hash(sim, i, &addr);
             if seen != truth {
                 return Some(format!(
                     "node {i} holds state hash {seen:?} for node {j}, which holds {truth:?}"
@@ -179,7 +181,7 @@ fn state_divergence(sim: &Sim) -> Option<String> {
     for &j in &live {
         let addr = sim.addr(j);
         let truth = keys_of(sim, j, j);
-        let truth_hash = sim.node(j).state_hash(&addr);
+        let truth_hash = held_hash(sim, j, &addr);
         for &i in &live {
             if i == j {
                 continue;
@@ -203,7 +205,7 @@ fn state_divergence(sim: &Sim) -> Option<String> {
                      ((key, version, value length))"
                 ));
             }
-            let seen_hash = sim.node(i).state_hash(&addr);
+            let seen_hash = held_hash(sim, i, &addr);
             if seen_hash != truth_hash {
                 return Some(format!(
                     "node {i} has hash {seen_hash:?} for node {j}'s state, node {j} has {truth_hash:?}"
@@ -586,8 +588,8 @@ fn idle_traffic(seed: u64, n: usize) -> Idle {
     // Converged: every view, ring digest and state identical.
     sim.expect_within(settle_bound(&cfg, n, 0.0), "settle", settled);
     let changes_before = sim.counts().state_changed;
-    // Then every node still relays each of the ~3n join rumours (membership, gv.tokens,
-    // gv.ring) retransmit_mult · ⌈log10(n + 1)⌉ times. Measure in 10 s windows until two
+    // Then every node still relays each of the join's rumours (membership, placement
+    // records, agreement) retransmit_mult · ⌈log10(n + 1)⌉ times. Measure in 10 s windows until two
     // consecutive windows differ by less than 5%: that is the idle steady state.
     let step = Duration::from_secs(10);
     let per_window = |b: u64| b as f64 / n as f64 / step.as_secs_f64();
@@ -731,7 +733,7 @@ fn reserved_keys_and_oversized_values_are_refused() {
     // The limits are inclusive: a value of exactly max_value_size and a 128-byte key pass.
     set(&mut sim, 0, "big", &vec![7; max]);
     set(&mut sim, 0, &"k".repeat(128), b"x");
-    // max_state_bytes (1,000 key+value bytes; gv.tokens and gv.ring already use some).
+    // max_state_bytes (1,000 key+value bytes).
     let mut full = None;
     for i in 0..20 {
         let r = sim.with_node(0, |n, now| n.set(now, &format!("fill{i:02}"), &[1; 90]));
@@ -753,11 +755,9 @@ fn reserved_keys_and_oversized_values_are_refused() {
         sim.check(view.get(&a, "big").map(<[u8]>::len) == Some(max), || {
             format!("node {v} lacks 'big'")
         });
-        sim.check(
-            view.keys(&a)
-                .all(|(k, _, _)| !k.starts_with("gv.") || k == "gv.tokens" || k == "gv.ring"),
-            || format!("node {v} holds an unexpected gv. key"),
-        );
+        sim.check(view.keys(&a).all(|(k, _, _)| !k.starts_with("gv.")), || {
+            format!("node {v} holds a gv. key (the protocol keeps none in state)")
+        });
     }
     // After leaving, writes are refused with Left.
     sim.shutdown(0);

@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, MemberIx, NodeId, Refutation, Status,
 };
-use crate::placement::{RING_KEY, Received};
+use crate::placement::{AgreementReceipt, Received};
 use crate::time::Instant;
 use crate::transfer;
 use crate::wire::{DigestEntry, Message, encode_message};
@@ -98,9 +98,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = delta.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                if self.store.apply_delta(now, delta, &mut self.out) {
                     self.refresh_tree(&owner);
                 }
             }
@@ -148,9 +146,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = page.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                self.store.apply_page(now, page, &mut self.out, hook);
+                self.store.apply_page(now, page, &mut self.out);
                 self.refresh_tree(&owner);
             }
             Message::Request(req) => {
@@ -200,10 +196,30 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     return;
                 }
                 let owner = delta.owner.addr.clone();
-                let placement = &mut self.placement;
-                let hook = &mut |_: &A, k: &str, _: Option<&[u8]>| placement.key_changed(k);
-                if self.store.apply_delta(now, delta, &mut self.out, hook) {
+                if self.store.apply_delta(now, delta, &mut self.out) {
                     self.refresh_tree(&owner);
+                }
+            }
+            Message::Agreement {
+                digest,
+                segment,
+                bits,
+            } => match self.placement.on_agreement(digest, segment, &bits) {
+                AgreementReceipt::Taken => {}
+                AgreementReceipt::Refused => self.out.count().claims_refused += 1,
+                // Only to a sender that speaks from its own address (no reflection).
+                AgreementReceipt::Behind(ours) if direct => reply.push(encode_message(&ours)),
+                AgreementReceipt::Behind(_) => {}
+            },
+            Message::PlacementNews { name, rank } => {
+                // Asked of the datagram's source only: it holds that rank (it spreads
+                // only what it holds), and nothing goes to an address named in a body.
+                let well_formed = !name.is_empty() && name.len() <= crate::placement::MAX_NAME_LEN;
+                if direct
+                    && well_formed
+                    && self.placement.rank_of(&name).is_none_or(|ours| ours < rank)
+                {
+                    reply.push(encode_message(&Message::<A>::PlacementWant { name }));
                 }
             }
             Message::PlacementWant { name } => {
@@ -483,19 +499,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             return;
         }
-        let me = self.members.me().addr.clone();
-        if let Some(digest) = self
-            .placement
-            .digest_to_publish(self.store.value(&me, RING_KEY))
-        {
-            let _ = self.write(now, RING_KEY, Some(digest.to_vec()));
+        let round = self.placement.agreement_round(&self.members);
+        for (segment, message) in round.spread {
+            self.out
+                .rumour(Subject::Agreement(segment), encode_message(&message));
         }
-        let (store, live) = (&self.store, self.members.live());
-        let theirs = live.map(|a| store.value(a, RING_KEY));
-        if let Some(agreed) = self
-            .placement
-            .check_agreement(store.value(&me, RING_KEY), theirs)
-        {
+        if let Some(agreed) = round.agreed {
             self.out.event(agreed);
         }
         // Fast path: push pending rumours to a few members.
@@ -574,9 +583,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         if received == Received::News {
             self.refresh_record(&name);
             if mine.is_none() {
-                let subject = Subject::Placement(name);
+                // Passed on as news, not as the record: each node pulls the record
+                // once (from whoever told it) instead of every node forwarding its
+                // tokens λ·log N times.
+                let news = Message::<A>::PlacementNews {
+                    rank: record.rank(),
+                    name: name.clone(),
+                };
                 self.out
-                    .rumour(subject, encode_message(&Message::Placement(record)));
+                    .rumour(Subject::Placement(name), encode_message(&news));
             }
         }
         if let Some(mine) = mine {

@@ -48,8 +48,8 @@ use crate::membership::{Address, Lifecycle, MemberInfo, Membership, NodeId};
 use crate::outbox::Outbox;
 pub use crate::outbox::Transmit;
 use crate::placement::{
-    LocalPlacement, Owner, Placement, PlacementRecord, RING_KEY, RemoveError, RestoreError, Ring,
-    Token, Topology,
+    LocalPlacement, Owner, Placement, PlacementRecord, RemoveError, RestoreError, Ring, Token,
+    Topology,
 };
 use crate::routing::{ReplicaSet, RequestError, RequestId, RespondError, Router};
 use crate::state::{StateError, Store, check_app_key};
@@ -624,15 +624,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn write(&mut self, now: Instant, key: &str, value: Option<Vec<u8>>) -> Result<(), StateError> {
         let me = self.members.me().clone();
         let delta = self.store.write(now, &me, key, value)?;
-        // The ring digest travels by anti-entropy pull only: pushing it as a rumour
-        // would make every topology change an O(N) wave of rumours, each forwarded
-        // λ·log N times by every node.
-        if key != RING_KEY {
-            let subject = Subject::State(me.addr.clone(), String::from(key));
-            self.out.own_rumour(subject, self.store.announce(&delta));
-        }
+        let subject = Subject::State(me.addr.clone(), String::from(key));
+        self.out.own_rumour(subject, self.store.announce(&delta));
         self.refresh_tree(&me.addr);
-        self.placement.key_changed(key);
         self.after_input(now);
         Ok(())
     }

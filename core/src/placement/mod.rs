@@ -7,6 +7,7 @@
 //! joins, decommissions (`leave`), or is removed by an operator (`remove_node`); a
 //! crash, a restart or an address change moves nothing.
 
+mod agreement;
 pub mod allocator;
 mod greedy;
 pub mod murmur;
@@ -20,8 +21,8 @@ pub use allocator::{
 };
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
-pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS, RING_KEY};
-pub(crate) use table::{Placement, Received, RecordIx};
+pub(crate) use table::{AgreementReceipt, Placement, Received, RecordIx};
+pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS};
 pub use topology::{
     LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };

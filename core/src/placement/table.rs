@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
 
+use super::agreement::{Agreement, Merged};
 use super::allocator::{ALLOCATION_RF, allocate_tokens_located, random_tokens};
 use super::murmur::token_for;
 use super::ring::{Location, Replication, Ring, Token};
 use super::topology::{
-    LocalPlacement, MAX_NAME_LEN, PlacementRecord, RemoveError, RestoreError, Topology,
+    LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };
 use crate::config::Config;
 use crate::event::Event;
@@ -31,9 +32,7 @@ use crate::chunked::Chunked;
 use crate::hash::{SeededState, mix64, stable_hash};
 use crate::membership::{Address, Membership, NodeId, Status};
 use crate::routing::{Replica, ReplicaSet};
-
-/// The state key carrying a node's ring digest, for agreement.
-pub const RING_KEY: &str = "gv.ring";
+use crate::wire::Message;
 
 /// Gossip rounds a joiner's proposed tokens stay pending before it turns Normal, and a
 /// leaver stays Leaving before it turns Left: time for the news to reach everyone (and,
@@ -216,6 +215,21 @@ impl<A: Address> Records<A> {
             .insert(ix);
     }
 
+    /// Whether `name`'s record is on the ring (it contributes to the digest).
+    fn is_on_ring(&self, name: &str) -> bool {
+        self.find(name)
+            .and_then(|ix| self.held.get(ix))
+            .is_some_and(|h| h.contribution.is_some())
+    }
+
+    /// The names of the records on the ring, in no particular order.
+    fn on_ring_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.held
+            .iter()
+            .filter(|h| h.contribution.is_some())
+            .map(|h| h.record.name.as_str())
+    }
+
     /// Puts `record` in (replacing any record of its name) with its contribution;
     /// returns the contribution it replaced.
     fn store(&mut self, record: PlacementRecord<A>, contribution: Option<u64>) -> Option<u64> {
@@ -265,7 +279,10 @@ pub(crate) struct Placement<A> {
     ring_hash: u64,
     /// The digest last seen at a round, and for how many rounds it has held still.
     stable: (u64, u32),
+    /// Live members changed since the agreement was last checked.
     agreement_dirty: bool,
+    /// Which ring members hold which digest (see [`super::agreement`]).
+    agreement: Agreement,
     agreed: Option<u64>,
     /// Rounds since we started waiting to allocate, and the joiners and ring we saw
     /// at the last round (allocation waits until they hold still).
@@ -306,6 +323,7 @@ impl<A: Address> Placement<A> {
             ring_hash: 0,
             stable: (0, 0),
             agreement_dirty: false,
+            agreement: Agreement::default(),
             agreed: None,
             waited: 0,
             seen: 0,
@@ -547,6 +565,11 @@ impl<A: Address> Placement<A> {
     /// The record at `ix`.
     pub fn record_at(&self, ix: RecordIx) -> Option<&PlacementRecord<A>> {
         self.records.held.get(ix.0).map(|h| &h.record)
+    }
+
+    /// The rank of `name`'s record, if we hold one.
+    pub fn rank_of(&self, name: &str) -> Option<Rank> {
+        self.records.get(name).map(PlacementRecord::rank)
     }
 
     /// Every record we hold, tombstones (Left, Removed) included.
@@ -832,49 +855,100 @@ impl<A: Address> Placement<A> {
         self.agreement_dirty = true;
     }
 
-    /// A state key changed: `gv.ring` may change agreement.
-    pub fn key_changed(&mut self, key: &str) {
-        if key == RING_KEY {
-            self.agreement_dirty = true;
-        }
-    }
-
-    /// Once per round: the digest to publish in `gv.ring`, once it has held still for
-    /// two rounds and differs from what we published.
-    pub fn digest_to_publish(&mut self, published: Option<&[u8]>) -> Option<[u8; 8]> {
+    /// Once per round: when our digest has held still for two rounds and the
+    /// agreement is about another, the agreement starts over about ours (our own bit
+    /// set); then the segments that learned bits since the last round, to spread, and
+    /// `RingAgreed` when every live member on the ring holds our digest.
+    pub fn agreement_round(&mut self, members: &Membership<A>) -> AgreementRound<A> {
+        let mut round = AgreementRound {
+            spread: Vec::new(),
+            agreed: None,
+        };
         if self.vnodes == 0 || self.records.on_ring == 0 {
-            return None;
+            return round;
         }
         let digest = self.ring_hash;
         if self.stable.0 != digest {
             self.stable = (digest, 0);
-            return None;
+            return round;
         }
         self.stable.1 = self.stable.1.saturating_add(1);
-        let bytes = digest.to_le_bytes();
-        (self.stable.1 >= 2 && published != Some(&bytes[..])).then_some(bytes)
+        if self.stable.1 >= 2 && self.agreement.digest() != Some(digest) {
+            let mine = self
+                .records
+                .is_on_ring(&self.mine.name)
+                .then_some(self.mine.name.as_str());
+            self.agreement
+                .reset(digest, self.records.on_ring_names(), mine);
+        }
+        for segment in self.agreement.take_dirty() {
+            if let Some((digest, segment, bits)) = self.agreement.segment(segment) {
+                round.spread.push((
+                    segment,
+                    Message::Agreement {
+                        digest,
+                        segment,
+                        bits,
+                    },
+                ));
+            }
+        }
+        let changed = self.agreement.take_changed();
+        if !core::mem::take(&mut self.agreement_dirty) && !changed {
+            return round;
+        }
+        if self.agreement.digest() != Some(digest) || self.agreed == Some(digest) {
+            return round;
+        }
+        let me = &self.mine.addr;
+        let all = self.records.on_ring_names().all(|name| {
+            self.agreement.holds(name)
+                || self
+                    .records
+                    .get(name)
+                    .is_none_or(|r| !liveness(members, &r.addr, me).is_live())
+        });
+        if all {
+            self.agreed = Some(digest);
+            round.agreed = Some(Event::RingAgreed { digest });
+        }
+        round
     }
 
-    /// Once per round, if anything changed: `RingAgreed` when every live member
-    /// published the digest we published and hold.
-    pub fn check_agreement<'a>(
-        &mut self,
-        mine: Option<&[u8]>,
-        mut theirs: impl Iterator<Item = Option<&'a [u8]>>,
-    ) -> Option<Event<A>> {
-        if !self.agreement_dirty {
-            return None;
+    /// A peer's agreement segment: merged if it is about our digest. A peer that is
+    /// behind gets our segment back.
+    pub fn on_agreement(&mut self, digest: u64, segment: u16, bits: &[u8]) -> AgreementReceipt<A> {
+        match self.agreement.merge(digest, segment, bits) {
+            Merged::Nothing | Merged::Learned => AgreementReceipt::Taken,
+            Merged::Refused => AgreementReceipt::Refused,
+            Merged::Behind => match self.agreement.segment(segment) {
+                Some((digest, segment, bits)) => AgreementReceipt::Behind(Message::Agreement {
+                    digest,
+                    segment,
+                    bits,
+                }),
+                None => AgreementReceipt::Taken,
+            },
         }
-        self.agreement_dirty = false;
-        let mine = mine?;
-        let all = theirs.all(|t| t == Some(mine));
-        let digest = u64::from_le_bytes(mine.try_into().unwrap_or([0; 8]));
-        if all && self.agreed != Some(digest) && digest == self.ring_hash {
-            self.agreed = Some(digest);
-            return Some(Event::RingAgreed { digest });
-        }
-        None
     }
+}
+
+/// What [`Placement::agreement_round`] asks of the node.
+pub(crate) struct AgreementRound<A> {
+    /// Segments of our agreement to spread as rumours, by segment index.
+    pub spread: Vec<(u16, Message<A>)>,
+    /// `RingAgreed`, when it is reached.
+    pub agreed: Option<Event<A>>,
+}
+
+/// What a peer's agreement segment did.
+pub(crate) enum AgreementReceipt<A> {
+    /// Merged, or about another digest.
+    Taken,
+    /// Malformed for our digest: dropped, counted.
+    Refused,
+    /// The peer is behind: send it this, our segment.
+    Behind(Message<A>),
 }
 
 /// The ring owner of a record.
