@@ -65,6 +65,10 @@ pub struct SimulateArgs {
     /// Protocol timing preset.
     #[arg(long, value_enum, default_value_t = Profile::Lan)]
     profile: Profile,
+    /// Ring tokens per node instead of the preset's 16; 0 runs membership and state
+    /// only (no ring), the lightest large simulation.
+    #[arg(long, value_name = "N")]
+    vnodes: Option<usize>,
     /// Where to write the SVG of the curves.
     #[arg(long, value_name = "FILE", default_value = "simulate.svg")]
     svg: PathBuf,
@@ -318,7 +322,13 @@ pub fn run(args: SimulateArgs) -> CliResult<ExitCode> {
             n - 1
         ));
     }
-    let config = args.profile.config("simulate");
+    let mut config = args.profile.config("simulate");
+    if let Some(vnodes) = args.vnodes {
+        config.vnodes = vnodes;
+    }
+    if let Err(e) = config.validate() {
+        return Err(usage_error!("--vnodes {}: {e}", config.vnodes));
+    }
     let net = NetConfig::lan()
         .with_latency(args.latency, args.latency / 2)
         .with_loss(args.loss);

@@ -341,6 +341,7 @@ fn simulate_usage_errors_exit_2() {
         &["simulate", "--nodes", "5", "--crash", "9@1s"][..],
         &["simulate", "--partition", "0-4"][..],
         &["simulate", "--loss", "120%"][..],
+        &["simulate", "--vnodes", "300"][..],
     ] {
         let out = grapevine(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

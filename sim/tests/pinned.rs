@@ -105,11 +105,16 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// 0x6cf3_4709_af94_45e1 / 36,804 / 9,224, 0x6e5c_4056_9d54_c672 / 35,428 / 9,191).
 /// Changed by placement records passed on as news (name and rank) and pulled once per
 /// node with `PlacementWant`, instead of forwarded whole: more packets (the wants and
-/// their answers), fewer bytes (one join at N = 128: 4.3 kB per node instead of 9.9).
+/// their answers), fewer bytes (one join at N = 128: 4.3 kB per node instead of 9.9)
+/// (0x672d_56be_6be9_3355 / 41,041 / 9,190, 0x6f33_aba4_6740_a7a9 / 41,257 / 9,194,
+/// 0x445f_b3da_a594_f5bb / 41,877 / 9,226). Changed by agreement repair: a node that
+/// has not agreed sends one segment a round to a live member, and a peer that holds
+/// bits the sender lacks answers even when it learned some too (rumours alone left a
+/// node short for good on 3 seeds in 300 of the demo's 5-node cluster).
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0x672d_56be_6be9_3355, 41_041, 9_190)),
-    (2, (0x6f33_aba4_6740_a7a9, 41_257, 9_194)),
-    (3, (0x445f_b3da_a594_f5bb, 41_877, 9_226)),
+    (1, (0x86fb_bdb0_145a_2bb0, 42_420, 9_195)),
+    (2, (0xcbdb_3acf_c84b_cb8e, 43_516, 9_200)),
+    (3, (0x3788_0178_e77f_44ae, 41_447, 9_192)),
 ];
 
 #[test]

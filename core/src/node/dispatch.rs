@@ -303,12 +303,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         let n = self.members.live_len() + 1;
         self.out.set_cluster_size(n);
-        if matches!(
-            change,
-            Change::Joined | Change::Recovered | Change::Died | Change::Left
-        ) {
-            self.placement.live_changed();
-        }
         let addr = claim.id.addr.clone();
         match change {
             Change::None => {
@@ -503,6 +497,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
         for (segment, message) in round.spread {
             self.out
                 .rumour(Subject::Agreement(segment), encode_message(&message));
+        }
+        if let Some(pull) = round.pull {
+            if let Some(peer) = self.members.pick_live(self.out.rng(), 1, None).pop() {
+                self.out.send(peer, &[encode_message(&pull)], 1);
+            }
         }
         if let Some(agreed) = round.agreed {
             self.out.event(agreed);

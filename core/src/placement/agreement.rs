@@ -7,9 +7,12 @@
 //! order of their names' stable hashes (every node holding the same digest holds the
 //! same ring, so the same order), its own bit set. Bit sets about the same digest merge
 //! by OR; a node spreads a segment of its set as a rumour whenever it learned bits in
-//! it, and answers a peer that is behind (a set that is a strict subset of its own)
-//! with its own, so a late node catches up in one exchange. `RingAgreed` fires when
-//! every live member on the ring has its bit set.
+//! it, and answers a peer that lacks bits it holds with its own (push-pull), so a late
+//! node catches up in one exchange. Rumours alone can miss a node (its last news went
+//! out while it was still on another digest, and nobody has news since), so a node
+//! that has not reached agreement also sends, once per round, the segment with its
+//! first missing bit to one live member: anti-entropy for the set, which stops once
+//! it agrees. `RingAgreed` fires when every live member on the ring has its bit set.
 //!
 //! This replaces publishing the digest as each node's state (`gv.ring`), which made
 //! every join cost every node one state page per member: O(N) bytes per node per
@@ -29,14 +32,13 @@ pub(crate) const SEGMENT: usize = 1024;
 /// What merging a peer's segment did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Merged {
-    /// About another digest, or the same bits: nothing changed.
-    Nothing,
+    /// About another digest: nothing changed.
+    Other,
     /// Malformed for our digest (wrong length, or a segment we do not have).
     Refused,
-    /// We learned bits (the segment will be spread at the next round).
-    Learned,
-    /// We learned nothing and hold bits they lack: they are behind.
-    Behind,
+    /// Merged: whether we learned bits (the segment will be spread at the next round),
+    /// and whether we hold bits they lack (they are behind: answer them).
+    Taken { learned: bool, ahead: bool },
 }
 
 /// The bit set of one ring digest (see the [module docs](self)).
@@ -50,8 +52,6 @@ pub(crate) struct Agreement {
     bits: Vec<u8>,
     /// Segments that learned bits since they were last spread, sorted.
     dirty: Vec<u16>,
-    /// Bits changed since the last check.
-    changed: bool,
 }
 
 /// The hash a name's bit is ordered by.
@@ -80,7 +80,6 @@ impl Agreement {
         self.order.dedup();
         self.bits = vec![0; self.order.len().div_ceil(8)];
         self.dirty.clear();
-        self.changed = true;
         if let Some(i) = mine.and_then(|m| self.index(m)) {
             self.bits[i / 8] |= 1 << (i % 8);
             self.dirty.push((i / SEGMENT) as u16);
@@ -95,11 +94,6 @@ impl Agreement {
     pub fn holds(&self, name: &str) -> bool {
         self.index(name)
             .is_some_and(|i| self.bits[i / 8] & (1 << (i % 8)) != 0)
-    }
-
-    /// Whether the bits changed since the last call.
-    pub fn take_changed(&mut self) -> bool {
-        core::mem::take(&mut self.changed)
     }
 
     /// The byte range of segment `segment` in `bits`.
@@ -124,7 +118,7 @@ impl Agreement {
     /// Merges a peer's segment about `digest`.
     pub fn merge(&mut self, digest: u64, segment: u16, theirs: &[u8]) -> Merged {
         if self.digest != Some(digest) {
-            return Merged::Nothing;
+            return Merged::Other;
         }
         let Some(range) = self.range(segment) else {
             return Merged::Refused;
@@ -149,16 +143,16 @@ impl Agreement {
             *ours |= t;
         }
         if learned {
-            self.changed = true;
             if let Err(i) = self.dirty.binary_search(&segment) {
                 self.dirty.insert(i, segment);
             }
-            Merged::Learned
-        } else if ahead {
-            Merged::Behind
-        } else {
-            Merged::Nothing
         }
+        Merged::Taken { learned, ahead }
+    }
+
+    /// The segment holding the bit of the member named `name`.
+    pub fn segment_of(&self, name: &str) -> Option<u16> {
+        self.index(name).map(|i| (i / SEGMENT) as u16)
     }
 }
 
@@ -200,10 +194,22 @@ mod tests {
         let mut a = agreement(&n, 0);
         let b = agreement(&n, 1);
         let (d, s, bits) = b.segment(0).unwrap();
-        assert_eq!(a.merge(d, s, &bits), Merged::Learned);
+        assert_eq!(
+            a.merge(d, s, &bits),
+            Merged::Taken {
+                learned: true,
+                ahead: true
+            }
+        );
         // b knows only itself; a knows both: b is behind.
-        assert_eq!(a.merge(d, s, &bits), Merged::Behind);
-        assert_eq!(a.merge(d + 1, s, &bits), Merged::Nothing);
+        assert_eq!(
+            a.merge(d, s, &bits),
+            Merged::Taken {
+                learned: false,
+                ahead: true
+            }
+        );
+        assert_eq!(a.merge(d + 1, s, &bits), Merged::Other);
         assert_eq!(a.merge(d, s, &[]), Merged::Refused);
         assert_eq!(a.merge(d, 1, &bits), Merged::Refused);
         assert!(a.holds(&n[0]) && a.holds(&n[1]) && !a.holds(&n[2]));
@@ -213,7 +219,13 @@ mod tests {
     fn bits_past_the_last_member_are_ignored() {
         let n = names(3);
         let mut a = agreement(&n, 0);
-        assert_eq!(a.merge(7, 0, &[0b1111_1000]), Merged::Behind);
+        assert_eq!(
+            a.merge(7, 0, &[0b1111_1000]),
+            Merged::Taken {
+                learned: false,
+                ahead: true
+            }
+        );
         let (_, _, bits) = a.segment(0).unwrap();
         assert_eq!(bits[0].count_ones(), 1);
     }

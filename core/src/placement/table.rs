@@ -279,8 +279,6 @@ pub(crate) struct Placement<A> {
     ring_hash: u64,
     /// The digest last seen at a round, and for how many rounds it has held still.
     stable: (u64, u32),
-    /// Live members changed since the agreement was last checked.
-    agreement_dirty: bool,
     /// Which ring members hold which digest (see [`super::agreement`]).
     agreement: Agreement,
     agreed: Option<u64>,
@@ -322,7 +320,6 @@ impl<A: Address> Placement<A> {
             ring_dirty: Cell::new(false),
             ring_hash: 0,
             stable: (0, 0),
-            agreement_dirty: false,
             agreement: Agreement::default(),
             agreed: None,
             waited: 0,
@@ -547,7 +544,6 @@ impl<A: Address> Placement<A> {
         let old = self.records.store(record, contribution);
         if old != contribution {
             self.ring_hash ^= old.unwrap_or(0) ^ contribution.unwrap_or(0);
-            self.agreement_dirty = true;
         }
         self.ring_dirty.set(true);
     }
@@ -850,11 +846,6 @@ impl<A: Address> Placement<A> {
 
     // ----- agreement ----------------------------------------------------------------
 
-    /// Who is live changed: agreement is over the live members, so check it again.
-    pub fn live_changed(&mut self) {
-        self.agreement_dirty = true;
-    }
-
     /// Once per round: when our digest has held still for two rounds and the
     /// agreement is about another, the agreement starts over about ours (our own bit
     /// set); then the segments that learned bits since the last round, to spread, and
@@ -862,6 +853,7 @@ impl<A: Address> Placement<A> {
     pub fn agreement_round(&mut self, members: &Membership<A>) -> AgreementRound<A> {
         let mut round = AgreementRound {
             spread: Vec::new(),
+            pull: None,
             agreed: None,
         };
         if self.vnodes == 0 || self.records.on_ring == 0 {
@@ -893,35 +885,44 @@ impl<A: Address> Placement<A> {
                 ));
             }
         }
-        let changed = self.agreement.take_changed();
-        if !core::mem::take(&mut self.agreement_dirty) && !changed {
-            return round;
-        }
         if self.agreement.digest() != Some(digest) || self.agreed == Some(digest) {
             return round;
         }
+        // Not agreed yet: the first live member on the ring whose bit we lack.
         let me = &self.mine.addr;
-        let all = self.records.on_ring_names().all(|name| {
-            self.agreement.holds(name)
-                || self
+        let missing = self.records.on_ring_names().find(|name| {
+            !self.agreement.holds(name)
+                && self
                     .records
                     .get(name)
-                    .is_none_or(|r| !liveness(members, &r.addr, me).is_live())
+                    .is_some_and(|r| liveness(members, &r.addr, me).is_live())
         });
-        if all {
-            self.agreed = Some(digest);
-            round.agreed = Some(Event::RingAgreed { digest });
+        match missing.and_then(|name| self.agreement.segment_of(name)) {
+            None => {
+                self.agreed = Some(digest);
+                round.agreed = Some(Event::RingAgreed { digest });
+            }
+            Some(segment) => {
+                round.pull = self
+                    .agreement
+                    .segment(segment)
+                    .map(|(digest, segment, bits)| Message::Agreement {
+                        digest,
+                        segment,
+                        bits,
+                    });
+            }
         }
         round
     }
 
-    /// A peer's agreement segment: merged if it is about our digest. A peer that is
-    /// behind gets our segment back.
+    /// A peer's agreement segment: merged if it is about our digest. A peer that lacks
+    /// bits we hold gets our (merged) segment back.
     pub fn on_agreement(&mut self, digest: u64, segment: u16, bits: &[u8]) -> AgreementReceipt<A> {
         match self.agreement.merge(digest, segment, bits) {
-            Merged::Nothing | Merged::Learned => AgreementReceipt::Taken,
+            Merged::Other | Merged::Taken { ahead: false, .. } => AgreementReceipt::Taken,
             Merged::Refused => AgreementReceipt::Refused,
-            Merged::Behind => match self.agreement.segment(segment) {
+            Merged::Taken { ahead: true, .. } => match self.agreement.segment(segment) {
                 Some((digest, segment, bits)) => AgreementReceipt::Behind(Message::Agreement {
                     digest,
                     segment,
@@ -937,6 +938,9 @@ impl<A: Address> Placement<A> {
 pub(crate) struct AgreementRound<A> {
     /// Segments of our agreement to spread as rumours, by segment index.
     pub spread: Vec<(u16, Message<A>)>,
+    /// Until we agree: our segment with the first missing bit, for one live member
+    /// (it answers with its own if it holds bits we lack).
+    pub pull: Option<Message<A>>,
     /// `RingAgreed`, when it is reached.
     pub agreed: Option<Event<A>>,
 }
@@ -947,7 +951,7 @@ pub(crate) enum AgreementReceipt<A> {
     Taken,
     /// Malformed for our digest: dropped, counted.
     Refused,
-    /// The peer is behind: send it this, our segment.
+    /// The peer lacks bits we hold: send it this, our segment.
     Behind(Message<A>),
 }
 
