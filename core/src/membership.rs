@@ -688,8 +688,14 @@ impl<A: crate::Address> Membership<A> {
         }
     }
 
-    /// Applies a claim about someone else and keeps the rosters in step.
+    /// Applies a second-hand claim about someone else (see [`Membership::apply_from`]).
     pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied<A> {
+        self.apply_from(claim, now, false)
+    }
+
+    /// Applies a claim about someone else and keeps the rosters in step; `direct`
+    /// when the member itself sent it from its own address.
+    pub fn apply_from(&mut self, claim: &MemberClaim<A>, now: Instant, direct: bool) -> Applied<A> {
         let known_before = self.table.find(&claim.id.addr).is_some();
         let implausible = self.implausible(claim);
         // A newcomer enters unconfirmed: when unconfirmed members hold their whole share
@@ -704,10 +710,14 @@ impl<A: crate::Address> Membership<A> {
             evicted = self.evict_unconfirmed();
         }
         // A full table with no unconfirmed member to give way: the longest-dead member
-        // does. A tombstone only guards against stale rumours about a life that is
-        // over; a newcomer may be real (a table full of members that went silent must
-        // not lock real members out for `dead_retention`; found by the fuzzer).
-        if newcomer && evicted.is_none() && self.table.len() >= self.max_members {
+        // does, for a newcomer that spoke to us itself. A tombstone only guards against
+        // stale rumours about a life that is over; a newcomer may be real (a table full
+        // of members that went silent must not lock real members out for
+        // `dead_retention`; found by the fuzzer). A second-hand identity may be a
+        // ghost, and the member just declared dead may be a live one we lost touch
+        // with: evicting it for a rumour dropped the last trace of a real member, which
+        // then neither side probed again (found by the fuzzer too).
+        if newcomer && direct && evicted.is_none() && self.table.len() >= self.max_members {
             evicted = self.evict_longest_dead();
         }
         let room = self.table.len() < self.max_members;
@@ -1339,7 +1349,8 @@ mod tests {
     }
 
     /// A full table of confirmed members, some dead, and no unconfirmed one: a
-    /// newcomer takes the place of the longest-dead member instead of being refused.
+    /// newcomer that speaks for itself takes the place of the longest-dead member
+    /// instead of being refused; a newcomer heard of second-hand does not.
     #[test]
     fn a_full_table_makes_room_from_the_longest_dead() {
         use Status::*;
@@ -1350,7 +1361,10 @@ mod tests {
         }
         m.apply(&about(2, 1, 0, Dead), Instant::from_secs(5));
         m.apply(&about(3, 1, 0, Dead), Instant::from_secs(3));
+        // A second-hand newcomer does not take a member's place, even a dead one's.
         let applied = m.apply(&about(9, 1, 0, Alive), Instant::from_secs(10));
+        assert!(applied.refused && applied.evicted.is_none(), "{applied:?}");
+        let applied = m.apply_from(&about(9, 1, 0, Alive), Instant::from_secs(10), true);
         assert_eq!(
             applied.evicted.map(|e| e.0),
             Some(3),
@@ -1361,7 +1375,7 @@ mod tests {
         // No dead member left to give way: the next newcomer is refused.
         m.confirm(&9);
         m.apply(&about(2, 1, 1, Alive), Instant::from_secs(11));
-        let applied = m.apply(&about(8, 1, 0, Alive), Instant::from_secs(12));
+        let applied = m.apply_from(&about(8, 1, 0, Alive), Instant::from_secs(12), true);
         assert!(applied.refused, "{applied:?}");
     }
 

@@ -291,7 +291,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             refused,
             implausible,
             evicted,
-        } = self.members.apply(&claim, now);
+        } = self.members.apply_from(&claim, now, direct);
         if let Some((gone, ix)) = evicted {
             self.forget_member(&gone, ix);
         }
