@@ -689,6 +689,7 @@ impl<A: crate::Address> Membership<A> {
     }
 
     /// Applies a second-hand claim about someone else (see [`Membership::apply_from`]).
+    #[cfg(test)]
     pub fn apply(&mut self, claim: &MemberClaim<A>, now: Instant) -> Applied<A> {
         self.apply_from(claim, now, false)
     }
