@@ -214,11 +214,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Message::PlacementNews { name, rank } => {
                 // Asked of the datagram's source only: it holds that rank (it spreads
                 // only what it holds), and nothing goes to an address named in a body.
-                let well_formed = !name.is_empty() && name.len() <= crate::placement::MAX_NAME_LEN;
-                if direct
-                    && well_formed
-                    && self.placement.rank_of(&name).is_none_or(|ours| ours < rank)
-                {
+                if direct && self.placement.lacks(&name, rank) {
                     reply.push(encode_message(&Message::<A>::PlacementWant { name }));
                 }
             }

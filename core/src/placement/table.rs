@@ -568,6 +568,14 @@ impl<A: Address> Placement<A> {
         self.records.get(name).map(PlacementRecord::rank)
     }
 
+    /// Whether news of `name`'s record at `rank` is worth asking for: a name a record
+    /// can have, and a rank above ours.
+    pub fn lacks(&self, name: &str, rank: Rank) -> bool {
+        !name.is_empty()
+            && name.len() <= super::MAX_NAME_LEN
+            && self.rank_of(name).is_none_or(|ours| ours < rank)
+    }
+
     /// Every record we hold, tombstones (Left, Removed) included.
     pub fn records(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
         self.records.values()
