@@ -66,6 +66,9 @@ struct Suspicion<A> {
     expected: u32,
     min: Duration,
     max: Duration,
+    /// When to tell the suspect once more (half the minimum timeout in), if the
+    /// accusation still stands: see [`Detector::retell_suspicions`].
+    retell_at: Option<Instant>,
 }
 
 /// ln(x) for x in 1..=17, the only arguments Lifeguard's formula needs here
@@ -108,6 +111,12 @@ impl<A> Suspicion<A> {
 
     fn deadline(&self) -> Instant {
         self.start + self.timeout()
+    }
+
+    /// The suspicion's next timer: the retelling, then the deadline.
+    fn next_due(&self) -> Instant {
+        let deadline = self.deadline();
+        self.retell_at.map_or(deadline, |r| r.min(deadline))
     }
 }
 
@@ -375,7 +384,46 @@ impl<A: crate::Address> Detector<A> {
             self.send_indirect_probes(members, out);
         }
         self.relay_timeouts(now, out);
+        self.retell_suspicions(now, members, out);
         self.expired(now)
+    }
+
+    /// Every node that holds a suspicion tells the suspect once, half the minimum
+    /// timeout in. The accuser's word at the start (`tell_suspect`) can be lost, a
+    /// slow node's next probe of the suspect can come after the deadline, and the
+    /// rumour can spend its transmissions on members that never pass it on (a table
+    /// full of silent members): without this, two live nodes that suspect each other
+    /// can both run out of time without either hearing the accusation, and declare a
+    /// live member dead. One small datagram per suspicion and holder, to an address
+    /// that is a confirmed member.
+    fn retell_suspicions<R: RngCore>(
+        &mut self,
+        now: Instant,
+        members: &Membership<A>,
+        out: &mut Outbox<A, R>,
+    ) {
+        let mut due: Vec<A> = Vec::new();
+        for (addr, s) in self.suspicions.iter_mut() {
+            if s.retell_at.is_some_and(|r| r <= now) {
+                s.retell_at = None;
+                due.push(addr.clone());
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        // In address order, not the map's: the datagrams are outputs.
+        due.sort_unstable();
+        self.next_suspicion = None;
+        for addr in due {
+            let Some(m) = members.get(&addr) else {
+                continue;
+            };
+            if m.status == Status::Suspect && members.is_confirmed(&addr) {
+                let msg = encode_message(&Message::Member(m.claim()));
+                out.send(addr, &[msg], 1);
+            }
+        }
     }
 
     fn send_indirect_probes<R: RngCore>(
@@ -530,6 +578,7 @@ impl<A: crate::Address> Detector<A> {
             expected,
             min,
             max,
+            retell_at: Some(now + min / 2),
         };
         self.suspicions.insert(claim.id.addr.clone(), suspicion);
         self.next_suspicion = None;
@@ -613,7 +662,7 @@ impl<A: crate::Address> Detector<A> {
     /// nack or a suspicion running out.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         if self.next_suspicion.is_none() {
-            self.next_suspicion = self.suspicions.values().map(Suspicion::deadline).min();
+            self.next_suspicion = self.suspicions.values().map(Suspicion::next_due).min();
         }
         let indirect = self
             .probe
@@ -642,6 +691,7 @@ mod tests {
             expected: 3,
             min: Duration::from_secs(8),
             max: Duration::from_secs(48),
+            retell_at: None,
         };
         assert_eq!(s.timeout(), Duration::from_secs(48));
         s.accusers.push(2);
@@ -727,6 +777,18 @@ mod tests {
         let max = min.saturating_mul(config.suspicion_max_mult);
         assert_eq!(
             d.poll_timeout(),
+            Some(Instant::ZERO + min / 2),
+            "first, the retelling"
+        );
+        // 7 is not in this table: the retelling sends nothing.
+        let mut out = outbox(ME);
+        assert!(
+            d.handle_timeout(Instant::ZERO + min / 2, &members(&[]), &mut out)
+                .is_empty()
+        );
+        assert!(sent(&mut out).is_empty());
+        assert_eq!(
+            d.poll_timeout(),
             Some(Instant::ZERO + max),
             "no confirmation yet"
         );
@@ -776,6 +838,16 @@ mod tests {
         let min = config
             .probe_interval
             .mul_f64(f64::from(config.suspicion_mult) * node_scale(2));
+        assert_eq!(
+            d.poll_timeout(),
+            Some(Instant::ZERO + min / 2),
+            "the retelling"
+        );
+        let mut out = outbox(ME);
+        assert!(
+            d.handle_timeout(Instant::ZERO + min / 2, &members(&[]), &mut out)
+                .is_empty()
+        );
         assert_eq!(d.poll_timeout(), Some(Instant::ZERO + min));
         assert!(!d.confirm(&7, 0, 3), "no confirmation expected");
         d.forget(&7);
@@ -1022,5 +1094,50 @@ mod tests {
             sent[0].1[..],
             [Message::Ping { .. }, Message::Member(ref c)] if *c == suspect(2)
         ));
+    }
+
+    #[test]
+    fn every_holder_retells_a_standing_suspicion_once_half_the_minimum_in() {
+        let config = Config::lan("t");
+        let n = 10;
+        // The suspicion came second-hand (accuser 2): the accuser's own word to the
+        // suspect may have been lost, so we tell it too.
+        let mut m = members(&[2, 7]);
+        m.apply(&suspect(7), Instant::ZERO);
+        let mut d = detector();
+        d.suspect(Instant::ZERO, &suspect(7), Some(2), n);
+        let min = config
+            .probe_interval
+            .mul_f64(f64::from(config.suspicion_mult) * node_scale(n));
+        let half = Instant::ZERO + min / 2;
+        let mut out = outbox(ME);
+        let early = half - Duration::from_nanos(1);
+        assert!(d.handle_timeout(early, &m, &mut out).is_empty());
+        assert!(sent(&mut out).is_empty(), "nothing before the retelling");
+        assert!(d.handle_timeout(half, &m, &mut out).is_empty());
+        let told = sent(&mut out);
+        assert_eq!(told.len(), 1, "one datagram: {told:?}");
+        assert_eq!(told[0].0, 7, "to the suspect");
+        assert!(told[0].1.contains(&Message::Member(suspect(7))));
+        // Once only.
+        assert!(d.handle_timeout(half + min / 4, &m, &mut out).is_empty());
+        assert!(sent(&mut out).is_empty(), "told once");
+        // A suspicion that no longer stands is not retold.
+        let mut m = members(&[7]);
+        let mut d = detector();
+        d.suspect(Instant::ZERO, &suspect(7), Some(2), n);
+        m.apply(
+            &MemberClaim {
+                incarnation: 1,
+                ..alive(7)
+            },
+            Instant::ZERO,
+        );
+        let _ = d.handle_timeout(half, &m, &mut out);
+        assert!(
+            sent(&mut out).is_empty(),
+            "refuted meanwhile: {:?}",
+            sent(&mut out)
+        );
     }
 }

@@ -110,11 +110,15 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// 0x445f_b3da_a594_f5bb / 41,877 / 9,226). Changed by agreement repair: a node that
 /// has not agreed sends one segment a round to a live member, and a peer that holds
 /// bits the sender lacks answers even when it learned some too (rumours alone left a
-/// node short for good on 3 seeds in 300 of the demo's 5-node cluster).
+/// node short for good on 3 seeds in 300 of the demo's 5-node cluster)
+/// (0x86fb_bdb0_145a_2bb0 / 42,420 / 9,195, 0xcbdb_3acf_c84b_cb8e / 43,516 / 9,200,
+/// 0x3788_0178_e77f_44ae / 41,447 / 9,192). Changed by the retelling of suspicions:
+/// every node that holds one tells the suspect once more, half the minimum timeout
+/// in (the fuzzer's two unhealthy nodes suspected each other and neither heard it).
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0x86fb_bdb0_145a_2bb0, 42_420, 9_195)),
-    (2, (0xcbdb_3acf_c84b_cb8e, 43_516, 9_200)),
-    (3, (0x3788_0178_e77f_44ae, 41_447, 9_192)),
+    (1, (0x9601_111e_37ca_9686, 42_004, 9_192)),
+    (2, (0x05e9_234f_0696_4c2d, 43_958, 9_251)),
+    (3, (0xbc5b_ebf4_e971_1399, 41_463, 9_191)),
 ];
 
 #[test]
