@@ -118,11 +118,16 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// (0x9601_111e_37ca_9686 / 42,004 / 9,192, 0x05e9_234f_0696_4c2d / 43,958 / 9,251,
 /// 0xbc5b_ebf4_e971_1399 / 41,463 / 9,191; retelling every minimum timeout after that
 /// left them alone). Changed by the death verdict sent to the member itself, so a live
-/// one refutes at once (one datagram per holder per death).
+/// one refutes at once (one datagram per holder per death)
+/// (0xa488_9d0e_16d6_715f / 42,433 / 9,193, 0xfcea_1304_81a7_5fb6 / 43,726 / 9,205,
+/// 0xb5a7_8b8d_0b76_7cf7 / 41,281 / 9,193). Changed by asking for a placement record
+/// once per round and the next however many peers tell of it (a 256-node join: 217 k
+/// records sent instead of 330 k, 13 % fewer bytes); the token-theft check's Bloom
+/// filter before it changed nothing.
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0xa488_9d0e_16d6_715f, 42_433, 9_193)),
-    (2, (0xfcea_1304_81a7_5fb6, 43_726, 9_205)),
-    (3, (0xb5a7_8b8d_0b76_7cf7, 41_281, 9_193)),
+    (1, (0x6a26_83ae_6b42_8462, 42_032, 9_238)),
+    (2, (0xdec8_9d31_655b_bead, 41_503, 9_223)),
+    (3, (0x4911_ac45_0b93_dde9, 40_498, 9_195)),
 ];
 
 #[test]

@@ -226,7 +226,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Message::PlacementNews { name, rank } => {
                 // Asked of the datagram's source only: it holds that rank (it spreads
                 // only what it holds), and nothing goes to an address named in a body.
-                if direct && self.placement.lacks(&name, rank) {
+                if direct && self.placement.want(&name, rank) {
                     reply.push(encode_message(&Message::<A>::PlacementWant { name }));
                 }
             }

@@ -7,7 +7,7 @@
 //! changes neither the ring nor its digest.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, Ref, RefCell};
@@ -386,7 +386,16 @@ pub(crate) struct Placement<A> {
     vnodes: usize,
     replication: Replication,
     max_records: usize,
+    /// Records asked for in this round and the last, by the name's hash, with the rank
+    /// asked: news of one change comes from several peers at once, and one answer is
+    /// enough. An ask that went unanswered is made again after two rounds.
+    #[serde(skip)]
+    asked: [BTreeMap<u64, Rank>; 2],
 }
+
+/// Most records asked for in one round that are remembered (a flood of news about
+/// new names cannot grow the memory; asks past it are made without remembering).
+const MAX_ASKED_PER_ROUND: usize = 4_096;
 
 /// A restored table rebuilds its rings before first use.
 fn dirty() -> Cell<bool> {
@@ -423,6 +432,7 @@ impl<A: Address> Placement<A> {
             vnodes: config.vnodes,
             replication: config.replication(),
             max_records: 2 * (config.max_members + 1),
+            asked: Default::default(),
         }
     }
 
@@ -665,6 +675,27 @@ impl<A: Address> Placement<A> {
         self.records.get(name).map(PlacementRecord::rank)
     }
 
+    /// Whether to ask the sender of news of `name`'s record at `rank` for it: we
+    /// [lack](Self::lacks) it, and have not asked for it (or better) in this round or
+    /// the last. Remembers the ask.
+    pub fn want(&mut self, name: &str, rank: Rank) -> bool {
+        if !self.lacks(name, rank) {
+            return false;
+        }
+        let key = Records::<A>::hash(self.records.seed, name);
+        if self
+            .asked
+            .iter()
+            .any(|a| a.get(&key).is_some_and(|r| *r >= rank))
+        {
+            return false;
+        }
+        if self.asked[0].len() < MAX_ASKED_PER_ROUND {
+            self.asked[0].insert(key, rank);
+        }
+        true
+    }
+
     /// Whether news of `name`'s record at `rank` is worth asking for: a name a record
     /// can have, and a rank above ours.
     pub fn lacks(&self, name: &str, rank: Rank) -> bool {
@@ -719,6 +750,8 @@ impl<A: Address> Placement<A> {
             publish: None,
             left: false,
         };
+        self.asked.swap(0, 1);
+        self.asked[0].clear();
         if !self.started || self.vnodes == 0 {
             return outcome;
         }
@@ -1262,6 +1295,26 @@ mod tests {
         assert!(!feed(&mut p, thief(42_007)).0);
         assert!(!feed(&mut p, thief(3_004)).0, "the heir's token");
         assert!(feed(&mut p, record("next", 502, Topology::Normal, vec![3_005])).0);
+    }
+
+    #[test]
+    fn a_record_is_asked_for_once_however_many_peers_tell_of_it() {
+        let mut p = placement(1, "x");
+        let rank = record("a", 2, Topology::Joining, vec![]).rank();
+        let higher = (rank.0, rank.1, rank.2, rank.3 + 1);
+        assert!(p.want("a", rank));
+        assert!(!p.want("a", rank), "asked already this round");
+        p.round(&mut |_| {});
+        assert!(!p.want("a", rank), "nor the last");
+        assert!(p.want("a", higher), "a newer rank is asked for");
+        p.round(&mut |_| {});
+        p.round(&mut |_| {});
+        assert!(p.want("a", rank), "unanswered for two rounds: asked again");
+        feed(&mut p, record("a", 2, Topology::Joining, vec![]));
+        p.round(&mut |_| {});
+        p.round(&mut |_| {});
+        assert!(!p.want("a", rank), "held");
+        assert!(!p.want("", rank), "not a name");
     }
 
     #[test]
