@@ -331,19 +331,29 @@ fn mem_available() -> usize {
         .map_or(usize::MAX, |kib| kib.saturating_mul(1024))
 }
 
-/// Prints the resident memory of one node that knows `members` members, with and
-/// without their ring tokens: the per-node cost that a simulation pays N times.
+/// Prints the memory of one node that knows `members` members, with and without
+/// their ring tokens: the per-node cost that a simulation pays N times.
 ///
-/// Resident memory is what it always was; the live heap bytes follow (counted by the
-/// allocator, so free of the code pages and allocator arenas that the first node
-/// touches for the whole process), and with tokens, the heap once each node's ring is
-/// built (on first use, by the first `route`: the fixture routes nothing).
+/// Resident memory is the marginal cost of a node: before each batch of copies, one
+/// warm-up node of the same kind is built and kept (not counted), so the code pages,
+/// allocator arenas and buffers the first node of a kind touches for the whole process
+/// fall outside the difference of resident sizes. Every node stays alive until the end
+/// (a dropped batch's free pages would otherwise be refilled by the next one without
+/// showing in its resident size). The live heap bytes follow (counted by the allocator),
+/// and with tokens, the heap once each node's ring is built (on first use, by the first
+/// `route`: the fixture routes nothing).
 fn node_memory(members: usize) {
     use grapevine_benches::fixtures::Fixture;
     let copies = (20_000 / members.max(1)).clamp(2, 20);
     let per_member = |bytes: usize| bytes as f64 / copies as f64 / members.max(1) as f64;
     let mut heap = Vec::new();
+    let mut kept = Vec::new();
+    println!(
+        "resident memory added per node, after one warm-up node of the same kind \
+         (built first, kept, not counted); {copies} nodes of {members} members each:"
+    );
     for tokens in [false, true] {
+        let warm_up = Fixture::new(members, tokens);
         let before = grapevine_benches::rss_bytes();
         let heap_before = ALLOC.allocated();
         let nodes: Vec<Fixture> = (0..copies).map(|_| Fixture::new(members, tokens)).collect();
@@ -363,12 +373,14 @@ fn node_memory(members: usize) {
             }
             heap.push(per_member(ALLOC.allocated().saturating_sub(heap_before)));
         }
-        drop(nodes);
+        kept.push(warm_up);
+        kept.extend(nodes);
     }
     println!(
         "  live heap per member: tokens no {:.0} B, tokens yes {:.0} B, with the ring built {:.0} B",
         heap[0], heap[1], heap[2]
     );
+    drop(kept);
 }
 
 /// Prints the tables; writes the JSON, the markdown and (unless quick) the plots.
