@@ -810,12 +810,12 @@ impl Driver {
     }
 
     /// The name of the member at `addr`, if its placement record is known.
-    pub fn name_of(&self, addr: SocketAddr) -> Option<&str> {
+    pub fn name_of(&self, addr: SocketAddr) -> Option<String> {
         self.node
             .topology()
             .filter(|r| r.addr == addr)
             .max_by_key(|r| r.rank())
-            .map(|r| r.name.as_str())
+            .map(|r| r.name)
     }
 
     /// When the loop must wake up even if nothing arrives: the core's next timer, or
@@ -890,14 +890,16 @@ impl Driver {
 
     /// Address to name, from the placement records (the highest-ranked record per address).
     fn names(&self) -> HashMap<SocketAddr, String> {
-        let mut best: HashMap<SocketAddr, &grapevine::PlacementRecord<SocketAddr>> = HashMap::new();
+        let mut best: HashMap<SocketAddr, grapevine::PlacementRecord<SocketAddr>> = HashMap::new();
         for r in self.node.topology() {
-            let slot = best.entry(r.addr).or_insert(r);
-            if r.rank() > slot.rank() {
-                *slot = r;
+            match best.get(&r.addr) {
+                Some(slot) if slot.rank() >= r.rank() => {}
+                _ => {
+                    best.insert(r.addr, r);
+                }
             }
         }
-        best.into_iter().map(|(a, r)| (a, r.name.clone())).collect()
+        best.into_iter().map(|(a, r)| (a, r.name)).collect()
     }
 
     /// A snapshot of the counters.

@@ -165,7 +165,7 @@ fn moved(a: &[Names], b: &[Names]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x != y).count()
 }
 
-fn record<'a>(sim: &'a Sim, v: usize, name: &str) -> Option<&'a PlacementRecord<SocketAddr>> {
+fn record(sim: &Sim, v: usize, name: &str) -> Option<PlacementRecord<SocketAddr>> {
     sim.node(v).topology().find(|r| r.name == name)
 }
 
@@ -199,8 +199,8 @@ fn crash_and_wait(sim: &mut Sim, x: usize) -> Duration {
 }
 
 /// The ring of the records `keep` selects, owners ordered as the core orders them.
-fn ring_of<'a>(
-    records: impl Iterator<Item = &'a PlacementRecord<SocketAddr>>,
+fn ring_of(
+    records: impl Iterator<Item = PlacementRecord<SocketAddr>>,
     keep: impl Fn(&PlacementRecord<SocketAddr>) -> bool,
 ) -> Ring<Owner> {
     Ring::new_located(records.filter(|r| keep(r)).map(|r| {
@@ -693,7 +693,7 @@ fn remove_node_moves_exactly_its_keys() {
         format!("the rejoined node took {reused} of its old tokens back")
     });
     for v in sim.live_indices() {
-        let r = record(&sim, v, &name).cloned();
+        let r = record(&sim, v, &name);
         sim.check(
             r.as_ref().is_some_and(|r| {
                 r.status == Topology::Normal && r.tokens == new_tokens && r.epoch == new_epoch
@@ -801,7 +801,7 @@ fn watch_pending(
     let failure: RefCell<Option<String>> = RefCell::new(None);
     let took = sim.expect_within(within, what, |s| {
         for v in s.live_indices() {
-            if checked.borrow().contains(&v) || !record(s, v, subject).is_some_and(&during) {
+            if checked.borrow().contains(&v) || !record(s, v, subject).is_some_and(|r| during(&r)) {
                 continue;
             }
             checked.borrow_mut().insert(v);

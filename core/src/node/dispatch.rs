@@ -134,7 +134,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     };
                     let record = |ix| {
                         let r = placement.record_at(ix)?;
-                        Some((r.name.clone(), r.rank()))
+                        Some((r.name().into(), r.rank()))
                     };
                     gossip.digest_message(bucket, budget, entry, record)
                 };
@@ -232,7 +232,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             Message::PlacementWant { name } => {
                 if let Some(record) = self.placement.record(&name) {
-                    reply.push(encode_message(&Message::Placement(record.clone())));
+                    reply.push(encode_message(&Message::Placement(record.to_record())));
                 }
             }
         }
@@ -624,7 +624,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             match self.placement.record(name) {
                 Some(r) if r.rank() > *rank => {
-                    reply.push(encode_message(&Message::Placement(r.clone())));
+                    reply.push(encode_message(&Message::Placement(r.to_record())));
                 }
                 Some(r) if r.rank() == *rank => {}
                 _ => reply.push(encode_message(&Message::<A>::PlacementWant {
@@ -637,10 +637,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let Some(r) = self.placement.record_at(ix) else {
                     continue;
                 };
-                if theirs.iter().any(|(n, _)| *n == r.name) {
+                if theirs.iter().any(|(n, _)| *n == r.name()) {
                     continue;
                 }
-                reply.push(encode_message(&Message::Placement(r.clone())));
+                reply.push(encode_message(&Message::Placement(r.to_record())));
             }
         }
     }

@@ -48,8 +48,8 @@ use crate::membership::{Address, Lifecycle, MemberInfo, Membership, NodeId};
 use crate::outbox::Outbox;
 pub use crate::outbox::Transmit;
 use crate::placement::{
-    LocalPlacement, Owner, Placement, PlacementRecord, RemoveError, RestoreError, Ring, Token,
-    Topology,
+    LocalPlacement, Owner, Placement, PlacementRecord, RecordRef, RemoveError, RestoreError, Ring,
+    Token, Topology,
 };
 use crate::routing::{ReplicaSet, RequestError, RequestId, RespondError, Router};
 use crate::state::{StateError, Store, check_app_key};
@@ -257,9 +257,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
     }
 
     /// Every placement record this node holds (Left and Removed ones included), for an
-    /// operator's view such as `nodetool status`.
-    pub fn topology(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
-        self.placement.records()
+    /// operator's view such as `nodetool status`. The node holds records in a compact
+    /// form, so each is made afresh (with its allocations) as the iterator yields it.
+    pub fn topology(&self) -> impl Iterator<Item = PlacementRecord<A>> + '_ {
+        self.placement.records().map(RecordRef::to_record)
     }
 
     /// Whether this node is ready to serve: it is Normal (or holds no ranges by
@@ -273,9 +274,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// ring and placement records, and requests in flight. Taking it changes nothing.
     pub fn dump(&self) -> crate::dump::Dump<A> {
         use crate::dump::{Dump, MemberDump, RecordDump};
-        let mut best: Map<A, &PlacementRecord<A>> = Map::with_hasher(SeededState(0));
+        let mut best: Map<A, RecordRef<'_, A>> = Map::with_hasher(SeededState(0));
         for r in self.placement.records() {
-            let slot = best.entry(r.addr.clone()).or_insert(r);
+            let slot = best.entry(r.addr().clone()).or_insert(r);
             if r.rank() > slot.rank() {
                 *slot = r;
             }
@@ -296,10 +297,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             let record = best.get(&m.id.addr);
             MemberDump {
                 id: m.id.clone(),
-                name: record.map(|r| r.name.clone()),
+                name: record.map(|r| r.name().into()),
                 incarnation: m.incarnation,
                 status: m.status,
-                topology: record.map(|r| r.status),
+                topology: record.map(|r| r.status()),
                 confirmed: m.confirmed,
                 since: m.since,
                 suspicion: self.detector.suspicion(&m.id.addr),
@@ -312,12 +313,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
             .placement
             .records()
             .map(|r| RecordDump {
-                name: r.name.clone(),
-                addr: r.addr.clone(),
-                status: r.status,
-                location: r.location.clone(),
-                epoch: r.epoch,
-                tokens: r.tokens.len(),
+                name: r.name().into(),
+                addr: r.addr().clone(),
+                status: r.status(),
+                location: r.location().clone(),
+                epoch: r.epoch(),
+                tokens: r.tokens().len(),
             })
             .collect();
         records.sort_by(|a, b| a.name.cmp(&b.name));

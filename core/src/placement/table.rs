@@ -96,13 +96,248 @@ pub(crate) struct RoundOutcome<A> {
     pub left: bool,
 }
 
-/// A record as this node holds it, with its contribution to the ring digest while it
-/// is on the ring.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(bound = "A: Address")]
+/// A record as this node holds it: the fields of a [`PlacementRecord`] with the name
+/// in the table's [`Names`] (a record keeps its name for good: 8 bytes where a
+/// `String` took 24 and an allocation), the tokens in a boxed slice (no spare
+/// capacity, 16 bytes where a `Vec` takes 24), and the location as an index into the
+/// table's distinct [`Locations`] (nearly every member shares one of a few: 4 bytes
+/// where the record held two `String`s and their allocations). Its contribution to the
+/// ring digest is computed again when it is replaced, from what it holds
+/// ([`ring_contribution`]). 88 bytes with a `SocketAddr`, where the record and its
+/// contribution took 176.
+#[derive(Clone, Debug)]
 struct Held<A> {
-    record: PlacementRecord<A>,
-    contribution: Option<u64>,
+    addr: A,
+    generation: u64,
+    version: u64,
+    epoch: u64,
+    tokens: Box<[Token]>,
+    name: NameAt,
+    location: u32,
+    status: Topology,
+}
+
+/// A record's contribution to the ring digest while it is on the ring: the hash of
+/// what places it on the ring (`str` and `[Token]` hash as `String` and `Vec` do).
+fn ring_contribution(name: &str, epoch: u64, location: &Location, tokens: &[Token]) -> u64 {
+    stable_hash(&(name, epoch, location, tokens))
+}
+
+/// Where a name sits in [`Names`]: its block, its offset in it and its length.
+#[derive(Clone, Copy, Debug)]
+struct NameAt {
+    block: u32,
+    offset: u16,
+    len: u16,
+}
+
+/// Bytes per block of [`Names`] (the first block grows to it as a `String` does).
+const NAME_BLOCK: usize = 4096;
+
+/// The held records' names, back to back in blocks of [`NAME_BLOCK`] bytes: records
+/// are never removed and a record keeps its name (a new record of the name replaces
+/// it in place), so a name is written once and never freed, and costs its bytes
+/// without an allocation of its own. A name never straddles two blocks; names are at
+/// most [`MAX_NAME_LEN`] bytes (checked on receipt), so a block wastes at most that.
+#[derive(Debug, Default)]
+struct Names {
+    blocks: Vec<String>,
+}
+
+impl Names {
+    fn push(&mut self, name: &str) -> NameAt {
+        // A longer name (only from a snapshot of another build) is cut at a character
+        // boundary rather than break the block arithmetic.
+        let mut len = name.len().min(usize::from(u16::MAX));
+        while !name.is_char_boundary(len) {
+            len -= 1;
+        }
+        let name = &name[..len];
+        let room = |b: &String| b.len() + len <= NAME_BLOCK.max(b.capacity());
+        if self.blocks.last().is_none_or(|b| !room(b)) {
+            let capacity = if self.blocks.is_empty() {
+                0
+            } else {
+                NAME_BLOCK
+            };
+            self.blocks.push(String::with_capacity(capacity.max(len)));
+        }
+        let block = self.blocks.len() - 1;
+        let b = &mut self.blocks[block];
+        let offset = b.len();
+        b.push_str(name);
+        NameAt {
+            block: block as u32,
+            offset: offset as u16,
+            len: len as u16,
+        }
+    }
+
+    fn get(&self, at: NameAt) -> &str {
+        let (start, end) = (
+            usize::from(at.offset),
+            usize::from(at.offset) + usize::from(at.len),
+        );
+        self.blocks
+            .get(at.block as usize)
+            .and_then(|b| b.get(start..end))
+            .unwrap_or("")
+    }
+}
+
+/// A record as the table holds it, read like a [`PlacementRecord`] (its fields through
+/// methods of the same names); [`to_record`](Self::to_record) makes one.
+#[derive(Debug)]
+pub(crate) struct RecordRef<'a, A> {
+    held: &'a Held<A>,
+    name: &'a str,
+    location: &'a Location,
+}
+
+impl<A> Clone for RecordRef<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for RecordRef<'_, A> {}
+
+impl<'a, A: Clone> RecordRef<'a, A> {
+    /// The member's stable name.
+    pub fn name(self) -> &'a str {
+        self.name
+    }
+
+    /// Where the member was last announced to receive datagrams.
+    pub fn addr(self) -> &'a A {
+        &self.held.addr
+    }
+
+    /// The process life that wrote the record.
+    pub fn generation(self) -> u64 {
+        self.held.generation
+    }
+
+    /// The generation at which the tokens were allocated.
+    pub fn epoch(self) -> u64 {
+        self.held.epoch
+    }
+
+    /// Joining, Normal, Leaving, Left or Removed.
+    pub fn status(self) -> Topology {
+        self.held.status
+    }
+
+    /// Datacenter and rack.
+    pub fn location(self) -> &'a Location {
+        self.location
+    }
+
+    /// The member's tokens, sorted.
+    pub fn tokens(self) -> &'a [Token] {
+        &self.held.tokens
+    }
+
+    /// The record's rank (see [`PlacementRecord::rank`]).
+    pub fn rank(self) -> Rank {
+        (
+            self.held.epoch,
+            self.held.status == Topology::Removed,
+            self.held.generation,
+            self.held.version,
+        )
+    }
+
+    /// The record, as gossiped.
+    pub fn to_record(self) -> PlacementRecord<A> {
+        PlacementRecord {
+            name: self.name.into(),
+            addr: self.held.addr.clone(),
+            generation: self.held.generation,
+            version: self.held.version,
+            epoch: self.held.epoch,
+            status: self.held.status,
+            location: self.location.clone(),
+            tokens: self.held.tokens.to_vec(),
+        }
+    }
+}
+
+/// Where a record whose location index is unknown sits (never: every held index is
+/// interned); a fallback instead of a panic.
+static NOWHERE: Location = Location {
+    datacenter: String::new(),
+    rack: String::new(),
+};
+
+/// The distinct locations of the held records, each once with the number of records
+/// at it, and a `HashTable` of their indices hashed with the node's seeded hasher. A
+/// location no record holds any more is dropped and its index reused, so records that
+/// keep moving (or forge locations) cannot grow it past the number of records.
+#[derive(Debug, Default)]
+struct Locations {
+    /// Each location with its number of records (0: a free index).
+    list: Vec<(Location, u32)>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+}
+
+impl Locations {
+    fn get(&self, ix: u32) -> &Location {
+        self.list.get(ix as usize).map_or(&NOWHERE, |(l, _)| l)
+    }
+
+    /// The index of `location`, counted once more.
+    fn intern(&mut self, seed: u64, location: &Location) -> u32 {
+        let hash = SeededState(seed).hash_one(location);
+        let list = &self.list;
+        if let Some(&ix) = self.index.find(hash, |&i| {
+            list.get(i as usize).is_some_and(|(l, _)| l == location)
+        }) {
+            if let Some((_, users)) = self.list.get_mut(ix as usize) {
+                *users += 1;
+            }
+            return ix;
+        }
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                if let Some(slot) = self.list.get_mut(ix as usize) {
+                    *slot = (location.clone(), 1);
+                }
+                ix
+            }
+            None => {
+                self.list.push((location.clone(), 1));
+                (self.list.len() - 1) as u32
+            }
+        };
+        let list = &self.list;
+        self.index.insert_unique(hash, ix, |&i| {
+            list.get(i as usize)
+                .map_or(0, |(l, _)| SeededState(seed).hash_one(l))
+        });
+        ix
+    }
+
+    /// `ix` is counted once less; dropped when no record holds it.
+    fn release(&mut self, seed: u64, ix: u32) {
+        let Some((location, users)) = self.list.get_mut(ix as usize) else {
+            return;
+        };
+        *users = users.saturating_sub(1);
+        if *users > 0 {
+            return;
+        }
+        let hash = SeededState(seed).hash_one(&*location);
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == ix) {
+            entry.remove();
+        }
+        *location = Location {
+            datacenter: String::new(),
+            rack: String::new(),
+        };
+        self.free.push(ix);
+    }
 }
 
 /// A record's place in the table: records are never removed (a departed member's
@@ -122,20 +357,72 @@ impl RecordIx {
 /// their indices hashed through the name with the node's seeded hasher, filled
 /// exactly as the `Map<String, PlacementRecord>` it replaces, so it iterates in the
 /// same order (about 5 bytes per bucket instead of a name and a record).
-#[derive(Debug, Serialize, Deserialize)]
+///
+/// A snapshot holds each record whole, as it did before records were held compact
+/// (see [`Held`]), so the snapshot format is unchanged.
+#[derive(Debug, Deserialize)]
 #[serde(bound = "A: Address", from = "RecordsRepr<A>")]
 struct Records<A> {
     seed: u64,
     held: Chunked<Held<A>>,
     /// Written as the records' indices in iteration order, and rebuilt from it.
-    #[serde(serialize_with = "crate::snapshot::index_order")]
     index: HashTable<u32>,
+    /// The records' names.
+    names: Names,
+    /// The records' distinct locations.
+    locations: Locations,
     /// Records on the ring (with a contribution).
-    #[serde(skip)]
     on_ring: usize,
     /// The tokens of the records on the ring, as a Bloom filter.
-    #[serde(skip)]
     ring_tokens: TokenFilter,
+}
+
+/// A held record as a snapshot holds it (and held it before records were compact).
+/// The contribution is written as it was, and computed again on reading.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "A: Address")]
+struct HeldRepr<A> {
+    record: PlacementRecord<A>,
+    contribution: Option<u64>,
+}
+
+/// The held records of a table, written as [`HeldRepr`]s.
+struct HeldSeq<'a, A>(&'a Records<A>);
+
+impl<A: Address> Serialize for HeldSeq<'_, A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let t = self.0;
+        // With its length first: postcard cannot write a sequence of unknown length.
+        let mut seq = s.serialize_seq(Some(t.held.len()))?;
+        for h in t.held.iter() {
+            seq.serialize_element(&HeldRepr {
+                record: t.view(h).to_record(),
+                contribution: t.contribution(h),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// The index of a table, written in iteration order.
+struct IndexOrder<'a>(&'a HashTable<u32>);
+
+impl Serialize for IndexOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::snapshot::index_order(self.0, s)
+    }
+}
+
+impl<A: Address> Serialize for Records<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Records", 3)?;
+        st.serialize_field("seed", &self.seed)?;
+        st.serialize_field("held", &HeldSeq(self))?;
+        st.serialize_field("index", &IndexOrder(&self.index))?;
+        st.end()
+    }
 }
 
 /// A Bloom filter over the tokens of the records on the ring. The check that no other
@@ -201,7 +488,7 @@ impl TokenFilter {
 #[serde(bound = "A: Address")]
 struct RecordsRepr<A> {
     seed: u64,
-    held: Chunked<Held<A>>,
+    held: Vec<HeldRepr<A>>,
     index: Vec<u32>,
 }
 
@@ -209,15 +496,22 @@ impl<A: Address> From<RecordsRepr<A>> for Records<A> {
     fn from(r: RecordsRepr<A>) -> Self {
         let mut t = Records {
             seed: r.seed,
-            held: r.held,
+            held: Chunked::default(),
             index: HashTable::with_capacity(r.index.len()),
+            names: Names::default(),
+            locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::default(),
         };
-        t.on_ring = t.held.iter().filter(|h| h.contribution.is_some()).count();
+        for h in r.held {
+            let name = t.names.push(&h.record.name);
+            let held = t.hold(h.record, name);
+            t.held.push(held);
+        }
+        t.on_ring = t.held.iter().filter(|h| h.status.is_on_ring()).count();
         t.rebuild_filter();
         for ix in r.index {
-            if let Some(name) = t.held.get(ix).map(|h| h.record.name.clone()) {
+            if let Some(name) = t.held.get(ix).map(|h| String::from(t.names.get(h.name))) {
                 t.index_insert(&name, ix);
             }
         }
@@ -231,19 +525,62 @@ impl<A: Address> Records<A> {
             seed: hasher.0,
             held: Chunked::default(),
             index: HashTable::new(),
+            names: Names::default(),
+            locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::with_room(0),
         }
     }
 
+    /// `record` in its held form, its name at `name` (see [`Names`]) and its location
+    /// interned.
+    fn hold(&mut self, record: PlacementRecord<A>, name: NameAt) -> Held<A> {
+        Held {
+            location: self.locations.intern(self.seed, &record.location),
+            name,
+            addr: record.addr,
+            generation: record.generation,
+            version: record.version,
+            epoch: record.epoch,
+            tokens: record.tokens.into_boxed_slice(),
+            status: record.status,
+        }
+    }
+
+    /// The held record `h`, with its name and location.
+    fn view<'a>(&'a self, h: &'a Held<A>) -> RecordRef<'a, A> {
+        RecordRef {
+            held: h,
+            name: self.names.get(h.name),
+            location: self.locations.get(h.location),
+        }
+    }
+
+    /// The contribution of `h` to the ring digest, while it is on the ring.
+    fn contribution(&self, h: &Held<A>) -> Option<u64> {
+        h.status.is_on_ring().then(|| {
+            ring_contribution(
+                self.names.get(h.name),
+                h.epoch,
+                self.locations.get(h.location),
+                &h.tokens,
+            )
+        })
+    }
+
+    /// The record at `ix`.
+    fn at(&self, ix: u32) -> Option<RecordRef<'_, A>> {
+        self.held.get(ix).map(|h| self.view(h))
+    }
+
     /// Refills the token filter from the records on the ring, with room for half as
     /// many again.
     fn rebuild_filter(&mut self) {
-        let on_ring = || self.held.iter().filter(|h| h.contribution.is_some());
-        let tokens: usize = on_ring().map(|h| h.record.tokens.len()).sum();
+        let on_ring = || self.held.iter().filter(|h| h.status.is_on_ring());
+        let tokens: usize = on_ring().map(|h| h.tokens.len()).sum();
         let mut filter = TokenFilter::with_room(tokens + tokens / 2);
         for h in on_ring() {
-            for &t in &h.record.tokens {
+            for &t in &h.tokens {
                 filter.insert(self.seed, t);
             }
         }
@@ -262,18 +599,16 @@ impl<A: Address> Records<A> {
     }
 
     fn find(&self, name: &str) -> Option<u32> {
-        let held = &self.held;
+        let (held, names) = (&self.held, &self.names);
         self.index
             .find(Self::hash(self.seed, name), |&ix| {
-                held.get(ix).is_some_and(|h| h.record.name == name)
+                held.get(ix).is_some_and(|h| names.get(h.name) == name)
             })
             .copied()
     }
 
-    fn get(&self, name: &str) -> Option<&PlacementRecord<A>> {
-        self.find(name)
-            .and_then(|ix| self.held.get(ix))
-            .map(|h| &h.record)
+    fn get(&self, name: &str) -> Option<RecordRef<'_, A>> {
+        self.find(name).and_then(|ix| self.at(ix))
     }
 
     fn len(&self) -> usize {
@@ -281,16 +616,13 @@ impl<A: Address> Records<A> {
     }
 
     /// Every record, in the index's order (the order of the map it replaces).
-    fn values(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
-        self.index
-            .iter()
-            .filter_map(|&ix| self.held.get(ix))
-            .map(|h| &h.record)
+    fn values(&self) -> impl Iterator<Item = RecordRef<'_, A>> + '_ {
+        self.index.iter().filter_map(|&ix| self.at(ix))
     }
 
     fn index_insert(&mut self, name: &str, ix: u32) {
-        let (seed, held) = (self.seed, &self.held);
-        let name_at = |i: u32| held.get(i).map(|h| h.record.name.as_str());
+        let (seed, held, names) = (self.seed, &self.held, &self.names);
+        let name_at = |i: u32| held.get(i).map(|h| names.get(h.name));
         self.index
             .entry(
                 Self::hash(seed, name),
@@ -304,47 +636,55 @@ impl<A: Address> Records<A> {
     fn is_on_ring(&self, name: &str) -> bool {
         self.find(name)
             .and_then(|ix| self.held.get(ix))
-            .is_some_and(|h| h.contribution.is_some())
+            .is_some_and(|h| h.status.is_on_ring())
     }
 
     /// The names of the records on the ring, in no particular order.
     fn on_ring_names(&self) -> impl Iterator<Item = &str> + '_ {
         self.held
             .iter()
-            .filter(|h| h.contribution.is_some())
-            .map(|h| h.record.name.as_str())
+            .filter(|h| h.status.is_on_ring())
+            .map(|h| self.names.get(h.name))
     }
 
     /// Puts `record` in (replacing any record of its name) with its contribution;
     /// returns the contribution it replaced.
     fn store(&mut self, record: PlacementRecord<A>, contribution: Option<u64>) -> Option<u64> {
-        let held = Held {
-            record,
-            contribution,
+        // The status decides whether a held record contributes: the placement part
+        // gives a contribution exactly to the records on the ring.
+        debug_assert_eq!(contribution.is_some(), record.status.is_on_ring());
+        let found = self.find(&record.name);
+        // A record replaces its name's in place and keeps its name's bytes.
+        let name = match found.and_then(|ix| self.held.get(ix)) {
+            Some(h) => h.name,
+            None => self.names.push(&record.name),
         };
+        let held = self.hold(record, name);
         self.on_ring += usize::from(contribution.is_some());
         if contribution.is_some() {
-            if self.ring_tokens.inserted + held.record.tokens.len() > self.ring_tokens.room {
+            if self.ring_tokens.inserted + held.tokens.len() > self.ring_tokens.room {
                 // Rebuilt before this record goes in; it is added below.
                 self.rebuild_filter();
             }
-            for &t in &held.record.tokens {
+            for &t in &held.tokens {
                 self.ring_tokens.insert(self.seed, t);
             }
         }
-        match self.find(&held.record.name) {
+        match found {
             Some(ix) => {
-                let old = self
-                    .held
-                    .get_mut(ix)
-                    .map(|h| core::mem::replace(h, held))
-                    .and_then(|h| h.contribution);
+                let old = self.held.get_mut(ix).map(|h| core::mem::replace(h, held));
+                let old = old.and_then(|h| {
+                    // Before its location is released (and maybe dropped).
+                    let contribution = self.contribution(&h);
+                    self.locations.release(self.seed, h.location);
+                    contribution
+                });
                 self.on_ring -= usize::from(old.is_some());
                 old
             }
             None => {
-                let name = held.record.name.clone();
                 let ix = self.held.push(held);
+                let name = String::from(self.names.get(name));
                 self.index_insert(&name, ix);
                 None
             }
@@ -605,20 +945,20 @@ impl<A: Address> Placement<A> {
         if old.is_none() && self.records.len() >= self.max_records {
             return (Received::Refused, None);
         }
-        if let Some(old) = old.filter(|r| r.status.is_on_ring()) {
-            let keeps_tokens = record.epoch == old.epoch && record.tokens == old.tokens;
+        if let Some(old) = old.filter(|r| r.status().is_on_ring()) {
+            let keeps_tokens = record.epoch == old.epoch() && *record.tokens == *old.tokens();
             let departs = matches!(record.status, Topology::Left | Topology::Removed);
             if !keeps_tokens && !departs {
                 return (Received::Refused, None);
             }
-            if record.status == Topology::Removed && is_live(&old.addr) {
+            if record.status == Topology::Removed && is_live(old.addr()) {
                 return (Received::Refused, None);
             }
         }
         if !record.tokens.is_empty() && self.held_by_another(&record) {
             return (Received::Refused, None);
         }
-        let before = self.records.get(&record.name).map(|r| r.status);
+        let before = self.records.get(&record.name).map(|r| r.status());
         if before != Some(record.status) {
             out(Event::Topology {
                 name: record.name.clone(),
@@ -636,18 +976,17 @@ impl<A: Address> Placement<A> {
         }
         let theirs: BTreeSet<Token> = record.tokens.iter().copied().collect();
         self.records.values().any(|r| {
-            r.name != record.name
-                && r.status.is_on_ring()
-                && r.tokens.iter().any(|t| theirs.contains(t))
+            r.name() != record.name
+                && r.status().is_on_ring()
+                && r.tokens().iter().any(|t| theirs.contains(t))
         })
     }
 
     /// Stores a record and updates the ring's inputs.
     fn store(&mut self, record: PlacementRecord<A>) {
-        let contribution = record
-            .status
-            .is_on_ring()
-            .then(|| stable_hash(&(&record.name, record.epoch, &record.location, &record.tokens)));
+        let contribution = record.status.is_on_ring().then(|| {
+            ring_contribution(&record.name, record.epoch, &record.location, &record.tokens)
+        });
         let old = self.records.store(record, contribution);
         if old != contribution {
             self.ring_hash ^= old.unwrap_or(0) ^ contribution.unwrap_or(0);
@@ -656,7 +995,7 @@ impl<A: Address> Placement<A> {
     }
 
     /// The record of `name`, as we hold it.
-    pub fn record(&self, name: &str) -> Option<&PlacementRecord<A>> {
+    pub fn record(&self, name: &str) -> Option<RecordRef<'_, A>> {
         self.records.get(name)
     }
 
@@ -666,13 +1005,13 @@ impl<A: Address> Placement<A> {
     }
 
     /// The record at `ix`.
-    pub fn record_at(&self, ix: RecordIx) -> Option<&PlacementRecord<A>> {
-        self.records.held.get(ix.0).map(|h| &h.record)
+    pub fn record_at(&self, ix: RecordIx) -> Option<RecordRef<'_, A>> {
+        self.records.at(ix.0)
     }
 
     /// The rank of `name`'s record, if we hold one.
     pub fn rank_of(&self, name: &str) -> Option<Rank> {
-        self.records.get(name).map(PlacementRecord::rank)
+        self.records.get(name).map(RecordRef::rank)
     }
 
     /// Whether to ask the sender of news of `name`'s record at `rank` for it: we
@@ -705,7 +1044,7 @@ impl<A: Address> Placement<A> {
     }
 
     /// Every record we hold, tombstones (Left, Removed) included.
-    pub fn records(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'_, A>> + '_ {
         self.records.values()
     }
 
@@ -726,16 +1065,16 @@ impl<A: Address> Placement<A> {
             return Err(RemoveError::IsSelf);
         }
         let record = self.records.get(name).ok_or(RemoveError::Unknown)?;
-        if record.status.is_gone() {
+        if record.status().is_gone() {
             return Err(RemoveError::AlreadyGone);
         }
-        if liveness(members, &record.addr, &self.mine.addr).is_live() {
+        if liveness(members, record.addr(), &self.mine.addr).is_live() {
             return Err(RemoveError::NotDead);
         }
         let removal = PlacementRecord {
             status: Topology::Removed,
             tokens: Vec::new(),
-            ..record.clone()
+            ..record.to_record()
         };
         self.store(removal.clone());
         Ok(removal)
@@ -815,8 +1154,8 @@ impl<A: Address> Placement<A> {
         let mut names: Vec<&str> = self
             .records
             .values()
-            .filter(|r| r.status == Topology::Joining && r.location.datacenter == *dc)
-            .map(|r| r.name.as_str())
+            .filter(|r| r.status() == Topology::Joining && r.location().datacenter == *dc)
+            .map(RecordRef::name)
             .collect();
         names.sort_unstable();
         names.truncate(JOIN_WAVE);
@@ -824,16 +1163,17 @@ impl<A: Address> Placement<A> {
     }
 
     /// The tokens a wave allocates against: the members on the ring in our datacenter.
-    fn base(&self) -> impl Iterator<Item = &PlacementRecord<A>> + '_ {
+    fn base(&self) -> impl Iterator<Item = RecordRef<'_, A>> + '_ {
         let dc = &self.mine.location.datacenter;
         self.records
             .values()
-            .filter(move |r| r.location.datacenter == *dc && r.status.is_on_ring())
+            .filter(move |r| r.location().datacenter == *dc && r.status().is_on_ring())
     }
 
     fn base_hash(&self) -> u64 {
+        // `str` and `[Token]` hash as the record's `String` and `Vec` did.
         self.base()
-            .fold(0, |h, r| h ^ stable_hash(&(&r.name, &r.tokens)))
+            .fold(0, |h, r| h ^ stable_hash(&(r.name(), r.tokens())))
     }
 
     /// Joint allocation: our wave of joiners, in name order, against the base ring,
@@ -850,7 +1190,7 @@ impl<A: Address> Placement<A> {
         let dc = self.mine.location.datacenter.clone();
         let base = Ring::new_located(
             self.base()
-                .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+                .map(|r| (owner_of(r), r.tokens().to_vec(), r.location().clone())),
         );
         let seed = stable_hash(&(&joiners, self.base_hash()));
         let mut rng = SplitMix(seed);
@@ -860,7 +1200,7 @@ impl<A: Address> Placement<A> {
             .map(|n| {
                 self.records
                     .get(n)
-                    .map_or_else(|| self.mine.location.clone(), |r| r.location.clone())
+                    .map_or_else(|| self.mine.location.clone(), |r| r.location().clone())
             })
             .collect();
         let replication = match &self.replication {
@@ -884,10 +1224,10 @@ impl<A: Address> Placement<A> {
         let mine: BTreeSet<Token> = self.mine.tokens.iter().copied().collect();
         let key = (self.mine.epoch, self.mine.name.as_str());
         self.records.values().any(|r| {
-            r.name != self.mine.name
-                && (r.status.is_on_ring()
-                    || (r.status == Topology::Joining && (r.epoch, r.name.as_str()) < key))
-                && r.tokens.iter().any(|t| mine.contains(t))
+            r.name() != self.mine.name
+                && (r.status().is_on_ring()
+                    || (r.status() == Topology::Joining && (r.epoch(), r.name()) < key))
+                && r.tokens().iter().any(|t| mine.contains(t))
         })
     }
 
@@ -905,21 +1245,22 @@ impl<A: Address> Placement<A> {
         *ring = Ring::new_located(
             self.records
                 .values()
-                .filter(|r| r.status.is_on_ring())
-                .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+                .filter(|r| r.status().is_on_ring())
+                .map(|r| (owner_of(r), r.tokens().to_vec(), r.location().clone())),
         );
         let moving = self.records.values().any(|r| {
-            r.status == Topology::Leaving || (r.status == Topology::Joining && !r.tokens.is_empty())
+            r.status() == Topology::Leaving
+                || (r.status() == Topology::Joining && !r.tokens().is_empty())
         });
         *future = moving.then(|| {
             Ring::new_located(
                 self.records
                     .values()
                     .filter(|r| {
-                        r.status == Topology::Normal
-                            || (r.status == Topology::Joining && !r.tokens.is_empty())
+                        r.status() == Topology::Normal
+                            || (r.status() == Topology::Joining && !r.tokens().is_empty())
                     })
-                    .map(|r| (owner_of(r), r.tokens.clone(), r.location.clone())),
+                    .map(|r| (owner_of(r), r.tokens().to_vec(), r.location().clone())),
             )
         });
         self.ring_dirty.set(false);
@@ -942,7 +1283,7 @@ impl<A: Address> Placement<A> {
     pub fn tokens_of(&self, name: &str) -> Vec<Token> {
         self.records
             .get(name)
-            .map(|r| r.tokens.clone())
+            .map(|r| r.tokens().to_vec())
             .unwrap_or_default()
     }
 
@@ -954,10 +1295,10 @@ impl<A: Address> Placement<A> {
         let replica = |o: &Owner| {
             let r = self.records.get(&o.name)?;
             Some(Replica {
-                id: NodeId::new(r.addr.clone(), r.generation),
-                name: r.name.clone(),
-                state: liveness(members, &r.addr, &self.mine.addr),
-                topology: r.status,
+                id: NodeId::new(r.addr().clone(), r.generation()),
+                name: r.name().into(),
+                state: liveness(members, r.addr(), &self.mine.addr),
+                topology: r.status(),
             })
         };
         let ring = self.ring.borrow();
@@ -1033,7 +1374,7 @@ impl<A: Address> Placement<A> {
                 && self
                     .records
                     .get(name)
-                    .is_some_and(|r| liveness(members, &r.addr, me).is_live())
+                    .is_some_and(|r| liveness(members, r.addr(), me).is_live())
         });
         match missing.and_then(|name| self.agreement.segment_of(name)) {
             None => {
@@ -1094,10 +1435,10 @@ pub(crate) enum AgreementReceipt<A> {
 }
 
 /// The ring owner of a record.
-fn owner_of<A>(r: &PlacementRecord<A>) -> Owner {
+fn owner_of<A: Clone>(r: RecordRef<'_, A>) -> Owner {
     Owner {
-        epoch: r.epoch,
-        name: r.name.clone(),
+        epoch: r.epoch(),
+        name: r.name().into(),
     }
 }
 
@@ -1223,7 +1564,7 @@ mod tests {
         let before = x.digest();
         assert!(feed(&mut x, moved).0);
         assert_eq!(x.digest(), before);
-        assert_eq!(x.record("a").map(|r| r.addr), Some(9));
+        assert_eq!(x.record("a").map(|r| *r.addr()), Some(9));
         // A joiner is not on the ring; a new Normal member is.
         feed(&mut x, record("d", 5, Topology::Normal, vec![40]));
         assert_ne!(x.digest(), before);
@@ -1261,6 +1602,66 @@ mod tests {
         let (got, _) = p.on_record(removal, &|_| false, &mut |e| events.push(e));
         assert_eq!(got, Received::News);
         assert_ne!(p.digest(), digest);
+    }
+
+    #[test]
+    fn records_are_held_compact_and_read_back_whole() {
+        let mut p = placement(1, "x");
+        let at = |dc: &str, rack: &str| Location {
+            datacenter: dc.into(),
+            rack: rack.into(),
+        };
+        let mut sent = Vec::new();
+        for m in 0..300u32 {
+            let mut r = record(
+                &alloc::format!("member-{m}"),
+                2 + m,
+                Topology::Normal,
+                vec![i64::from(m) * 10],
+            );
+            r.location = at(["dc1", "dc2"][m as usize % 2], "rack1");
+            assert!(feed(&mut p, r.clone()).0);
+            sent.push(r);
+        }
+        // dc1/rack1 and dc2/rack1 (this node has not started: its own record is not
+        // held).
+        assert_eq!(p.records.locations.index.len(), 2);
+        // Member 1 moves to a rack of its own, then back: the rack is dropped again.
+        let mut moved = sent[1].clone();
+        (moved.location, moved.version) = (at("dc2", "rack9"), 2);
+        assert!(feed(&mut p, moved.clone()).0);
+        assert_eq!(p.records.locations.index.len(), 3);
+        (moved.location, moved.version) = (at("dc2", "rack1"), 3);
+        assert!(feed(&mut p, moved.clone()).0);
+        assert_eq!(p.records.locations.index.len(), 2);
+        sent[1] = moved;
+        // The digest is what the records were hashed to as they arrived.
+        let mut digest = 0;
+        for r in &sent {
+            digest ^= stable_hash(&(&r.name, r.epoch, &r.location, &r.tokens));
+        }
+        assert!(p.record("x").is_none());
+        assert_eq!(p.digest(), digest);
+        // Each record reads back as it came, before and after a snapshot.
+        let check = |p: &Placement<u32>| {
+            for r in &sent {
+                assert_eq!(
+                    p.record(&r.name).map(RecordRef::to_record).as_ref(),
+                    Some(r)
+                );
+            }
+        };
+        check(&p);
+        let bytes = postcard::to_allocvec(&p.records).expect("serialize");
+        p.records = postcard::from_bytes(&bytes).expect("deserialize");
+        check(&p);
+        // Replacing a record keeps its name's bytes: no name is written twice.
+        let names: usize = p.records.names.blocks.iter().map(String::len).sum();
+        let mut again = sent[7].clone();
+        again.version = 9;
+        assert!(feed(&mut p, again).0);
+        let after: usize = p.records.names.blocks.iter().map(String::len).sum();
+        assert_eq!(names, after);
     }
 
     #[test]
@@ -1335,7 +1736,7 @@ mod tests {
         assert!(!feed(&mut p, normal).0, "the same record twice is no news");
         let stale = record("a", 2, Topology::Joining, vec![]);
         assert!(!feed(&mut p, stale).0);
-        assert_eq!(p.record("a").map(|r| r.status), Some(Topology::Normal));
+        assert_eq!(p.record("a").map(|r| r.status()), Some(Topology::Normal));
         let mut bad = record("b", 2, Topology::Normal, vec![]);
         bad.version = 9;
         assert!(

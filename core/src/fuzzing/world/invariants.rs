@@ -107,8 +107,8 @@ pub(super) fn check_bounds(node: &Node<FuzzAddr, FuzzRng>, config: &Config) {
 /// the ring with the same tokens (it leaves, or an operator removes it, first).
 pub(super) fn check_ring(slot: &mut Slot) {
     let node = &slot.node;
-    let records: BTreeMap<&str, &PlacementRecord<FuzzAddr>> =
-        node.topology().map(|r| (r.name.as_str(), r)).collect();
+    let records: BTreeMap<String, PlacementRecord<FuzzAddr>> =
+        node.topology().map(|r| (r.name.clone(), r)).collect();
     // Forget members that left the ring or took other tokens (after a departure).
     slot.established.retain(|name, (epoch, tokens)| {
         records
