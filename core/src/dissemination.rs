@@ -18,8 +18,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use crate::hash::{Map, SeededState};
+use crate::hash::SeededState;
 use crate::wire::BodyBuilder;
+use alloc::boxed::Box;
+use core::hash::BuildHasher;
+use hashbrown::HashTable;
 
 /// What a rumour is about: a newer rumour about the same subject replaces the older one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -46,50 +49,168 @@ pub(crate) enum Class {
 #[derive(Debug, Serialize, Deserialize)]
 struct Rumour<A> {
     subject: Subject<A>,
-    bytes: Vec<u8>,
+    /// Boxed rather than a `Vec`: the encoder's spare capacity is not kept.
+    bytes: Box<[u8]>,
     class: Class,
     transmits: u32,
+    /// Its place in the order of arrival: among equals the newest goes first.
+    seq: u64,
 }
 
-/// The key a rumour is ordered by: (class, transmits, u64::MAX - id), so iterating
-/// ascending yields the highest class, then the least sent, then the newest.
+impl<A> Rumour<A> {
+    fn order(&self, slot: u32) -> Order {
+        (self.class, self.transmits, order_key(self.seq, slot))
+    }
+}
+
+/// The key a rumour is ordered by: (class, transmits, newest first ‖ slot), so
+/// iterating ascending yields the highest class, then the least sent, then the newest.
+/// The last part is the arrival number, reversed, in the high 40 bits, and the slot in
+/// the low 24: arrival numbers are unique, so the slot never decides the order, and
+/// the key leads straight to the rumour.
 type Order = (Class, u32, u64);
 
+/// Bits of an [`Order`] key that hold the slot: a queue holds at most 2²⁴ rumours.
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+/// Arrival numbers wrap after 2⁴⁰ rumours (decades at a thousand a second); a wrap
+/// only puts the rumours queued just before it behind those queued after.
+const SEQ_MASK: u64 = (1 << (64 - SLOT_BITS)) - 1;
+
+fn order_key(seq: u64, slot: u32) -> u64 {
+    ((SEQ_MASK - (seq & SEQ_MASK)) << SLOT_BITS) | (u64::from(slot) & SLOT_MASK)
+}
+
+fn slot_of(key: u64) -> u32 {
+    (key & SLOT_MASK) as u32
+}
+
 /// A bounded queue of encoded rumours ordered by class, then (transmits, newest first).
+///
+/// The rumours sit in slots (a free list reuses them), found by subject through a
+/// `HashTable` of slot numbers hashed through the subject, and ordered by `order`,
+/// whose keys name their slot: each rumour's subject is held once, and a rumour costs
+/// about half of what two hash maps keyed by id and by subject did (a mass join keeps
+/// a member table's worth of rumours queued on every node).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(bound = "A: crate::Address")]
+#[serde(
+    bound = "A: crate::Address",
+    from = "RumoursRepr<A>",
+    into = "RumoursRepr<A>"
+)]
 pub(crate) struct Rumours<A> {
-    #[serde(with = "crate::snapshot::map")]
-    rumours: Map<u64, Rumour<A>>,
-    #[serde(with = "crate::snapshot::map")]
-    by_subject: Map<Subject<A>, u64>,
+    slots: Vec<Option<Rumour<A>>>,
+    free: Vec<u32>,
+    by_subject: HashTable<u32>,
+    hasher: SeededState,
     order: BTreeSet<Order>,
-    next_id: u64,
+    next_seq: u64,
     capacity: usize,
+}
+
+/// [`Rumours`] as a snapshot holds it: the rumours in order, without slots.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "A: crate::Address")]
+struct RumoursRepr<A> {
+    rumours: Vec<Rumour<A>>,
+    hasher: u64,
+    next_seq: u64,
+    capacity: usize,
+}
+
+impl<A: crate::Address> From<RumoursRepr<A>> for Rumours<A> {
+    fn from(r: RumoursRepr<A>) -> Self {
+        let mut q = Rumours::new(r.capacity, SeededState(r.hasher));
+        q.next_seq = r.next_seq;
+        for rumour in r.rumours {
+            q.insert(rumour);
+        }
+        q
+    }
+}
+
+impl<A: crate::Address> From<Rumours<A>> for RumoursRepr<A> {
+    fn from(mut q: Rumours<A>) -> Self {
+        let order = core::mem::take(&mut q.order);
+        let rumours = order
+            .iter()
+            .filter_map(|&(_, _, k)| q.slots.get_mut(slot_of(k) as usize)?.take())
+            .collect();
+        RumoursRepr {
+            rumours,
+            hasher: q.hasher.0,
+            next_seq: q.next_seq,
+            capacity: q.capacity,
+        }
+    }
+}
+
+impl<A: Clone> Clone for Rumour<A> {
+    fn clone(&self) -> Self {
+        Rumour {
+            subject: self.subject.clone(),
+            bytes: self.bytes.clone(),
+            class: self.class,
+            transmits: self.transmits,
+            seq: self.seq,
+        }
+    }
+}
+
+impl<A: crate::Address> Clone for Rumours<A> {
+    fn clone(&self) -> Self {
+        let mut q = Rumours::new(self.capacity, self.hasher);
+        q.next_seq = self.next_seq;
+        for &(_, _, k) in &self.order {
+            if let Some(r) = self.get(slot_of(k)) {
+                q.insert(r.clone());
+            }
+        }
+        q
+    }
 }
 
 impl<A: crate::Address> Rumours<A> {
     pub fn new(capacity: usize, hasher: SeededState) -> Self {
         Rumours {
-            rumours: Map::with_hasher(hasher),
-            by_subject: Map::with_hasher(hasher),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_subject: HashTable::new(),
+            hasher,
             order: BTreeSet::new(),
-            next_id: 0,
-            capacity,
+            next_seq: 0,
+            // The slot must fit in an order key.
+            capacity: capacity.min(SLOT_MASK as usize),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.rumours.len()
+        self.by_subject.len()
+    }
+
+    fn get(&self, slot: u32) -> Option<&Rumour<A>> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    fn find(&self, subject: &Subject<A>) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_subject
+            .find(self.hasher.hash_one(subject), |&s| {
+                slots
+                    .get(s as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|r| r.subject == *subject)
+            })
+            .copied()
     }
 
     /// Whether a rumour about `subject` is still being spread.
     pub fn contains(&self, subject: &Subject<A>) -> bool {
-        self.by_subject.contains_key(subject)
+        self.find(subject).is_some()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rumours.is_empty()
+        self.by_subject.is_empty()
     }
 
     /// The queue by class, highest first, for [`Node::dump`](crate::Node::dump).
@@ -103,7 +224,7 @@ impl<A: crate::Address> Rumours<A> {
                 transmits: Vec::new(),
             })
             .collect();
-        for r in self.rumours.values() {
+        for r in self.slots.iter().flatten() {
             let c = &mut classes[r.class as usize];
             c.queued += 1;
             c.bytes += r.bytes.len();
@@ -115,63 +236,98 @@ impl<A: crate::Address> Rumours<A> {
         classes
     }
 
+    /// Puts a rumour in a slot, in the order and in the index.
+    fn insert(&mut self, rumour: Rumour<A>) {
+        let hash = self.hasher.hash_one(&rumour.subject);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.order.insert(rumour.order(slot));
+        if let Some(cell) = self.slots.get_mut(slot as usize) {
+            *cell = Some(rumour);
+        }
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_subject.insert_unique(hash, slot, |&s| {
+            slots
+                .get(s as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |r| hasher.hash_one(&r.subject))
+        });
+    }
+
+    /// Takes the rumour out of `slot` (out of the order and the index too).
+    fn take(&mut self, slot: u32) -> Option<Rumour<A>> {
+        let rumour = self.slots.get_mut(slot as usize)?.take()?;
+        self.order.remove(&rumour.order(slot));
+        let hash = self.hasher.hash_one(&rumour.subject);
+        if let Ok(entry) = self.by_subject.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
+        Some(rumour)
+    }
+
     /// Queues an encoded rumour of `class`, replacing any older rumour about the same
     /// subject. Returns whether a rumour had to be evicted to make room.
     pub fn push(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) -> bool {
-        if let Some(old) = self.by_subject.remove(&subject) {
-            self.remove(old);
+        if let Some(old) = self.find(&subject) {
+            self.take(old);
         }
         let mut evicted = false;
-        if self.rumours.len() >= self.capacity {
+        if self.len() >= self.capacity {
             // Evict from the lowest class the most-sent, oldest rumour: it has done
             // most of its work, and its class matters least.
-            if let Some(&(c, t, k)) = self.order.iter().next_back() {
-                let id = u64::MAX - k;
-                self.order.remove(&(c, t, k));
-                if let Some(r) = self.rumours.remove(&id) {
-                    self.by_subject.remove(&r.subject);
-                }
+            if let Some(&(_, _, k)) = self.order.iter().next_back() {
+                self.take(slot_of(k));
                 evicted = true;
             }
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.order.insert((class, 0, u64::MAX - id));
-        self.by_subject.insert(subject.clone(), id);
-        self.rumours.insert(
-            id,
-            Rumour {
-                subject,
-                bytes,
-                class,
-                transmits: 0,
-            },
-        );
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert(Rumour {
+            subject,
+            bytes: bytes.into_boxed_slice(),
+            class,
+            transmits: 0,
+            seq,
+        });
         evicted
     }
 
     /// Drops the queued rumour about `subject`, if any.
     pub fn remove_subject(&mut self, subject: &Subject<A>) {
-        if let Some(id) = self.by_subject.remove(subject) {
-            self.remove(id);
+        if let Some(slot) = self.find(subject) {
+            self.take(slot);
         }
     }
 
-    fn remove(&mut self, id: u64) {
-        if let Some(r) = self.rumours.remove(&id) {
-            self.order.remove(&(r.class, r.transmits, u64::MAX - id));
-        }
-    }
-
-    /// Gives back the buckets a burst left behind: a hash map never shrinks by
-    /// itself, and a mass join's wave of rumours (one per member) would otherwise hold
-    /// a member table's worth of buckets for good. The maps are only looked up (the
-    /// queue's order is `order`), so their layout reaches no output.
+    /// Gives back the memory a burst left behind: a mass join's wave of rumours (one
+    /// per member) would otherwise hold a member table's worth of slots and buckets
+    /// for good. The queue is rebuilt in order; slots and buckets reach no output.
     fn trim(&mut self) {
-        let (len, cap) = (self.rumours.len(), self.rumours.capacity());
+        let (len, cap) = (self.len(), self.slots.len());
         if cap > 64 && len * 4 <= cap {
-            self.rumours.shrink_to(len * 2);
-            self.by_subject.shrink_to(len * 2);
+            let order = core::mem::take(&mut self.order);
+            let mut live: Vec<Rumour<A>> = Vec::with_capacity(len);
+            for &(_, _, k) in &order {
+                if let Some(r) = self
+                    .slots
+                    .get_mut(slot_of(k) as usize)
+                    .and_then(Option::take)
+                {
+                    live.push(r);
+                }
+            }
+            self.slots = Vec::with_capacity(len * 2);
+            self.free = Vec::new();
+            self.by_subject = HashTable::with_capacity(len * 2);
+            for r in live {
+                self.insert(r);
+            }
         }
     }
 
@@ -186,8 +342,7 @@ impl<A: crate::Address> Rumours<A> {
             if body.remaining() < 4 || misses >= 8 {
                 break;
             }
-            let id = u64::MAX - k;
-            if let Some(r) = self.rumours.get(&id) {
+            if let Some(r) = self.get(slot_of(k)) {
                 if body.push_encoded(&r.bytes) {
                     sent.push((c, t, k));
                     misses = 0;
@@ -198,8 +353,9 @@ impl<A: crate::Address> Rumours<A> {
         }
         for &(c, t, k) in &sent {
             self.order.remove(&(c, t, k));
-            let id = u64::MAX - k;
-            let retire = match self.rumours.get_mut(&id) {
+            self.order.insert((c, t + 1, k));
+            let slot = slot_of(k);
+            let retire = match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
                 Some(r) => {
                     r.transmits = t + 1;
                     r.transmits >= limit
@@ -207,11 +363,7 @@ impl<A: crate::Address> Rumours<A> {
                 None => false,
             };
             if retire {
-                if let Some(r) = self.rumours.remove(&id) {
-                    self.by_subject.remove(&r.subject);
-                }
-            } else {
-                self.order.insert((c, t + 1, k));
+                self.take(slot);
             }
         }
         self.trim();
@@ -260,6 +412,58 @@ mod tests {
         let mut b = BodyBuilder::new(&me, 1000);
         assert_eq!(q.fill(&mut b, 2), 2);
         assert!(q.is_empty(), "both reached the limit of 2");
+    }
+
+    /// What a full drain of the queue sends, in order.
+    fn drain(q: &mut Rumours<u32>) -> Vec<Vec<u8>> {
+        let me = NodeId::new(0u32, 0);
+        let mut out = Vec::new();
+        while !q.is_empty() {
+            let mut b = BodyBuilder::new(&me, 4 + 6);
+            assert_eq!(q.fill(&mut b, 2), 1);
+            out.push(b.finish());
+        }
+        out
+    }
+
+    #[test]
+    fn the_order_survives_slot_reuse_trimming_and_a_snapshot() {
+        let fill = |q: &mut Rumours<u32>| {
+            for k in 0..300u32 {
+                let class = [Class::State, Class::Topology, Class::Own][(k % 3) as usize];
+                q.push(
+                    Subject::Member(k % 200),
+                    class,
+                    alloc::vec![(k % 251) as u8; 4],
+                );
+            }
+        };
+        let mut plain: Rumours<u32> = Rumours::new(1_000, SeededState(3));
+        fill(&mut plain);
+        assert_eq!(plain.len(), 200, "100 subjects replaced");
+        let expected = drain(&mut plain);
+        assert_eq!(expected.len(), 400, "each sent twice");
+        assert!(
+            plain.slots.len() <= 64,
+            "a drained queue gives its slots back"
+        );
+        // The same pushes after a burst that was drained (slots freed, reused,
+        // trimmed) and through a snapshot send the same bytes in the same order.
+        let mut used: Rumours<u32> = Rumours::new(1_000, SeededState(3));
+        for k in 0..500u32 {
+            used.push(
+                Subject::Member(10_000 + k),
+                Class::Topology,
+                alloc::vec![9; 4],
+            );
+        }
+        drain(&mut used);
+        used.next_seq = 0;
+        fill(&mut used);
+        let bytes = postcard::to_allocvec(&used).expect("serialize");
+        let mut restored: Rumours<u32> = postcard::from_bytes(&bytes).expect("deserialize");
+        assert_eq!(drain(&mut restored), expected);
+        assert_eq!(drain(&mut used), expected);
     }
 
     #[test]
@@ -323,11 +527,8 @@ mod tests {
                 alloc::vec![5; 20],
             );
         }
-        assert!(q.by_subject.contains_key(&Subject::Member(7)));
-        assert!(q.by_subject.contains_key(&Subject::Member(0)));
-        assert!(
-            q.by_subject
-                .contains_key(&Subject::Placement(String::from("n")))
-        );
+        assert!(q.contains(&Subject::Member(7)));
+        assert!(q.contains(&Subject::Member(0)));
+        assert!(q.contains(&Subject::Placement(String::from("n"))));
     }
 }

@@ -49,7 +49,7 @@ use crate::hash::{Map, SeededState, Set, StableHasher};
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"GVSN";
 /// The snapshot format this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 3;
+pub const SNAPSHOT_VERSION: u16 = 4;
 /// Magic, version and check.
 pub(crate) const SNAPSHOT_HEADER_LEN: usize = 14;
 

@@ -3,78 +3,21 @@
 //! member, naming a third party as its sender, draws at most three times its size
 //! back to its source and nothing at all toward the third party.
 
+mod common;
+
 use std::net::SocketAddr;
 
-use grapevine::hash::cluster_id;
-use grapevine::wire::{BodyBuilder, HEADER_LEN, Header, MemberClaim, Message};
-use grapevine::{Config, Instant, Keyring, Node, NodeId, PacketError, Status};
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::SeedableRng;
-
-type TestNode = Node<SocketAddr, ChaCha8Rng>;
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, i], 7946))
-}
+use common::{TestNode, addr};
+use grapevine::wire::{BodyBuilder, HEADER_LEN, MemberClaim, Message};
+use grapevine::{Instant, NodeId, PacketError, Status};
 
 fn node(i: u8, key: Option<[u8; 32]>) -> TestNode {
-    let mut n = Node::new(
-        Config::lan("amp"),
-        NodeId::new(addr(i), 1),
-        ChaCha8Rng::seed_from_u64(u64::from(i)),
-    )
-    .expect("config");
-    if let Some(k) = key {
-        n.set_keyring(Some(Keyring::new(k)));
-    }
-    n
+    common::node("amp", i, key)
 }
 
 /// An unsealed datagram of the "amp" cluster carrying `body`.
 fn unsealed(body: BodyBuilder) -> Vec<u8> {
-    let mut data = Vec::new();
-    Header {
-        flags: 0,
-        cluster_id: cluster_id("amp"),
-    }
-    .write(&mut data);
-    data.extend_from_slice(&body.finish());
-    data
-}
-
-/// Runs `nodes` on a lossless, instant network until `until`, returning every
-/// datagram delivered as `(from, to, bytes)`.
-fn run(nodes: &mut [TestNode], until: Instant) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
-    let mut log = Vec::new();
-    let mut now = Instant::ZERO;
-    loop {
-        let mut moved = true;
-        while moved {
-            moved = false;
-            for i in 0..nodes.len() {
-                while let Some(t) = nodes[i].poll_transmit() {
-                    moved = true;
-                    let from = nodes[i].id().clone();
-                    if let Some(j) = nodes.iter().position(|n| n.id().addr == t.dest) {
-                        let _ = nodes[j].handle_packet(now, from.addr, &t.payload);
-                    }
-                    log.push((from.addr, t.dest, t.payload));
-                }
-                while nodes[i].poll_event().is_some() {}
-            }
-        }
-        let Some(next) = nodes.iter().filter_map(|n| n.poll_timeout()).min() else {
-            break;
-        };
-        if next > until {
-            break;
-        }
-        now = next;
-        for n in nodes.iter_mut() {
-            n.handle_timeout(now);
-        }
-    }
-    log
+    common::unsealed("amp", body)
 }
 
 #[test]
@@ -83,7 +26,7 @@ fn a_replayed_sealed_datagram_is_dropped_counted_and_unanswered() {
     let mut nodes = vec![node(1, Some(key)), node(2, Some(key))];
     nodes[0].join(Instant::ZERO, []);
     nodes[1].join(Instant::ZERO, [addr(1)]);
-    let log = run(&mut nodes, Instant::from_secs(10));
+    let log = common::run(&mut nodes, Instant::ZERO, Instant::from_secs(10));
     assert_eq!(nodes[0].live_members(), 1, "the two nodes know each other");
     let (_, _, old) = log
         .iter()
@@ -113,7 +56,7 @@ fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
     nodes[0].join(Instant::ZERO, []);
     nodes[1].join(Instant::ZERO, [addr(1)]);
     nodes[2].join(Instant::ZERO, [addr(1)]);
-    run(&mut nodes, Instant::from_secs(20));
+    common::run(&mut nodes, Instant::ZERO, Instant::from_secs(20));
     // The datagram names a third party (127.0.0.77) as its sender, claims several
     // strangers alive, and opens an anti-entropy exchange; its source is a victim
     // (127.0.0.99) that is no member.
@@ -183,11 +126,11 @@ fn a_spoofed_chunk_request_is_not_served_and_a_spoofed_stub_is_fetched_from_its_
     nodes[0].join(Instant::ZERO, []);
     nodes[1].join(Instant::ZERO, [addr(1)]);
     nodes[2].join(Instant::ZERO, [addr(1)]);
-    run(&mut nodes, Instant::from_secs(20));
+    common::run(&mut nodes, Instant::ZERO, Instant::from_secs(20));
     nodes[0]
         .set(Instant::from_secs(20), "big", &[9u8; 10_000])
         .expect("a 10 kB value");
-    run(&mut nodes, Instant::from_secs(30));
+    common::run(&mut nodes, Instant::from_secs(20), Instant::from_secs(30));
     assert_eq!(
         nodes[1].get(&addr(1), "big").map(<[u8]>::len),
         Some(10_000),
@@ -271,7 +214,7 @@ fn placement_news_and_agreement_bits_from_strangers_draw_little_and_only_to_the_
     nodes[0].join(Instant::ZERO, []);
     nodes[1].join(Instant::ZERO, [addr(1)]);
     nodes[2].join(Instant::ZERO, [addr(1)]);
-    run(&mut nodes, Instant::from_secs(30));
+    common::run(&mut nodes, Instant::ZERO, Instant::from_secs(30));
     let digest = nodes[0].ring_digest();
     let third = NodeId::new(addr(77), 5);
     let victim = addr(99);

@@ -2,63 +2,17 @@
 //! late farewell (sent before the member rejoined) or a forged one is answered at once
 //! by the member's current claim instead of leaving it gone in our view for good.
 
+mod common;
+
 use std::net::SocketAddr;
 
+use common::{TestNode, addr, run, settle};
 use grapevine::hash::cluster_id;
 use grapevine::wire::{BodyBuilder, HEADER_LEN, Header, MemberClaim, Message};
-use grapevine::{Config, Instant, Node, NodeId, Status};
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::SeedableRng;
-
-type TestNode = Node<SocketAddr, ChaCha8Rng>;
-
-fn addr(i: u8) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, i], 7946))
-}
+use grapevine::{Instant, NodeId, Status};
 
 fn node(i: u8) -> TestNode {
-    Node::new(
-        Config::lan("farewell"),
-        NodeId::new(addr(i), 1),
-        ChaCha8Rng::seed_from_u64(u64::from(i)),
-    )
-    .expect("config")
-}
-
-/// Delivers everything the nodes send, at `now`, until nobody sends.
-fn settle(nodes: &mut [TestNode], now: Instant) {
-    let mut moved = true;
-    while moved {
-        moved = false;
-        for i in 0..nodes.len() {
-            while let Some(t) = nodes[i].poll_transmit() {
-                moved = true;
-                let from = nodes[i].id().addr;
-                if let Some(j) = nodes.iter().position(|n| n.id().addr == t.dest) {
-                    let _ = nodes[j].handle_packet(now, from, &t.payload);
-                }
-            }
-            while nodes[i].poll_event().is_some() {}
-        }
-    }
-}
-
-/// Runs the nodes on a lossless, instant network from `from` until `until`.
-fn run(nodes: &mut [TestNode], from: Instant, until: Instant) {
-    let mut now = from;
-    loop {
-        settle(nodes, now);
-        let Some(next) = nodes.iter().filter_map(|n| n.poll_timeout()).min() else {
-            return;
-        };
-        if next > until {
-            return;
-        }
-        now = next;
-        for n in nodes.iter_mut() {
-            n.handle_timeout(now);
-        }
-    }
+    common::node("farewell", i, None)
 }
 
 fn status_of(n: &TestNode, who: SocketAddr) -> Option<(Status, u64)> {
