@@ -98,12 +98,12 @@ pub(crate) struct RoundOutcome<A> {
 
 /// A record as this node holds it: the fields of a [`PlacementRecord`] with the name
 /// in the table's [`Names`] (a record keeps its name for good: 8 bytes where a
-/// `String` took 24 and an allocation), the tokens in a boxed slice (no spare
-/// capacity, 16 bytes where a `Vec` takes 24), and the location as an index into the
-/// table's distinct [`Locations`] (nearly every member shares one of a few: 4 bytes
-/// where the record held two `String`s and their allocations). Its contribution to the
-/// ring digest is computed again when it is replaced, from what it holds
-/// ([`ring_contribution`]). 88 bytes with a `SocketAddr`, where the record and its
+/// `String` took 24 and an allocation), the tokens in the table's [`TokenArena`] (8
+/// bytes where a `Vec` took 24 and an allocation), and the location as an index into
+/// the table's distinct [`Locations`] (nearly every member shares one of a few: 4
+/// bytes where the record held two `String`s and their allocations). Its contribution
+/// to the ring digest is computed again when it is replaced, from what it holds
+/// ([`ring_contribution`]). 80 bytes with a `SocketAddr`, where the record and its
 /// contribution took 176.
 #[derive(Clone, Debug)]
 struct Held<A> {
@@ -111,7 +111,7 @@ struct Held<A> {
     generation: u64,
     version: u64,
     epoch: u64,
-    tokens: Box<[Token]>,
+    tokens: TokensAt,
     name: NameAt,
     location: u32,
     status: Topology,
@@ -121,6 +121,78 @@ struct Held<A> {
 /// what places it on the ring (`str` and `[Token]` hash as `String` and `Vec` do).
 fn ring_contribution(name: &str, epoch: u64, location: &Location, tokens: &[Token]) -> u64 {
     stable_hash(&(name, epoch, location, tokens))
+}
+
+/// Where a record's tokens sit in [`TokenArena`]: their block, offset and number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TokensAt {
+    block: u32,
+    offset: u16,
+    len: u16,
+}
+
+/// Tokens per block of [`TokenArena`] (8 KiB; the first block grows to it as a `Vec`
+/// does).
+const TOKEN_BLOCK: usize = 1024;
+
+/// The held records' tokens, back to back in blocks of [`TOKEN_BLOCK`]: a record's
+/// tokens cost their bytes, without an allocation of their own whose header and
+/// place among a burst's short-lived allocations cost about as much again in resident
+/// memory. A record that takes other tokens leaves its old ones behind as garbage;
+/// once the garbage outgrows the live tokens (and a block), the table copies every
+/// record's tokens into new blocks ([`Records::compact_tokens`]), so the arena holds
+/// at most about twice the live tokens.
+#[derive(Debug, Default)]
+struct TokenArena {
+    blocks: Vec<Vec<Token>>,
+    live: usize,
+    garbage: usize,
+}
+
+impl TokenArena {
+    fn get(&self, at: TokensAt) -> &[Token] {
+        let start = usize::from(at.offset);
+        self.blocks
+            .get(at.block as usize)
+            .and_then(|b| b.get(start..start + usize::from(at.len)))
+            .unwrap_or(&[])
+    }
+
+    fn push(&mut self, tokens: &[Token]) -> TokensAt {
+        // Records hold at most 4 × vnodes tokens (checked on receipt); more (only from
+        // a snapshot of another build) are cut rather than break the block arithmetic.
+        let tokens = &tokens[..tokens.len().min(usize::from(u16::MAX))];
+        let len = tokens.len();
+        if len == 0 {
+            return TokensAt::default();
+        }
+        let room = |b: &Vec<Token>| b.len() + len <= TOKEN_BLOCK.max(b.capacity());
+        if self.blocks.last().is_none_or(|b| !room(b)) {
+            let capacity = if self.blocks.is_empty() {
+                0
+            } else {
+                TOKEN_BLOCK
+            };
+            self.blocks.push(Vec::with_capacity(capacity.max(len)));
+        }
+        let block = self.blocks.len() - 1;
+        let b = &mut self.blocks[block];
+        let offset = b.len();
+        b.extend_from_slice(tokens);
+        self.live += len;
+        TokensAt {
+            block: block as u32,
+            offset: offset as u16,
+            len: len as u16,
+        }
+    }
+
+    /// The tokens at `at` are no longer held.
+    fn free(&mut self, at: TokensAt) {
+        let len = usize::from(at.len);
+        self.live = self.live.saturating_sub(len);
+        self.garbage += len;
+    }
 }
 
 /// Where a name sits in [`Names`]: its block, its offset in it and its length.
@@ -191,6 +263,7 @@ impl Names {
 pub(crate) struct RecordRef<'a, A> {
     held: &'a Held<A>,
     name: &'a str,
+    tokens: &'a [Token],
     location: &'a Location,
 }
 
@@ -235,7 +308,7 @@ impl<'a, A: Clone> RecordRef<'a, A> {
 
     /// The member's tokens, sorted.
     pub fn tokens(self) -> &'a [Token] {
-        &self.held.tokens
+        self.tokens
     }
 
     /// The record's rank (see [`PlacementRecord::rank`]).
@@ -258,7 +331,7 @@ impl<'a, A: Clone> RecordRef<'a, A> {
             epoch: self.held.epoch,
             status: self.held.status,
             location: self.location.clone(),
-            tokens: self.held.tokens.to_vec(),
+            tokens: self.tokens.to_vec(),
         }
     }
 }
@@ -369,6 +442,8 @@ struct Records<A> {
     index: HashTable<u32>,
     /// The records' names.
     names: Names,
+    /// The records' tokens.
+    tokens: TokenArena,
     /// The records' distinct locations.
     locations: Locations,
     /// Records on the ring (with a contribution).
@@ -499,13 +574,15 @@ impl<A: Address> From<RecordsRepr<A>> for Records<A> {
             held: Chunked::default(),
             index: HashTable::with_capacity(r.index.len()),
             names: Names::default(),
+            tokens: TokenArena::default(),
             locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::default(),
         };
         for h in r.held {
             let name = t.names.push(&h.record.name);
-            let held = t.hold(h.record, name);
+            let tokens = t.tokens.push(&h.record.tokens);
+            let held = t.hold(h.record, name, tokens);
             t.held.push(held);
         }
         t.on_ring = t.held.iter().filter(|h| h.status.is_on_ring()).count();
@@ -526,23 +603,24 @@ impl<A: Address> Records<A> {
             held: Chunked::default(),
             index: HashTable::new(),
             names: Names::default(),
+            tokens: TokenArena::default(),
             locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::with_room(0),
         }
     }
 
-    /// `record` in its held form, its name at `name` (see [`Names`]) and its location
-    /// interned.
-    fn hold(&mut self, record: PlacementRecord<A>, name: NameAt) -> Held<A> {
+    /// `record` in its held form, its name at `name` (see [`Names`]), its tokens at
+    /// `tokens` (see [`TokenArena`]) and its location interned.
+    fn hold(&mut self, record: PlacementRecord<A>, name: NameAt, tokens: TokensAt) -> Held<A> {
         Held {
             location: self.locations.intern(self.seed, &record.location),
             name,
+            tokens,
             addr: record.addr,
             generation: record.generation,
             version: record.version,
             epoch: record.epoch,
-            tokens: record.tokens.into_boxed_slice(),
             status: record.status,
         }
     }
@@ -552,8 +630,27 @@ impl<A: Address> Records<A> {
         RecordRef {
             held: h,
             name: self.names.get(h.name),
+            tokens: self.tokens.get(h.tokens),
             location: self.locations.get(h.location),
         }
+    }
+
+    /// Copies every record's tokens into new blocks, leaving the garbage behind.
+    fn compact_tokens(&mut self) {
+        let mut fresh = TokenArena::default();
+        for ix in 0..self.held.len() as u32 {
+            let Some(at) = self
+                .held
+                .get(ix)
+                .map(|h| fresh.push(self.tokens.get(h.tokens)))
+            else {
+                continue;
+            };
+            if let Some(h) = self.held.get_mut(ix) {
+                h.tokens = at;
+            }
+        }
+        self.tokens = fresh;
     }
 
     /// The contribution of `h` to the ring digest, while it is on the ring.
@@ -563,7 +660,7 @@ impl<A: Address> Records<A> {
                 self.names.get(h.name),
                 h.epoch,
                 self.locations.get(h.location),
-                &h.tokens,
+                self.tokens.get(h.tokens),
             )
         })
     }
@@ -577,10 +674,10 @@ impl<A: Address> Records<A> {
     /// many again.
     fn rebuild_filter(&mut self) {
         let on_ring = || self.held.iter().filter(|h| h.status.is_on_ring());
-        let tokens: usize = on_ring().map(|h| h.tokens.len()).sum();
+        let tokens: usize = on_ring().map(|h| usize::from(h.tokens.len)).sum();
         let mut filter = TokenFilter::with_room(tokens + tokens / 2);
         for h in on_ring() {
-            for &t in &h.tokens {
+            for &t in self.tokens.get(h.tokens) {
                 filter.insert(self.seed, t);
             }
         }
@@ -654,22 +751,28 @@ impl<A: Address> Records<A> {
         // gives a contribution exactly to the records on the ring.
         debug_assert_eq!(contribution.is_some(), record.status.is_on_ring());
         let found = self.find(&record.name);
-        // A record replaces its name's in place and keeps its name's bytes.
-        let name = match found.and_then(|ix| self.held.get(ix)) {
-            Some(h) => h.name,
-            None => self.names.push(&record.name),
+        // A record replaces its name's in place and keeps its name's bytes, and its
+        // tokens' when they are the same (a new version, Joining to Normal).
+        let (name, old_tokens) = match found.and_then(|ix| self.held.get(ix)) {
+            Some(h) => (h.name, Some(h.tokens)),
+            None => (self.names.push(&record.name), None),
         };
-        let held = self.hold(record, name);
-        self.on_ring += usize::from(contribution.is_some());
+        let same = old_tokens.filter(|&at| *self.tokens.get(at) == *record.tokens);
+        let tokens = match same {
+            Some(at) => at,
+            None => self.tokens.push(&record.tokens),
+        };
         if contribution.is_some() {
-            if self.ring_tokens.inserted + held.tokens.len() > self.ring_tokens.room {
+            if self.ring_tokens.inserted + record.tokens.len() > self.ring_tokens.room {
                 // Rebuilt before this record goes in; it is added below.
                 self.rebuild_filter();
             }
-            for &t in &held.tokens {
+            for &t in &record.tokens {
                 self.ring_tokens.insert(self.seed, t);
             }
         }
+        let held = self.hold(record, name, tokens);
+        self.on_ring += usize::from(contribution.is_some());
         match found {
             Some(ix) => {
                 let old = self.held.get_mut(ix).map(|h| core::mem::replace(h, held));
@@ -677,9 +780,15 @@ impl<A: Address> Records<A> {
                     // Before its location is released (and maybe dropped).
                     let contribution = self.contribution(&h);
                     self.locations.release(self.seed, h.location);
+                    if same.is_none() {
+                        self.tokens.free(h.tokens);
+                    }
                     contribution
                 });
                 self.on_ring -= usize::from(old.is_some());
+                if self.tokens.garbage > self.tokens.live.max(TOKEN_BLOCK) {
+                    self.compact_tokens();
+                }
                 old
             }
             None => {
@@ -1662,6 +1771,50 @@ mod tests {
         assert!(feed(&mut p, again).0);
         let after: usize = p.records.names.blocks.iter().map(String::len).sum();
         assert_eq!(names, after);
+    }
+
+    #[test]
+    fn tokens_left_behind_are_compacted_away() {
+        let mut p = placement(1, "x");
+        let mut sent: Vec<PlacementRecord<u32>> = (0..50i64)
+            .map(|m| {
+                let tokens = (0..16).map(|k| m * 1_000 + k).collect();
+                record(
+                    &alloc::format!("m{m}"),
+                    2 + m as u32,
+                    Topology::Joining,
+                    tokens,
+                )
+            })
+            .collect();
+        for r in &sent {
+            assert!(feed(&mut p, r.clone()).0);
+        }
+        // Each joiner takes other tokens again and again (a new epoch each time).
+        for round in 1..40i64 {
+            for (m, r) in sent.iter_mut().enumerate() {
+                let m = m as i64;
+                r.tokens = (0..16).map(|k| 1_000_000 * round + m * 1_000 + k).collect();
+                (r.epoch, r.generation) = (5 + round as u64, 5 + round as u64);
+                assert!(feed(&mut p, r.clone()).0);
+            }
+            let arena = &p.records.tokens;
+            assert_eq!(arena.live, 50 * 16);
+            assert!(arena.garbage <= arena.live.max(TOKEN_BLOCK), "compacted");
+        }
+        // The same tokens again (Joining to Normal) keep their place.
+        let before = p.records.tokens.garbage;
+        for r in &mut sent {
+            (r.status, r.version) = (Topology::Normal, 2);
+            assert!(feed(&mut p, r.clone()).0);
+        }
+        assert_eq!(p.records.tokens.garbage, before);
+        for r in &sent {
+            assert_eq!(
+                p.record(&r.name).map(RecordRef::to_record).as_ref(),
+                Some(r)
+            );
+        }
     }
 
     #[test]
