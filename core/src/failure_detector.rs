@@ -789,6 +789,31 @@ mod tests {
         }
     }
 
+    /// The shortest suspicion timeout among `n` members (the longest before any
+    /// confirmation is `suspicion_max_mult` times it).
+    fn min_timeout(n: usize) -> Duration {
+        let config = Config::lan("t");
+        config
+            .probe_interval
+            .mul_f64(f64::from(config.suspicion_mult) * node_scale(n))
+    }
+
+    /// The first deadline of a suspicion of 7 begun at 0 is its retelling, half the
+    /// minimum in: fires it. 7 is not in the table it is given, so nothing is sent.
+    fn pass_the_first_retelling(d: &mut Detector<u32>, min: Duration) {
+        assert_eq!(
+            d.poll_timeout(),
+            Some(Instant::ZERO + min / 2),
+            "first, the retelling"
+        );
+        let mut out = outbox(ME);
+        assert!(
+            d.handle_timeout(Instant::ZERO + min / 2, &members(&[]), &mut out)
+                .is_empty()
+        );
+        assert!(sent(&mut out).is_empty());
+    }
+
     #[test]
     fn suspicion_timeout_falls_with_each_confirmation_to_the_minimum_at_k() {
         let config = Config::lan("t");
@@ -796,22 +821,9 @@ mod tests {
         let mut d = detector();
         assert_eq!(d.poll_timeout(), None, "nothing started, nothing suspected");
         d.suspect(Instant::ZERO, &suspect(7), Some(2), n);
-        let min = config
-            .probe_interval
-            .mul_f64(f64::from(config.suspicion_mult) * node_scale(n));
+        let min = min_timeout(n);
         let max = min.saturating_mul(config.suspicion_max_mult);
-        assert_eq!(
-            d.poll_timeout(),
-            Some(Instant::ZERO + min / 2),
-            "first, the retelling"
-        );
-        // 7 is not in this table: the retelling sends nothing.
-        let mut out = outbox(ME);
-        assert!(
-            d.handle_timeout(Instant::ZERO + min / 2, &members(&[]), &mut out)
-                .is_empty()
-        );
-        assert!(sent(&mut out).is_empty());
+        pass_the_first_retelling(&mut d, min);
         assert_eq!(
             d.poll_timeout(),
             Some(Instant::ZERO + min / 2 + min),
@@ -871,23 +883,11 @@ mod tests {
 
     #[test]
     fn suspicion_in_a_tiny_cluster_starts_at_the_minimum() {
-        let config = Config::lan("t");
         let mut d = detector();
         // Two nodes: no one is left to confirm, so K = 0.
         d.suspect(Instant::ZERO, &suspect(7), Some(ME), 2);
-        let min = config
-            .probe_interval
-            .mul_f64(f64::from(config.suspicion_mult) * node_scale(2));
-        assert_eq!(
-            d.poll_timeout(),
-            Some(Instant::ZERO + min / 2),
-            "the retelling"
-        );
-        let mut out = outbox(ME);
-        assert!(
-            d.handle_timeout(Instant::ZERO + min / 2, &members(&[]), &mut out)
-                .is_empty()
-        );
+        let min = min_timeout(2);
+        pass_the_first_retelling(&mut d, min);
         assert_eq!(d.poll_timeout(), Some(Instant::ZERO + min));
         assert!(!d.confirm(&7, 0, 3), "no confirmation expected");
         d.forget(&7);

@@ -640,6 +640,22 @@ impl<A: crate::Address> Membership<A> {
         }
     }
 
+    /// What to answer a member's farewell heard from the member itself (its own
+    /// datagram, from its own address): the farewell, echoed back. It can be a late
+    /// datagram from before the member rejoined (the same life at a higher
+    /// incarnation), or a forgery: the echo is then a stale accusation, which the
+    /// member answers at once with its current claim. Without it, two such members can
+    /// each hold the other as gone for good, since nobody gossips to a member it holds
+    /// as left but by chance. A real leaver gets one small datagram from each peer it
+    /// tells, and ignores it ([`refute`](Self::refute) does).
+    pub fn farewell_echo(
+        claim: &MemberClaim<A>,
+        sender: &NodeId<A>,
+        direct: bool,
+    ) -> Option<MemberClaim<A>> {
+        (claim.status == Status::Left && direct && claim.id == *sender).then(|| claim.clone())
+    }
+
     /// A claim about ourselves arrived. Only we raise our incarnation, so alive at a
     /// higher one beats any accusation everywhere.
     pub fn refute(&mut self, claim: &MemberClaim<A>) -> Refutation {

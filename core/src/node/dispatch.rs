@@ -10,7 +10,8 @@ use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
 use crate::dissemination::{Class, Subject};
 use crate::event::Event;
 use crate::membership::{
-    Address, Applied, Change, Compared, MemberClaim, MemberIx, NodeId, Refutation, Status,
+    Address, Applied, Change, Compared, MemberClaim, MemberIx, Membership, NodeId, Refutation,
+    Status,
 };
 use crate::placement::{AgreementReceipt, Received};
 use crate::time::Instant;
@@ -74,18 +75,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 // a suspicion, see `apply_claim_from`).
                 let accuser = matches!(claim.status, Status::Suspect | Status::Dead)
                     .then(|| sender.addr.clone());
-                // A member's farewell, from the member itself, is echoed back to it. It
-                // can be a late datagram from before the member rejoined (the same
-                // life at a higher incarnation): the echo is then a stale accusation,
-                // which the member answers at once with its current claim. Without it,
-                // two such members can each hold the other as gone for good, since
-                // nobody gossips to a member it holds as left but by chance. A real
-                // leaver gets one small datagram from each peer it tells, and ignores it.
-                let farewell = (claim.status == Status::Left && direct && claim.id == *sender)
-                    .then(|| encode_message(&Message::Member(claim.clone())));
+                let echo = Membership::farewell_echo(&claim, sender, direct);
                 self.apply_claim(now, claim, accuser);
-                if let Some(echo) = farewell {
-                    reply.push(echo);
+                if let Some(farewell) = echo {
+                    reply.push(encode_message(&Message::Member(farewell)));
                 }
             }
             Message::Suspect {
