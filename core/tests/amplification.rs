@@ -273,3 +273,46 @@ fn placement_news_and_agreement_bits_from_strangers_draw_little_and_only_to_the_
         );
     }
 }
+
+#[test]
+fn one_datagram_of_news_asks_for_no_more_records_than_its_answer_carries() {
+    use grapevine::wire::decode_body;
+    let mut nodes = vec![node(1, None), node(2, None)];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    common::run(&mut nodes, Instant::ZERO, Instant::from_secs(30));
+    let peer = nodes[1].id().clone();
+    let news = |from: usize| {
+        let mut body = BodyBuilder::new(&peer, 1400 - HEADER_LEN);
+        for k in from..from + 40 {
+            assert!(body.push(&Message::<SocketAddr>::PlacementNews {
+                name: format!("n{k}"),
+                rank: (9, false, 9, 9),
+            }));
+        }
+        unsealed(body)
+    };
+    let wants = |target: &mut TestNode, data: &[u8]| {
+        while target.poll_transmit().is_some() {}
+        target
+            .handle_packet(Instant::from_secs(30), peer.addr, data)
+            .expect("well formed");
+        let mut wants = Vec::new();
+        while let Some(t) = target.poll_transmit() {
+            let (_, messages) =
+                decode_body::<SocketAddr>(&t.payload[HEADER_LEN..]).expect("our own datagram");
+            wants.extend(messages.into_iter().filter_map(|m| match m {
+                Message::PlacementWant { name } => Some(name),
+                _ => None,
+            }));
+        }
+        wants
+    };
+    // 40 records of news: 12 asked, what two answering datagrams carry.
+    let first = wants(&mut nodes[0], &news(0));
+    assert_eq!(first.len(), 12, "{first:?}");
+    // The same news again: the 12 are not asked twice in a round; 12 of the rest are.
+    let second = wants(&mut nodes[0], &news(0));
+    assert_eq!(second.len(), 12);
+    assert!(second.iter().all(|n| !first.contains(n)), "{second:?}");
+}

@@ -842,6 +842,10 @@ pub(crate) struct Placement<A> {
     asked: [BTreeMap<u64, Rank>; 2],
 }
 
+/// Most records one datagram's news may ask its source for: about what the answer,
+/// at most two datagrams, carries of records with 16 tokens (about 200 B each).
+pub(crate) const MAX_ASKS_PER_DATAGRAM: usize = 12;
+
 /// Most records asked for in one round that are remembered (a flood of news about
 /// new names cannot grow the memory; asks past it are made without remembering).
 const MAX_ASKED_PER_ROUND: usize = 4_096;
