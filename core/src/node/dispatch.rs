@@ -219,11 +219,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             Message::PlacementNews { name, rank } => {
                 // Asked of the datagram's source only: it holds that rank (it spreads
                 // only what it holds), and nothing goes to an address named in a body.
-                // At most what the answer can carry: an ask past it would be answered
-                // by a record dropped at the source, and `want` would not ask again
-                // for two rounds (news from other peers asks for the rest sooner).
-                if direct && self.asks_left > 0 && self.placement.want(&name, rank) {
-                    self.asks_left -= 1;
+                if direct && self.placement.want(&name, rank) {
                     reply.push(encode_message(&Message::<A>::PlacementWant { name }));
                 }
             }

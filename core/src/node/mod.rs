@@ -83,9 +83,6 @@ pub struct Node<A: Address, R: RngCore> {
     transfers: Transfers<A>,
     out: Outbox<A, R>,
     deadline: Option<Instant>,
-    /// Records the datagram being handled may still ask its source for: its answer
-    /// is at most [`SYNC_REPLY_PACKETS`] datagrams, and what does not fit is dropped.
-    asks_left: usize,
 }
 
 impl<A: Address, R: RngCore> core::fmt::Debug for Node<A, R> {
@@ -119,7 +116,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
             transfers: Transfers::new(config.probe_timeout, config.max_value_size),
             out: Outbox::new(&config, &id, rng, hasher),
             deadline: None,
-            asks_left: 0,
             config,
         };
         node.store.adopt(&id);
@@ -482,7 +478,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         // Only a sender speaking from its own address gets more than a reply-sized
         // answer (the chunks of a large value).
         let direct = sender.addr == from;
-        self.asks_left = crate::placement::MAX_ASKS_PER_DATAGRAM;
+        self.placement.new_datagram();
         for msg in messages {
             self.on_message(now, &sender, direct, msg, &mut reply);
         }

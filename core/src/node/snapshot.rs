@@ -113,7 +113,6 @@ impl<A: Address, R: RngCore + Serialize + DeserializeOwned> Node<A, R> {
             transfers: parts.transfers,
             out: parts.out,
             deadline: parts.deadline,
-            asks_left: 0,
         };
         node.out.set_keyring(keyring);
         Ok(node)

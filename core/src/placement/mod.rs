@@ -21,7 +21,6 @@ pub use allocator::{
 };
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
-pub(crate) use table::MAX_ASKS_PER_DATAGRAM;
 pub(crate) use table::{AgreementReceipt, Placement, Received, RecordIx, RecordRef};
 pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS};
 pub use topology::{

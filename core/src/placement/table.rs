@@ -840,11 +840,17 @@ pub(crate) struct Placement<A> {
     /// enough. An ask that went unanswered is made again after two rounds.
     #[serde(skip)]
     asked: [BTreeMap<u64, Rank>; 2],
+    /// Records the datagram being handled may still ask its source for: the answer
+    /// is at most two datagrams, and what does not fit is dropped at the source (an
+    /// ask past it, remembered, would not be made again for two rounds; news from
+    /// other peers asks for the rest sooner).
+    #[serde(skip)]
+    asks_left: usize,
 }
 
 /// Most records one datagram's news may ask its source for: about what the answer,
 /// at most two datagrams, carries of records with 16 tokens (about 200 B each).
-pub(crate) const MAX_ASKS_PER_DATAGRAM: usize = 12;
+const MAX_ASKS_PER_DATAGRAM: usize = 12;
 
 /// Most records asked for in one round that are remembered (a flood of news about
 /// new names cannot grow the memory; asks past it are made without remembering).
@@ -886,6 +892,7 @@ impl<A: Address> Placement<A> {
             replication: config.replication(),
             max_records: 2 * (config.max_members + 1),
             asked: Default::default(),
+            asks_left: 0,
         }
     }
 
@@ -1128,10 +1135,10 @@ impl<A: Address> Placement<A> {
     }
 
     /// Whether to ask the sender of news of `name`'s record at `rank` for it: we
-    /// [lack](Self::lacks) it, and have not asked for it (or better) in this round or
-    /// the last. Remembers the ask.
+    /// [lack](Self::lacks) it, have not asked for it (or better) in this round or the
+    /// last, and this datagram's answer has room left. Remembers the ask.
     pub fn want(&mut self, name: &str, rank: Rank) -> bool {
-        if !self.lacks(name, rank) {
+        if self.asks_left == 0 || !self.lacks(name, rank) {
             return false;
         }
         let key = Records::<A>::hash(self.records.seed, name);
@@ -1145,7 +1152,14 @@ impl<A: Address> Placement<A> {
         if self.asked[0].len() < MAX_ASKED_PER_ROUND {
             self.asked[0].insert(key, rank);
         }
+        self.asks_left -= 1;
         true
+    }
+
+    /// A datagram begins: its news may ask for at most [`MAX_ASKS_PER_DATAGRAM`] records
+    /// (see [`want`](Self::want)).
+    pub fn new_datagram(&mut self) {
+        self.asks_left = MAX_ASKS_PER_DATAGRAM;
     }
 
     /// Whether news of `name`'s record at `rank` is worth asking for: a name a record
@@ -1860,6 +1874,8 @@ mod tests {
         let mut p = placement(1, "x");
         let rank = record("a", 2, Topology::Joining, vec![]).rank();
         let higher = (rank.0, rank.1, rank.2, rank.3 + 1);
+        assert!(!p.want("a", rank), "no datagram, no ask");
+        p.new_datagram();
         assert!(p.want("a", rank));
         assert!(!p.want("a", rank), "asked already this round");
         p.round(&mut |_| {});
@@ -1873,6 +1889,14 @@ mod tests {
         p.round(&mut |_| {});
         assert!(!p.want("a", rank), "held");
         assert!(!p.want("", rank), "not a name");
+        // One datagram asks for at most what its answer carries.
+        p.new_datagram();
+        let asked = (0..20)
+            .filter(|k| p.want(&alloc::format!("m{k}"), rank))
+            .count();
+        assert_eq!(asked, MAX_ASKS_PER_DATAGRAM);
+        p.new_datagram();
+        assert!(p.want("m19", rank), "the next datagram asks for the rest");
     }
 
     #[test]
