@@ -46,7 +46,7 @@ pub(crate) enum Class {
     State = 2,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Rumour<A> {
     subject: Subject<A>,
     /// Boxed rather than a `Vec`: the encoder's spare capacity is not kept.
@@ -141,18 +141,6 @@ impl<A: crate::Address> From<Rumours<A>> for RumoursRepr<A> {
             hasher: q.hasher.0,
             next_seq: q.next_seq,
             capacity: q.capacity,
-        }
-    }
-}
-
-impl<A: Clone> Clone for Rumour<A> {
-    fn clone(&self) -> Self {
-        Rumour {
-            subject: self.subject.clone(),
-            bytes: self.bytes.clone(),
-            class: self.class,
-            transmits: self.transmits,
-            seq: self.seq,
         }
     }
 }
