@@ -224,8 +224,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 }
             }
             Message::PlacementWant { name } => {
-                if let Some(record) = self.placement.record(&name) {
-                    reply.push(encode_message(&Message::Placement(record.to_record())));
+                if let Some(record) = self.placement.record(&name).and_then(|r| r.to_record()) {
+                    reply.push(encode_message(&Message::Placement(record)));
                 }
             }
         }
@@ -617,7 +617,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
             match self.placement.record(name) {
                 Some(r) if r.rank() > *rank => {
-                    reply.push(encode_message(&Message::Placement(r.to_record())));
+                    if let Some(record) = r.to_record() {
+                        reply.push(encode_message(&Message::Placement(record)));
+                    }
                 }
                 Some(r) if r.rank() == *rank => {}
                 _ => reply.push(encode_message(&Message::<A>::PlacementWant {
@@ -633,7 +635,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 if theirs.iter().any(|(n, _)| *n == r.name()) {
                     continue;
                 }
-                reply.push(encode_message(&Message::Placement(r.to_record())));
+                if let Some(record) = r.to_record() {
+                    reply.push(encode_message(&Message::Placement(record)));
+                }
             }
         }
     }

@@ -260,7 +260,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// operator's view such as `nodetool status`. The node holds records in a compact
     /// form, so each is made afresh (with its allocations) as the iterator yields it.
     pub fn topology(&self) -> impl Iterator<Item = PlacementRecord<A>> + '_ {
-        self.placement.records().map(RecordRef::to_record)
+        self.placement.records().filter_map(RecordRef::to_record)
     }
 
     /// Whether this node is ready to serve: it is Normal (or holds no ranges by
@@ -276,7 +276,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
         use crate::dump::{Dump, MemberDump, RecordDump};
         let mut best: Map<A, RecordRef<'_, A>> = Map::with_hasher(SeededState(0));
         for r in self.placement.records() {
-            let slot = best.entry(r.addr().clone()).or_insert(r);
+            let Some(addr) = r.addr() else {
+                continue;
+            };
+            let slot = best.entry(addr).or_insert(r);
             if r.rank() > slot.rank() {
                 *slot = r;
             }
@@ -312,13 +315,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let mut records: Vec<RecordDump<A>> = self
             .placement
             .records()
-            .map(|r| RecordDump {
-                name: r.name().into(),
-                addr: r.addr().clone(),
-                status: r.status(),
-                location: r.location().clone(),
-                epoch: r.epoch(),
-                tokens: r.tokens().len(),
+            .filter_map(|r| {
+                Some(RecordDump {
+                    name: r.name().into(),
+                    addr: r.addr()?,
+                    status: r.status(),
+                    location: r.location().clone(),
+                    epoch: r.epoch(),
+                    tokens: r.tokens().len(),
+                })
             })
             .collect();
         records.sort_by(|a, b| a.name.cmp(&b.name));

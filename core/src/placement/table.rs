@@ -11,6 +11,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, Ref, RefCell};
+use core::marker::PhantomData;
 use serde::{Deserialize, Serialize};
 
 use rand_core::RngCore;
@@ -96,25 +97,45 @@ pub(crate) struct RoundOutcome<A> {
     pub left: bool,
 }
 
-/// A record as this node holds it: the fields of a [`PlacementRecord`] with the name
-/// in the table's [`Names`] (a record keeps its name for good: 8 bytes where a
-/// `String` took 24 and an allocation), the tokens in the table's [`TokenArena`] (8
-/// bytes where a `Vec` took 24 and an allocation), and the location as an index into
-/// the table's distinct [`Locations`] (nearly every member shares one of a few: 4
-/// bytes where the record held two `String`s and their allocations). Its contribution
-/// to the ring digest is computed again when it is replaced, from what it holds
-/// ([`ring_contribution`]). 80 bytes with a `SocketAddr`, where the record and its
-/// contribution took 176.
+/// A record as this node holds it: the fields of a [`PlacementRecord`] with its name
+/// and its address (in its wire form) side by side in the table's byte [`Arena`], its
+/// tokens in the table's token [`Arena`], and its location as an index into the
+/// table's distinct [`Locations`] (nearly every member shares one of a few). Its
+/// contribution to the ring digest is computed again when it is replaced, from what
+/// it holds ([`ring_contribution`]). 40 bytes, whatever the address type: with a
+/// `SocketAddr` the record held 80 (the address alone took 32, where its wire form
+/// takes 7 for IPv4), and before the arenas 176.
 #[derive(Clone, Debug)]
-struct Held<A> {
-    addr: A,
+struct Held {
     generation: u64,
     version: u64,
     epoch: u64,
-    tokens: TokensAt,
-    name: NameAt,
-    location: u32,
+    /// Where the tokens start in the token arena.
+    tokens_at: u32,
+    /// Where the name, and right after it the address, start in the byte arena.
+    ident_at: u32,
+    tokens_len: u16,
+    /// The location's index in [`Locations`] (at most [`MAX_LOCATIONS`] of them).
+    location: u16,
+    name_len: u8,
+    addr_len: u8,
     status: Topology,
+}
+
+impl Held {
+    fn tokens(&self) -> Span {
+        Span {
+            at: self.tokens_at,
+            len: usize::from(self.tokens_len),
+        }
+    }
+
+    fn ident(&self) -> Span {
+        Span {
+            at: self.ident_at,
+            len: usize::from(self.name_len) + usize::from(self.addr_len),
+        }
+    }
 }
 
 /// A record's contribution to the ring digest while it is on the ring: the hash of
@@ -123,148 +144,144 @@ fn ring_contribution(name: &str, epoch: u64, location: &Location, tokens: &[Toke
     stable_hash(&(name, epoch, location, tokens))
 }
 
-/// Where a record's tokens sit in [`TokenArena`]: their block, offset and number.
+/// Where one item sits in an [`Arena`]: its first element's position, and its length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct TokensAt {
-    block: u32,
-    offset: u16,
-    len: u16,
+struct Span {
+    at: u32,
+    len: usize,
 }
 
-/// Tokens per block of [`TokenArena`] (8 KiB; the first block grows to it as a `Vec`
-/// does).
+/// Tokens per block of the token arena (8 KiB): a record holds at most
+/// 4 × 256 (the most vnodes) tokens, checked on receipt, so one always fits.
 const TOKEN_BLOCK: usize = 1024;
 
-/// The held records' tokens, back to back in blocks of [`TOKEN_BLOCK`]: a record's
-/// tokens cost their bytes, without an allocation of their own whose header and
-/// place among a burst's short-lived allocations cost about as much again in resident
-/// memory. A record that takes other tokens leaves its old ones behind as garbage;
-/// once the garbage outgrows the live tokens (and a block), the table copies every
-/// record's tokens into new blocks ([`Records::compact_tokens`]), so the arena holds
-/// at most about twice the live tokens.
-#[derive(Debug, Default)]
-struct TokenArena {
-    blocks: Vec<Vec<Token>>,
+/// Bytes per block of the byte arena: a name (at most [`MAX_NAME_LEN`]) and an
+/// address (at most [`MAX_ADDR_BYTES`]) always fit.
+const BYTE_BLOCK: usize = 4096;
+
+/// The longest address wire form a record may have (its length is held in a byte).
+/// An address type whose postcard form is longer cannot hold a placement record:
+/// such records are refused on receipt.
+pub(crate) const MAX_ADDR_BYTES: usize = 255;
+
+/// Most distinct locations the table holds (their index is held in two bytes): a
+/// record at one more is refused on receipt.
+const MAX_LOCATIONS: usize = u16::MAX as usize;
+
+/// Items of `T` (the held records' tokens; their names and addresses), back to back
+/// in blocks of `BLOCK` elements: an item costs its elements, without an allocation
+/// of its own whose header and place among a burst's short-lived allocations cost
+/// about as much again in resident memory, and is found by a 4-byte position
+/// (`block × BLOCK + offset`: an item never straddles two blocks). The first block
+/// grows to `BLOCK` as a `Vec` does (a table of one record, our own, takes little).
+///
+/// An item that is replaced is left behind as garbage; once the garbage outgrows the
+/// live elements (and a block), the table copies every record's items into a new
+/// arena ([`Records::compact`]), so an arena holds at most about twice its live
+/// elements.
+#[derive(Debug)]
+struct Arena<T, const BLOCK: usize> {
+    blocks: Vec<Vec<T>>,
     live: usize,
     garbage: usize,
 }
 
-impl TokenArena {
-    fn get(&self, at: TokensAt) -> &[Token] {
-        let start = usize::from(at.offset);
+impl<T, const BLOCK: usize> Default for Arena<T, BLOCK> {
+    fn default() -> Self {
+        Arena {
+            blocks: Vec::new(),
+            live: 0,
+            garbage: 0,
+        }
+    }
+}
+
+impl<T: Copy, const BLOCK: usize> Arena<T, BLOCK> {
+    fn get(&self, span: Span) -> &[T] {
+        let (block, offset) = (span.at as usize / BLOCK, span.at as usize % BLOCK);
         self.blocks
-            .get(at.block as usize)
-            .and_then(|b| b.get(start..start + usize::from(at.len)))
+            .get(block)
+            .and_then(|b| b.get(offset..offset + span.len))
             .unwrap_or(&[])
     }
 
-    fn push(&mut self, tokens: &[Token]) -> TokensAt {
-        // Records hold at most 4 × vnodes tokens (checked on receipt); more (only from
-        // a snapshot of another build) are cut rather than break the block arithmetic.
-        let tokens = &tokens[..tokens.len().min(usize::from(u16::MAX))];
-        let len = tokens.len();
+    /// Appends `items`, cut to `BLOCK` (longer ones come only from a snapshot of
+    /// another build; receipt checks the bounds).
+    fn push(&mut self, items: &[T]) -> Span {
+        let items = &items[..items.len().min(BLOCK)];
+        let len = items.len();
         if len == 0 {
-            return TokensAt::default();
+            return Span::default();
         }
-        let room = |b: &Vec<Token>| b.len() + len <= TOKEN_BLOCK.max(b.capacity());
-        if self.blocks.last().is_none_or(|b| !room(b)) {
-            let capacity = if self.blocks.is_empty() {
-                0
-            } else {
-                TOKEN_BLOCK
-            };
-            self.blocks.push(Vec::with_capacity(capacity.max(len)));
+        if self.blocks.last().is_none_or(|b| b.len() + len > BLOCK) {
+            self.blocks.push(Vec::new());
         }
         let block = self.blocks.len() - 1;
         let b = &mut self.blocks[block];
+        if b.len() + len > b.capacity() {
+            // Doubling up to a whole block, never past it.
+            let room = (b.capacity() * 2).clamp(b.len() + len, BLOCK);
+            b.reserve_exact(room - b.len());
+        }
         let offset = b.len();
-        b.extend_from_slice(tokens);
+        b.extend_from_slice(items);
         self.live += len;
-        TokensAt {
-            block: block as u32,
-            offset: offset as u16,
-            len: len as u16,
+        Span {
+            at: u32::try_from(block * BLOCK + offset).unwrap_or(u32::MAX),
+            len,
         }
     }
 
-    /// The tokens at `at` are no longer held.
-    fn free(&mut self, at: TokensAt) {
-        let len = usize::from(at.len);
-        self.live = self.live.saturating_sub(len);
-        self.garbage += len;
+    /// The item at `span` is no longer held.
+    fn free(&mut self, span: Span) {
+        self.live = self.live.saturating_sub(span.len);
+        self.garbage += span.len;
+    }
+
+    /// Whether the garbage outgrew the live elements (and a block).
+    fn wants_compaction(&self) -> bool {
+        self.garbage > self.live.max(BLOCK)
     }
 }
 
-/// Where a name sits in [`Names`]: its block, its offset in it and its length.
-#[derive(Clone, Copy, Debug)]
-struct NameAt {
-    block: u32,
-    offset: u16,
-    len: u16,
+/// A record's name and address as the byte arena holds them, written into `out`:
+/// the name's bytes, then the address's wire form (postcard). Returns the length of
+/// each; the address's is 0 (it cannot be read back) if its wire form is longer than
+/// [`MAX_ADDR_BYTES`], which receipt refuses ([`fits`]).
+fn ident_bytes<A: Address>(
+    name: &str,
+    addr: &A,
+    out: &mut [u8; MAX_NAME_LEN + MAX_ADDR_BYTES],
+) -> (u8, u8) {
+    // A longer name (only from a snapshot of another build: receipt checks it) is
+    // cut at a character boundary.
+    let mut len = name.len().min(MAX_NAME_LEN);
+    while !name.is_char_boundary(len) {
+        len -= 1;
+    }
+    let (head, tail) = out.split_at_mut(len);
+    head.copy_from_slice(&name.as_bytes()[..len]);
+    let addr_len = postcard::to_slice(addr, &mut tail[..MAX_ADDR_BYTES]).map_or(0, |a| a.len());
+    (len as u8, addr_len as u8)
 }
 
-/// Bytes per block of [`Names`] (the first block grows to it as a `String` does).
-const NAME_BLOCK: usize = 4096;
-
-/// The held records' names, back to back in blocks of [`NAME_BLOCK`] bytes: records
-/// are never removed and a record keeps its name (a new record of the name replaces
-/// it in place), so a name is written once and never freed, and costs its bytes
-/// without an allocation of its own. A name never straddles two blocks; names are at
-/// most [`MAX_NAME_LEN`] bytes (checked on receipt), so a block wastes at most that.
-#[derive(Debug, Default)]
-struct Names {
-    blocks: Vec<String>,
-}
-
-impl Names {
-    fn push(&mut self, name: &str) -> NameAt {
-        // A longer name (only from a snapshot of another build) is cut at a character
-        // boundary rather than break the block arithmetic.
-        let mut len = name.len().min(usize::from(u16::MAX));
-        while !name.is_char_boundary(len) {
-            len -= 1;
-        }
-        let name = &name[..len];
-        let room = |b: &String| b.len() + len <= NAME_BLOCK.max(b.capacity());
-        if self.blocks.last().is_none_or(|b| !room(b)) {
-            let capacity = if self.blocks.is_empty() {
-                0
-            } else {
-                NAME_BLOCK
-            };
-            self.blocks.push(String::with_capacity(capacity.max(len)));
-        }
-        let block = self.blocks.len() - 1;
-        let b = &mut self.blocks[block];
-        let offset = b.len();
-        b.push_str(name);
-        NameAt {
-            block: block as u32,
-            offset: offset as u16,
-            len: len as u16,
-        }
-    }
-
-    fn get(&self, at: NameAt) -> &str {
-        let (start, end) = (
-            usize::from(at.offset),
-            usize::from(at.offset) + usize::from(at.len),
-        );
-        self.blocks
-            .get(at.block as usize)
-            .and_then(|b| b.get(start..end))
-            .unwrap_or("")
-    }
+/// Whether `addr`'s wire form fits a held record (see [`MAX_ADDR_BYTES`]).
+fn fits<A: Address>(addr: &A) -> bool {
+    let mut buf = [0u8; MAX_ADDR_BYTES];
+    postcard::to_slice(addr, &mut buf).is_ok()
 }
 
 /// A record as the table holds it, read like a [`PlacementRecord`] (its fields through
 /// methods of the same names); [`to_record`](Self::to_record) makes one.
 #[derive(Debug)]
 pub(crate) struct RecordRef<'a, A> {
-    held: &'a Held<A>,
+    held: &'a Held,
     name: &'a str,
+    /// The address's wire form.
+    addr: &'a [u8],
     tokens: &'a [Token],
     location: &'a Location,
+    kind: PhantomData<fn() -> A>,
 }
 
 impl<A> Clone for RecordRef<'_, A> {
@@ -275,15 +292,16 @@ impl<A> Clone for RecordRef<'_, A> {
 
 impl<A> Copy for RecordRef<'_, A> {}
 
-impl<'a, A: Clone> RecordRef<'a, A> {
+impl<'a, A: Address> RecordRef<'a, A> {
     /// The member's stable name.
     pub fn name(self) -> &'a str {
         self.name
     }
 
-    /// Where the member was last announced to receive datagrams.
-    pub fn addr(self) -> &'a A {
-        &self.held.addr
+    /// Where the member was last announced to receive datagrams (decoded from its
+    /// wire form; `None` only if the table was handed one it cannot read back).
+    pub fn addr(self) -> Option<A> {
+        postcard::from_bytes(self.addr).ok()
     }
 
     /// The process life that wrote the record.
@@ -321,18 +339,18 @@ impl<'a, A: Clone> RecordRef<'a, A> {
         )
     }
 
-    /// The record, as gossiped.
-    pub fn to_record(self) -> PlacementRecord<A> {
-        PlacementRecord {
+    /// The record, as gossiped (`None` as [`addr`](Self::addr)).
+    pub fn to_record(self) -> Option<PlacementRecord<A>> {
+        Some(PlacementRecord {
             name: self.name.into(),
-            addr: self.held.addr.clone(),
+            addr: self.addr()?,
             generation: self.held.generation,
             version: self.held.version,
             epoch: self.held.epoch,
             status: self.held.status,
             location: self.location.clone(),
             tokens: self.tokens.to_vec(),
-        }
+        })
     }
 }
 
@@ -356,12 +374,27 @@ struct Locations {
 }
 
 impl Locations {
-    fn get(&self, ix: u32) -> &Location {
-        self.list.get(ix as usize).map_or(&NOWHERE, |(l, _)| l)
+    fn get(&self, ix: u16) -> &Location {
+        self.list.get(usize::from(ix)).map_or(&NOWHERE, |(l, _)| l)
     }
 
-    /// The index of `location`, counted once more.
-    fn intern(&mut self, seed: u64, location: &Location) -> u32 {
+    /// Whether `location` is held, or there is room for one more.
+    fn has_room_for(&self, seed: u64, location: &Location) -> bool {
+        self.list.len() < MAX_LOCATIONS || !self.free.is_empty() || {
+            let list = &self.list;
+            let hash = SeededState(seed).hash_one(location);
+            self.index
+                .find(hash, |&i| {
+                    list.get(i as usize).is_some_and(|(l, _)| l == location)
+                })
+                .is_some()
+        }
+    }
+
+    /// The index of `location`, counted once more; [`NOWHERE`]'s past
+    /// [`MAX_LOCATIONS`] (receipt refuses such records: see
+    /// [`has_room_for`](Self::has_room_for)).
+    fn intern(&mut self, seed: u64, location: &Location) -> u16 {
         let hash = SeededState(seed).hash_one(location);
         let list = &self.list;
         if let Some(&ix) = self.index.find(hash, |&i| {
@@ -370,7 +403,10 @@ impl Locations {
             if let Some((_, users)) = self.list.get_mut(ix as usize) {
                 *users += 1;
             }
-            return ix;
+            return ix as u16;
+        }
+        if self.free.is_empty() && self.list.len() >= MAX_LOCATIONS {
+            return u16::MAX;
         }
         let ix = match self.free.pop() {
             Some(ix) => {
@@ -389,11 +425,12 @@ impl Locations {
             list.get(i as usize)
                 .map_or(0, |(l, _)| SeededState(seed).hash_one(l))
         });
-        ix
+        ix as u16
     }
 
     /// `ix` is counted once less; dropped when no record holds it.
-    fn release(&mut self, seed: u64, ix: u32) {
+    fn release(&mut self, seed: u64, ix: u16) {
+        let ix = u32::from(ix);
         let Some((location, users)) = self.list.get_mut(ix as usize) else {
             return;
         };
@@ -437,19 +474,21 @@ impl RecordIx {
 #[serde(bound = "A: Address", from = "RecordsRepr<A>")]
 struct Records<A> {
     seed: u64,
-    held: Chunked<Held<A>>,
+    held: Chunked<Held>,
     /// Written as the records' indices in iteration order, and rebuilt from it.
     index: HashTable<u32>,
-    /// The records' names.
-    names: Names,
+    /// The records' names, each followed by its record's address in wire form.
+    idents: Arena<u8, BYTE_BLOCK>,
     /// The records' tokens.
-    tokens: TokenArena,
+    tokens: Arena<Token, TOKEN_BLOCK>,
     /// The records' distinct locations.
     locations: Locations,
     /// Records on the ring (with a contribution).
     on_ring: usize,
     /// The tokens of the records on the ring, as a Bloom filter.
     ring_tokens: TokenFilter,
+    /// The address type the records hold in wire form.
+    kind: PhantomData<fn() -> A>,
 }
 
 /// A held record as a snapshot holds it (and held it before records were compact).
@@ -471,8 +510,15 @@ impl<A: Address> Serialize for HeldSeq<'_, A> {
         // With its length first: postcard cannot write a sequence of unknown length.
         let mut seq = s.serialize_seq(Some(t.held.len()))?;
         for h in t.held.iter() {
+            // Every held address was written from an `A` (receipt refuses the ones
+            // that do not fit), so it reads back.
+            let Some(record) = t.view(h).to_record() else {
+                return Err(serde::ser::Error::custom(
+                    "a held address does not read back",
+                ));
+            };
             seq.serialize_element(&HeldRepr {
-                record: t.view(h).to_record(),
+                record,
                 contribution: t.contribution(h),
             })?;
         }
@@ -515,10 +561,17 @@ struct TokenFilter {
     room: usize,
 }
 
-/// Filter bits per token it has room for, and hashes per token: about 0.2 % false
-/// positives per token when full (3 % of 16-token records then scan the table).
-const FILTER_BITS_PER_TOKEN: usize = 16;
-const FILTER_HASHES: u64 = 4;
+/// Filter bits per token it has room for, and hashes per token: about 0.26 % false
+/// positives per token when full (4 % of 16-token records then scan the table), and
+/// fewer before. Six hashes where four would do at 16 bits: the same false positives
+/// in 13 bits, and the filter is a tenth of a member's memory.
+const FILTER_BITS_PER_TOKEN: usize = 13;
+const FILTER_HASHES: u64 = 6;
+
+/// A rebuilt filter has room for a quarter as many tokens again as the ring holds:
+/// rebuilt after every quarter of growth (each rebuild O(tokens), so a join still
+/// costs O(tokens) in all), and about 16 bits per token right after.
+const FILTER_SLACK: usize = 4;
 
 impl TokenFilter {
     /// An empty filter with room for `room` tokens (at least 256).
@@ -573,22 +626,23 @@ impl<A: Address> From<RecordsRepr<A>> for Records<A> {
             seed: r.seed,
             held: Chunked::default(),
             index: HashTable::with_capacity(r.index.len()),
-            names: Names::default(),
-            tokens: TokenArena::default(),
+            idents: Arena::default(),
+            tokens: Arena::default(),
             locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::default(),
+            kind: PhantomData,
         };
         for h in r.held {
-            let name = t.names.push(&h.record.name);
+            let (ident, name_len, addr_len) = t.push_ident(&h.record.name, &h.record.addr);
             let tokens = t.tokens.push(&h.record.tokens);
-            let held = t.hold(h.record, name, tokens);
+            let held = t.hold(h.record, (ident, name_len, addr_len), tokens);
             t.held.push(held);
         }
         t.on_ring = t.held.iter().filter(|h| h.status.is_on_ring()).count();
         t.rebuild_filter();
         for ix in r.index {
-            if let Some(name) = t.held.get(ix).map(|h| String::from(t.names.get(h.name))) {
+            if let Some(name) = t.held.get(ix).map(|h| String::from(t.name_of(h))) {
                 t.index_insert(&name, ix);
             }
         }
@@ -602,22 +656,41 @@ impl<A: Address> Records<A> {
             seed: hasher.0,
             held: Chunked::default(),
             index: HashTable::new(),
-            names: Names::default(),
-            tokens: TokenArena::default(),
+            idents: Arena::default(),
+            tokens: Arena::default(),
             locations: Locations::default(),
             on_ring: 0,
             ring_tokens: TokenFilter::with_room(0),
+            kind: PhantomData,
         }
     }
 
-    /// `record` in its held form, its name at `name` (see [`Names`]), its tokens at
-    /// `tokens` (see [`TokenArena`]) and its location interned.
-    fn hold(&mut self, record: PlacementRecord<A>, name: NameAt, tokens: TokensAt) -> Held<A> {
+    /// Whether the table can hold `record`: its address's wire form fits, and its
+    /// location is held or there is room for one more.
+    fn can_hold(&self, record: &PlacementRecord<A>) -> bool {
+        fits(&record.addr) && self.locations.has_room_for(self.seed, &record.location)
+    }
+
+    /// Writes a name and an address into the byte arena: where they start, and
+    /// their lengths.
+    fn push_ident(&mut self, name: &str, addr: &A) -> (u32, u8, u8) {
+        let mut buf = [0u8; MAX_NAME_LEN + MAX_ADDR_BYTES];
+        let (name_len, addr_len) = ident_bytes(name, addr, &mut buf);
+        let len = usize::from(name_len) + usize::from(addr_len);
+        (self.idents.push(&buf[..len]).at, name_len, addr_len)
+    }
+
+    /// `record` in its held form, its name and address at `ident` (see
+    /// [`push_ident`](Self::push_ident)), its tokens at `tokens`, its location
+    /// interned.
+    fn hold(&mut self, record: PlacementRecord<A>, ident: (u32, u8, u8), tokens: Span) -> Held {
         Held {
             location: self.locations.intern(self.seed, &record.location),
-            name,
-            tokens,
-            addr: record.addr,
+            ident_at: ident.0,
+            name_len: ident.1,
+            addr_len: ident.2,
+            tokens_at: tokens.at,
+            tokens_len: u16::try_from(tokens.len).unwrap_or(u16::MAX),
             generation: record.generation,
             version: record.version,
             epoch: record.epoch,
@@ -625,42 +698,60 @@ impl<A: Address> Records<A> {
         }
     }
 
-    /// The held record `h`, with its name and location.
-    fn view<'a>(&'a self, h: &'a Held<A>) -> RecordRef<'a, A> {
+    /// The name of `h`, as bytes.
+    fn name_bytes<'a>(idents: &'a Arena<u8, BYTE_BLOCK>, h: &Held) -> &'a [u8] {
+        let ident = idents.get(h.ident());
+        ident.get(..usize::from(h.name_len)).unwrap_or(ident)
+    }
+
+    /// The name of `h` (it was a `str` when written, and is cut at a boundary).
+    fn name_of(&self, h: &Held) -> &str {
+        core::str::from_utf8(Self::name_bytes(&self.idents, h)).unwrap_or("")
+    }
+
+    /// The held record `h`, with its name, address and location.
+    fn view<'a>(&'a self, h: &'a Held) -> RecordRef<'a, A> {
+        let ident = self.idents.get(h.ident());
+        let (name, addr) = ident.split_at(usize::from(h.name_len).min(ident.len()));
         RecordRef {
             held: h,
-            name: self.names.get(h.name),
-            tokens: self.tokens.get(h.tokens),
+            name: core::str::from_utf8(name).unwrap_or(""),
+            addr,
+            tokens: self.tokens.get(h.tokens()),
             location: self.locations.get(h.location),
+            kind: PhantomData,
         }
     }
 
-    /// Copies every record's tokens into new blocks, leaving the garbage behind.
-    fn compact_tokens(&mut self) {
-        let mut fresh = TokenArena::default();
+    /// Copies every record's items into new arenas, leaving the garbage behind.
+    fn compact(&mut self) {
+        let (mut idents, mut tokens) = (Arena::default(), Arena::default());
         for ix in 0..self.held.len() as u32 {
-            let Some(at) = self
-                .held
-                .get(ix)
-                .map(|h| fresh.push(self.tokens.get(h.tokens)))
-            else {
+            let Some((ident, tokens_at)) = self.held.get(ix).map(|h| {
+                (
+                    idents.push(self.idents.get(h.ident())).at,
+                    tokens.push(self.tokens.get(h.tokens())).at,
+                )
+            }) else {
                 continue;
             };
             if let Some(h) = self.held.get_mut(ix) {
-                h.tokens = at;
+                h.ident_at = ident;
+                h.tokens_at = tokens_at;
             }
         }
-        self.tokens = fresh;
+        self.idents = idents;
+        self.tokens = tokens;
     }
 
     /// The contribution of `h` to the ring digest, while it is on the ring.
-    fn contribution(&self, h: &Held<A>) -> Option<u64> {
+    fn contribution(&self, h: &Held) -> Option<u64> {
         h.status.is_on_ring().then(|| {
             ring_contribution(
-                self.names.get(h.name),
+                self.name_of(h),
                 h.epoch,
                 self.locations.get(h.location),
-                self.tokens.get(h.tokens),
+                self.tokens.get(h.tokens()),
             )
         })
     }
@@ -670,14 +761,14 @@ impl<A: Address> Records<A> {
         self.held.get(ix).map(|h| self.view(h))
     }
 
-    /// Refills the token filter from the records on the ring, with room for half as
-    /// many again.
+    /// Refills the token filter from the records on the ring, with room for a
+    /// [`FILTER_SLACK`]th as many again.
     fn rebuild_filter(&mut self) {
         let on_ring = || self.held.iter().filter(|h| h.status.is_on_ring());
-        let tokens: usize = on_ring().map(|h| usize::from(h.tokens.len)).sum();
-        let mut filter = TokenFilter::with_room(tokens + tokens / 2);
+        let tokens: usize = on_ring().map(|h| usize::from(h.tokens_len)).sum();
+        let mut filter = TokenFilter::with_room(tokens + tokens / FILTER_SLACK);
         for h in on_ring() {
-            for &t in self.tokens.get(h.tokens) {
+            for &t in self.tokens.get(h.tokens()) {
                 filter.insert(self.seed, t);
             }
         }
@@ -696,10 +787,11 @@ impl<A: Address> Records<A> {
     }
 
     fn find(&self, name: &str) -> Option<u32> {
-        let (held, names) = (&self.held, &self.names);
+        let (held, idents) = (&self.held, &self.idents);
         self.index
             .find(Self::hash(self.seed, name), |&ix| {
-                held.get(ix).is_some_and(|h| names.get(h.name) == name)
+                held.get(ix)
+                    .is_some_and(|h| Self::name_bytes(idents, h) == name.as_bytes())
             })
             .copied()
     }
@@ -718,8 +810,11 @@ impl<A: Address> Records<A> {
     }
 
     fn index_insert(&mut self, name: &str, ix: u32) {
-        let (seed, held, names) = (self.seed, &self.held, &self.names);
-        let name_at = |i: u32| held.get(i).map(|h| names.get(h.name));
+        let (seed, held, idents) = (self.seed, &self.held, &self.idents);
+        let name_at = |i: u32| {
+            held.get(i)
+                .and_then(|h| core::str::from_utf8(Self::name_bytes(idents, h)).ok())
+        };
         self.index
             .entry(
                 Self::hash(seed, name),
@@ -741,7 +836,7 @@ impl<A: Address> Records<A> {
         self.held
             .iter()
             .filter(|h| h.status.is_on_ring())
-            .map(|h| self.names.get(h.name))
+            .map(|h| self.name_of(h))
     }
 
     /// Puts `record` in (replacing any record of its name) with its contribution;
@@ -751,14 +846,21 @@ impl<A: Address> Records<A> {
         // gives a contribution exactly to the records on the ring.
         debug_assert_eq!(contribution.is_some(), record.status.is_on_ring());
         let found = self.find(&record.name);
-        // A record replaces its name's in place and keeps its name's bytes, and its
-        // tokens' when they are the same (a new version, Joining to Normal).
-        let (name, old_tokens) = match found.and_then(|ix| self.held.get(ix)) {
-            Some(h) => (h.name, Some(h.tokens)),
-            None => (self.names.push(&record.name), None),
+        // A record replaces its name's in place and keeps its name's and address's
+        // bytes when the address is the same, and its tokens' when they are the same
+        // (a new version, Joining to Normal).
+        let old = found.and_then(|ix| self.held.get(ix));
+        let (old_ident, old_tokens) = (old.map(Held::ident), old.map(Held::tokens));
+        let mut buf = [0u8; MAX_NAME_LEN + MAX_ADDR_BYTES];
+        let (name_len, addr_len) = ident_bytes(&record.name, &record.addr, &mut buf);
+        let ident = &buf[..usize::from(name_len) + usize::from(addr_len)];
+        let same_ident = old_ident.filter(|&at| self.idents.get(at) == ident);
+        let ident = match same_ident {
+            Some(at) => at.at,
+            None => self.idents.push(ident).at,
         };
-        let same = old_tokens.filter(|&at| *self.tokens.get(at) == *record.tokens);
-        let tokens = match same {
+        let same_tokens = old_tokens.filter(|&at| *self.tokens.get(at) == *record.tokens);
+        let tokens = match same_tokens {
             Some(at) => at,
             None => self.tokens.push(&record.tokens),
         };
@@ -771,7 +873,7 @@ impl<A: Address> Records<A> {
                 self.ring_tokens.insert(self.seed, t);
             }
         }
-        let held = self.hold(record, name, tokens);
+        let held = self.hold(record, (ident, name_len, addr_len), tokens);
         self.on_ring += usize::from(contribution.is_some());
         match found {
             Some(ix) => {
@@ -780,20 +882,23 @@ impl<A: Address> Records<A> {
                     // Before its location is released (and maybe dropped).
                     let contribution = self.contribution(&h);
                     self.locations.release(self.seed, h.location);
-                    if same.is_none() {
-                        self.tokens.free(h.tokens);
+                    if same_ident.is_none() {
+                        self.idents.free(h.ident());
+                    }
+                    if same_tokens.is_none() {
+                        self.tokens.free(h.tokens());
                     }
                     contribution
                 });
                 self.on_ring -= usize::from(old.is_some());
-                if self.tokens.garbage > self.tokens.live.max(TOKEN_BLOCK) {
-                    self.compact_tokens();
+                if self.idents.wants_compaction() || self.tokens.wants_compaction() {
+                    self.compact();
                 }
                 old
             }
             None => {
                 let ix = self.held.push(held);
-                let name = String::from(self.names.get(name));
+                let name = String::from(self.held.get(ix).map_or("", |h| self.name_of(h)));
                 self.index_insert(&name, ix);
                 None
             }
@@ -1065,13 +1170,16 @@ impl<A: Address> Placement<A> {
         if old.is_none() && self.records.len() >= self.max_records {
             return (Received::Refused, None);
         }
+        if !self.records.can_hold(&record) {
+            return (Received::Refused, None);
+        }
         if let Some(old) = old.filter(|r| r.status().is_on_ring()) {
             let keeps_tokens = record.epoch == old.epoch() && *record.tokens == *old.tokens();
             let departs = matches!(record.status, Topology::Left | Topology::Removed);
             if !keeps_tokens && !departs {
                 return (Received::Refused, None);
             }
-            if record.status == Topology::Removed && is_live(old.addr()) {
+            if record.status == Topology::Removed && old.addr().is_some_and(|a| is_live(&a)) {
                 return (Received::Refused, None);
             }
         }
@@ -1195,13 +1303,16 @@ impl<A: Address> Placement<A> {
         if record.status().is_gone() {
             return Err(RemoveError::AlreadyGone);
         }
-        if liveness(members, record.addr(), &self.mine.addr).is_live() {
+        if record
+            .addr()
+            .is_some_and(|a| liveness(members, &a, &self.mine.addr).is_live())
+        {
             return Err(RemoveError::NotDead);
         }
         let removal = PlacementRecord {
             status: Topology::Removed,
             tokens: Vec::new(),
-            ..record.to_record()
+            ..record.to_record().ok_or(RemoveError::Unknown)?
         };
         self.store(removal.clone());
         Ok(removal)
@@ -1421,10 +1532,11 @@ impl<A: Address> Placement<A> {
         self.rebuild();
         let replica = |o: &Owner| {
             let r = self.records.get(&o.name)?;
+            let addr = r.addr()?;
             Some(Replica {
-                id: NodeId::new(r.addr().clone(), r.generation()),
+                state: liveness(members, &addr, &self.mine.addr),
+                id: NodeId::new(addr, r.generation()),
                 name: r.name().into(),
-                state: liveness(members, r.addr(), &self.mine.addr),
                 topology: r.status(),
             })
         };
@@ -1501,7 +1613,8 @@ impl<A: Address> Placement<A> {
                 && self
                     .records
                     .get(name)
-                    .is_some_and(|r| liveness(members, r.addr(), me).is_live())
+                    .and_then(RecordRef::addr)
+                    .is_some_and(|a| liveness(members, &a, me).is_live())
         });
         match missing.and_then(|name| self.agreement.segment_of(name)) {
             None => {
@@ -1562,7 +1675,7 @@ pub(crate) enum AgreementReceipt<A> {
 }
 
 /// The ring owner of a record.
-fn owner_of<A: Clone>(r: RecordRef<'_, A>) -> Owner {
+fn owner_of<A: Address>(r: RecordRef<'_, A>) -> Owner {
     Owner {
         epoch: r.epoch(),
         name: r.name().into(),
@@ -1691,7 +1804,7 @@ mod tests {
         let before = x.digest();
         assert!(feed(&mut x, moved).0);
         assert_eq!(x.digest(), before);
-        assert_eq!(x.record("a").map(|r| *r.addr()), Some(9));
+        assert_eq!(x.record("a").and_then(RecordRef::addr), Some(9));
         // A joiner is not on the ring; a new Normal member is.
         feed(&mut x, record("d", 5, Topology::Normal, vec![40]));
         assert_ne!(x.digest(), before);
@@ -1773,7 +1886,7 @@ mod tests {
         let check = |p: &Placement<u32>| {
             for r in &sent {
                 assert_eq!(
-                    p.record(&r.name).map(RecordRef::to_record).as_ref(),
+                    p.record(&r.name).and_then(RecordRef::to_record).as_ref(),
                     Some(r)
                 );
             }
@@ -1782,13 +1895,52 @@ mod tests {
         let bytes = postcard::to_allocvec(&p.records).expect("serialize");
         p.records = postcard::from_bytes(&bytes).expect("deserialize");
         check(&p);
-        // Replacing a record keeps its name's bytes: no name is written twice.
-        let names: usize = p.records.names.blocks.iter().map(String::len).sum();
+        // Replacing a record at the same address keeps its name's and address's
+        // bytes: nothing is written twice.
+        let bytes = |p: &Placement<u32>| p.records.idents.blocks.iter().map(Vec::len).sum();
+        let before: usize = bytes(&p);
         let mut again = sent[7].clone();
         again.version = 9;
-        assert!(feed(&mut p, again).0);
-        let after: usize = p.records.names.blocks.iter().map(String::len).sum();
-        assert_eq!(names, after);
+        assert!(feed(&mut p, again.clone()).0);
+        assert_eq!(bytes(&p), before);
+        assert_eq!(p.records.idents.garbage, 0);
+        // A new address is written anew, and the old bytes are garbage.
+        again.version = 10;
+        again.addr = 70_000;
+        assert!(feed(&mut p, again.clone()).0);
+        assert!(bytes(&p) > before);
+        assert!(p.records.idents.garbage > 0);
+        assert_eq!(
+            p.record(&again.name).and_then(RecordRef::to_record),
+            Some(again)
+        );
+    }
+
+    #[test]
+    fn a_record_whose_address_cannot_be_held_is_refused() {
+        let mut p: Placement<String> =
+            Placement::new(&config(), &NodeId::new("me".into(), 10), SeededState(1));
+        let long = PlacementRecord {
+            name: "far".into(),
+            addr: "a".repeat(MAX_ADDR_BYTES),
+            generation: 5,
+            version: 1,
+            epoch: 0,
+            status: Topology::Joining,
+            location: Location::default(),
+            tokens: Vec::new(),
+        };
+        let (received, _) = p.on_record(long.clone(), &|_| false, &mut |_| {});
+        assert_eq!(received, Received::Refused);
+        assert!(p.record("far").is_none());
+        // Two bytes shorter (its length prefix takes two) fits, and reads back.
+        let fits = PlacementRecord {
+            addr: "a".repeat(MAX_ADDR_BYTES - 2),
+            ..long
+        };
+        let (received, _) = p.on_record(fits.clone(), &|_| false, &mut |_| {});
+        assert_eq!(received, Received::News);
+        assert_eq!(p.record("far").and_then(RecordRef::to_record), Some(fits));
     }
 
     #[test]
@@ -1829,7 +1981,7 @@ mod tests {
         assert_eq!(p.records.tokens.garbage, before);
         for r in &sent {
             assert_eq!(
-                p.record(&r.name).map(RecordRef::to_record).as_ref(),
+                p.record(&r.name).and_then(RecordRef::to_record).as_ref(),
                 Some(r)
             );
         }
