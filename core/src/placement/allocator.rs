@@ -103,17 +103,20 @@ pub fn allocate_tokens_many<N>(
     rf: usize,
     rng: &mut impl rand_core::RngCore,
 ) -> Vec<Vec<Token>> {
-    allocate_grouped(ring, joiners, count, rf, &[], rng)
+    allocate_grouped(ring, joiners, count, rf, &[], usize::MAX, rng)
 }
 
 /// [`allocate_tokens_many`] where the owners (the ring's by id, then the joiners) are
-/// in replication groups `groups`, or each its own group when `groups` is empty.
+/// in replication groups `groups`, or each its own group when `groups` is empty,
+/// and where only joiner `last`'s tokens are wanted: allocation stops once they are
+/// known (see `Allocator::allocate`), and some later joiners get none.
 fn allocate_grouped<N>(
     ring: &Ring<N>,
     joiners: usize,
     count: usize,
     rf: usize,
     groups: &[usize],
+    last: usize,
     rng: &mut impl rand_core::RngCore,
 ) -> Vec<Vec<Token>> {
     if joiners == 0 {
@@ -123,11 +126,11 @@ fn allocate_grouped<N>(
         let first = random_tokens(count, rng);
         let seed = Ring::new([(0u8, first.clone())]);
         let mut out = alloc::vec![first];
-        if seed.is_empty() {
+        if seed.is_empty() || last == 0 {
             out.resize(joiners, Vec::new());
         } else {
             // The seed is owner 0, the first joiner: the groups line up as before.
-            let rest = allocate_grouped(&seed, joiners - 1, count, rf, groups, rng);
+            let rest = allocate_grouped(&seed, joiners - 1, count, rf, groups, last - 1, rng);
             out.extend(rest);
         }
         return out;
@@ -139,7 +142,7 @@ fn allocate_grouped<N>(
         joiners,
         groups.to_vec(),
     )
-    .allocate(count, rng)
+    .allocate(count, last, rng)
 }
 
 /// Chooses `count` tokens for each joiner of `joiners` (given by location) joining
@@ -163,8 +166,24 @@ pub fn allocate_tokens_located<N: Clone + Ord>(
     replication: &Replication,
     rng: &mut impl rand_core::RngCore,
 ) -> Vec<Vec<Token>> {
+    allocate_located_upto(ring, joiners, count, replication, usize::MAX, rng)
+}
+
+/// [`allocate_tokens_located`] when only joiner `upto`'s tokens are wanted (a joiner
+/// of a joint allocation takes its own share): the same tokens for it, at the cost
+/// of the allocation up to its batch (about half the whole on average). The other
+/// joiners' tokens are those of the full allocation or empty.
+pub(crate) fn allocate_located_upto<N: Clone + Ord>(
+    ring: &Ring<N>,
+    joiners: &[Location],
+    count: usize,
+    replication: &Replication,
+    upto: usize,
+    rng: &mut impl rand_core::RngCore,
+) -> Vec<Vec<Token>> {
     let Replication::PerDatacenter(_) = replication else {
-        return allocate_tokens_many(ring, joiners.len(), count, replication.total(), rng);
+        let rf = replication.total();
+        return allocate_grouped(ring, joiners.len(), count, rf, &[], upto, rng);
     };
     let mut out = alloc::vec![Vec::new(); joiners.len()];
     let mut dcs: Vec<&str> = joiners.iter().map(|l| l.datacenter.as_str()).collect();
@@ -198,11 +217,25 @@ pub fn allocate_tokens_located<N: Clone + Ord>(
         } else {
             Vec::new()
         };
-        let tokens = allocate_grouped(&sub, mine.len(), count, rf, &groups, rng);
+        // Within the datacenter of `upto`, up to it; the datacenters after it draw
+        // from the RNG later, so they cannot change its tokens and are skipped.
+        let last = mine.iter().position(|&k| k == upto);
+        let tokens = allocate_grouped(
+            &sub,
+            mine.len(),
+            count,
+            rf,
+            &groups,
+            last.unwrap_or(usize::MAX),
+            rng,
+        );
         for (k, t) in mine.into_iter().zip(tokens) {
             if let Some(slot) = out.get_mut(k) {
                 *slot = t;
             }
+        }
+        if last.is_some() {
+            break;
         }
     }
     out
@@ -482,6 +515,44 @@ mod tests {
         let claims = core::iter::once((0u32, first, rack(0)))
             .chain((1u32..).zip(many).map(|(id, t)| (id, t, rack(id))));
         (Ring::new_located(claims), elapsed)
+    }
+
+    #[test]
+    fn a_joiner_allocating_up_to_itself_gets_its_tokens_of_the_full_allocation() {
+        let dc = |d: u32, r: u32| Location::new(format!("dc{d}"), format!("rack{r}"));
+        for seed in 0..4u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            // An empty ring, a one-node ring and a ten-node ring over two datacenters.
+            let rings: Vec<Ring<u32>> = vec![
+                Ring::default(),
+                Ring::new_located([(0u32, random_tokens(16, &mut rng), dc(0, 0))]),
+                Ring::new_located(
+                    (0..10u32).map(|i| (i, random_tokens(16, &mut rng), dc(i % 2, i % 3))),
+                ),
+            ];
+            let joiners: Vec<Location> = (0..40u32).map(|i| dc(i % 2, i % 5)).collect();
+            let replications = [
+                Replication::Simple(3),
+                Replication::PerDatacenter(vec![("dc0".into(), 3), ("dc1".into(), 2)]),
+            ];
+            for ring in &rings {
+                for replication in &replications {
+                    let draw = |upto: usize| {
+                        let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+                        allocate_located_upto(ring, &joiners, 8, replication, upto, &mut rng)
+                    };
+                    let full = draw(usize::MAX);
+                    assert!(full.iter().all(|t| t.len() == 8));
+                    for k in [0, 1, 2, 7, 20, 38, 39] {
+                        let part = draw(k);
+                        assert_eq!(part.len(), joiners.len());
+                        assert_eq!(part[k], full[k], "seed {seed}, joiner {k}");
+                    }
+                    // Stopping early skips work: some later joiner gets nothing.
+                    assert!(draw(0).iter().any(Vec::is_empty), "seed {seed}");
+                }
+            }
+        }
     }
 
     /// Balance of a joint join at rf 1 and 3, beside joining one at a time; and

@@ -418,15 +418,20 @@ impl Allocator {
     /// clusters of adjacent oversized ranges, which the `rf` term then forbids
     /// anyone to split: splitting one would hand the new token a huge `rf` span.
     /// One joiner is a single batch, exactly the single-joiner allocation.
+    /// Allocates `count` tokens to each joiner, batch by batch, and stops after the
+    /// batch that holds joiner `last`: a batch's tokens depend only on the batches
+    /// before it, so joiner `last` gets the tokens a full allocation gives it, and
+    /// the joiners of later batches get none.
     pub(super) fn allocate(
         mut self,
         count: usize,
+        last: usize,
         rng: &mut impl rand_core::RngCore,
     ) -> Vec<Vec<Token>> {
         let joiners = self.placed.len();
         let mut out = alloc::vec![Vec::with_capacity(count.min(1 << 16)); joiners];
         let mut lo = 0;
-        while lo < joiners {
+        while lo < joiners && lo <= last {
             let hi = lo + ((self.first_new + lo) / BATCH_DIV).clamp(1, joiners - lo);
             self.batch = (lo, hi);
             let mut heap = self.queue(count);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use rand_core::RngCore;
 
 use super::agreement::{Agreement, Merged};
-use super::allocator::{ALLOCATION_RF, allocate_tokens_located, random_tokens};
+use super::allocator::{ALLOCATION_RF, allocate_located_upto, random_tokens};
 use super::murmur::token_for;
 use super::ring::{Location, Replication, Ring, Token};
 use super::topology::{
@@ -1446,7 +1446,7 @@ impl<A: Address> Placement<A> {
             Replication::PerDatacenter(_) => Replication::PerDatacenter(alloc::vec![(dc, rf)]),
         };
         let mut all =
-            allocate_tokens_located(&base, &locations, self.vnodes, &replication, &mut rng);
+            allocate_located_upto(&base, &locations, self.vnodes, &replication, me, &mut rng);
         let tokens = if me < all.len() {
             all.swap_remove(me)
         } else {
