@@ -638,8 +638,17 @@ impl<A: Address> Store<A> {
         if mine.state_hash == theirs.state_hash {
             // Same content, so we hold what they hold; but never trust a watermark past
             // the versions we actually have, nor one about our own state.
+            // Only an owner whose state we hold: a fresh entry's watermark could not
+            // rise (it holds no versions), and one entry per member whose state is
+            // empty on both sides (every member's, until it writes) would cost a
+            // node about 150 bytes per member for nothing.
             if !me {
-                if let Some(st) = self.owner_mut(addr, mine.claim.id.generation) {
+                let generation = mine.claim.id.generation;
+                if let Some(st) = self
+                    .owners
+                    .get_mut(addr)
+                    .filter(|st| st.generation == generation)
+                {
                     st.watermark = st.watermark.max(theirs.watermark.min(st.max_version));
                 }
             }
@@ -1209,5 +1218,48 @@ mod tests {
             &mut out,
         );
         assert!(reply.is_empty());
+    }
+
+    #[test]
+    fn empty_state_on_both_sides_holds_no_entry() {
+        let mut a = store();
+        let mut out = outbox(2);
+        let held = a.held();
+        // Members 4 to 99 have written nothing: their digest entries agree (empty on
+        // both sides), and we hold nothing for them, nor charge anything.
+        for owner in 4..100u32 {
+            let entry = DigestEntry {
+                claim: crate::membership::MemberClaim {
+                    id: NodeId::new(owner, 1),
+                    incarnation: 0,
+                    status: crate::membership::Status::Alive,
+                },
+                state_hash: 0,
+                watermark: 0,
+            };
+            let mut reply = Vec::new();
+            a.reconcile(&3, &entry, &entry, &mut reply, &mut out);
+            assert!(reply.is_empty());
+            assert!(a.get(&owner).is_none(), "owner {owner}");
+        }
+        assert_eq!(a.held(), held);
+        // A member whose state we hold still has its watermark raised.
+        let id = NodeId::new(5, 1);
+        a.write(Instant::ZERO, &id, "x", Some(vec![1]))
+            .expect("fits");
+        let (hash, _) = a.summary(&5, 1);
+        let mut entry = DigestEntry {
+            claim: crate::membership::MemberClaim {
+                id,
+                incarnation: 0,
+                status: crate::membership::Status::Alive,
+            },
+            state_hash: hash,
+            watermark: 0,
+        };
+        let mine = entry.clone();
+        entry.watermark = 1;
+        a.reconcile(&3, &mine, &entry, &mut Vec::new(), &mut out);
+        assert_eq!(a.get(&5).map(|st| st.watermark), Some(1));
     }
 }
