@@ -196,11 +196,7 @@ pub(crate) fn allocate_located_upto<N: Clone + Ord>(
             .filter(|&k| joiners.get(k).is_some_and(|l| l.datacenter == dc))
             .collect();
         // Racks of the owners (by id), then of the joiners, as small integers.
-        let mut racks: Vec<&str> = sub
-            .owner_locations()
-            .iter()
-            .map(|l| l.rack.as_str())
-            .collect();
+        let mut racks: Vec<&str> = sub.owner_locations().map(|l| l.rack.as_str()).collect();
         racks.extend(
             mine.iter()
                 .filter_map(|&k| joiners.get(k))

@@ -33,6 +33,13 @@ pub struct Location {
     pub rack: String,
 }
 
+/// The default location, by reference: the fallback where an index finds no location
+/// (never, as the tables are built), instead of a panic.
+pub(super) static NOWHERE: Location = Location {
+    datacenter: String::new(),
+    rack: String::new(),
+};
+
 impl Default for Location {
     /// `dc1` / `rack1`, Cassandra's defaults, where every node of a [`Ring::new`] sits.
     fn default() -> Self {
@@ -105,15 +112,14 @@ impl Replication {
 }
 
 /// The topology derived from the owners' locations, as small integers for the
-/// replica walk: built once per ring.
+/// replica walk: built once per ring. An owner's rack is its place (the index of
+/// its location among the ring's distinct locations, sorted: see `Ring::place_of`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Topology {
     /// Distinct datacenter names, sorted.
     dcs: Vec<String>,
     /// Per owner id, the index of its datacenter in `dcs`.
-    dc_of: Vec<usize>,
-    /// Per owner id, the index of its rack among all distinct `(dc, rack)` pairs.
-    rack_of: Vec<usize>,
+    dc_of: Vec<u32>,
     /// Per datacenter, how many distinct racks and owners it has.
     racks_in: Vec<usize>,
     nodes_in: Vec<usize>,
@@ -122,13 +128,12 @@ struct Topology {
 }
 
 impl Topology {
-    fn new(locations: &[Location]) -> Self {
-        let mut sorted: Vec<&Location> = locations.iter().collect();
-        sorted.sort_unstable();
-        sorted.dedup();
+    /// From the distinct locations (sorted) and each owner's index among them.
+    fn new(places: &[Location], place_of: &[u32]) -> Self {
         let mut dcs: Vec<String> = Vec::new();
         let mut racks_in: Vec<usize> = Vec::new();
-        for l in &sorted {
+        let mut dc_of_place = Vec::with_capacity(places.len());
+        for l in places {
             if dcs.last() != Some(&l.datacenter) {
                 dcs.push(l.datacenter.clone());
                 racks_in.push(0);
@@ -136,25 +141,24 @@ impl Topology {
             if let Some(r) = racks_in.last_mut() {
                 *r += 1;
             }
+            dc_of_place.push(dcs.len().saturating_sub(1) as u32);
         }
         let mut nodes_in = alloc::vec![0; dcs.len()];
-        let mut dc_of = Vec::with_capacity(locations.len());
-        let mut rack_of = Vec::with_capacity(locations.len());
-        for l in locations {
-            let dc = dcs.binary_search(&l.datacenter).unwrap_or(0);
-            dc_of.push(dc);
-            rack_of.push(sorted.binary_search(&l).unwrap_or(0));
-            if let Some(n) = nodes_in.get_mut(dc) {
+        let dc_of: Vec<u32> = place_of
+            .iter()
+            .map(|&p| dc_of_place.get(p as usize).copied().unwrap_or(0))
+            .collect();
+        for &dc in &dc_of {
+            if let Some(n) = nodes_in.get_mut(dc as usize) {
                 *n += 1;
             }
         }
         Topology {
             dcs,
             dc_of,
-            rack_of,
             racks_in,
             nodes_in,
-            racks: sorted.len(),
+            racks: places.len(),
         }
     }
 }
@@ -198,8 +202,11 @@ pub struct Ring<N> {
     owners: Vec<N>,
     /// Number of distinct owners.
     nodes: usize,
-    /// Per owner id, its location.
-    locations: Vec<Location>,
+    /// The owners' distinct locations, sorted (a cluster has a few: each is held
+    /// once, not once per owner).
+    places: Vec<Location>,
+    /// Per owner id, the index of its location in `places`.
+    place_of: Vec<u32>,
     topology: Topology,
 }
 
@@ -210,7 +217,8 @@ impl<N> Default for Ring<N> {
             ids: Vec::new(),
             owners: Vec::new(),
             nodes: 0,
-            locations: Vec::new(),
+            places: Vec::new(),
+            place_of: Vec::new(),
             topology: Topology::default(),
         }
     }
@@ -269,17 +277,23 @@ impl<N: Clone + Ord> Ring<N> {
             .iter()
             .map(|(_, n)| owners.binary_search(&n).unwrap_or(0) as u32)
             .collect();
-        let locations: Vec<Location> = owners
+        let nowhere = Location::default();
+        let location_of = |n: &N| {
+            located
+                .binary_search_by(|(m, _)| m.cmp(n))
+                .ok()
+                .and_then(|i| located.get(i))
+                .map_or(&nowhere, |(_, l)| l)
+        };
+        let mut places: Vec<&Location> = owners.iter().map(|n| location_of(n)).collect();
+        places.sort_unstable();
+        places.dedup();
+        let place_of: Vec<u32> = owners
             .iter()
-            .map(|n| {
-                located
-                    .binary_search_by(|(m, _)| m.cmp(n))
-                    .ok()
-                    .and_then(|i| located.get(i))
-                    .map_or_else(Location::default, |(_, l)| l.clone())
-            })
+            .map(|n| places.binary_search(&location_of(n)).unwrap_or(0) as u32)
             .collect();
-        let topology = Topology::new(&locations);
+        let places: Vec<Location> = places.into_iter().cloned().collect();
+        let topology = Topology::new(&places, &place_of);
         let owners = owners.into_iter().cloned().collect();
         Ring {
             // Collected from a borrow: collecting `claims.into_iter()` in place would keep
@@ -288,7 +302,8 @@ impl<N: Clone + Ord> Ring<N> {
             ids,
             owners,
             nodes,
-            locations,
+            places,
+            place_of,
             topology,
         }
     }
@@ -301,7 +316,13 @@ impl<N: Clone + Ord> Ring<N> {
 
     /// Where `node` sits, if it holds a token on the ring.
     pub fn location(&self, node: &N) -> Option<&Location> {
-        self.id_of(node).and_then(|id| self.locations.get(id))
+        self.id_of(node).and_then(|id| self.location_at(id))
+    }
+
+    /// The location of owner `id`.
+    fn location_at(&self, id: usize) -> Option<&Location> {
+        let place = self.place_of.get(id)?;
+        self.places.get(*place as usize)
     }
 
     /// The sub-ring of the nodes in datacenter `dc`, with their tokens and
@@ -311,7 +332,7 @@ impl<N: Clone + Ord> Ring<N> {
         let mut tokens: Vec<Vec<Token>> = alloc::vec![Vec::new(); self.nodes];
         for (&t, &id) in self.tokens.iter().zip(&self.ids) {
             let id = id as usize;
-            if self.locations.get(id).is_some_and(|l| l.datacenter == dc) {
+            if self.location_at(id).is_some_and(|l| l.datacenter == dc) {
                 if let Some(v) = tokens.get_mut(id) {
                     v.push(t);
                 }
@@ -321,7 +342,7 @@ impl<N: Clone + Ord> Ring<N> {
             tokens
                 .into_iter()
                 .zip(&self.owners)
-                .zip(&self.locations)
+                .zip(self.owner_locations())
                 .filter(|((t, _), _)| !t.is_empty())
                 .map(|((t, n), l)| (n.clone(), t, l.clone())),
         )
@@ -368,8 +389,11 @@ impl<N> Ring<N> {
     }
 
     /// Each owner's location, by owner id (see [`Ring::owned_tokens`]).
-    pub(super) fn owner_locations(&self) -> &[Location] {
-        &self.locations
+    pub(super) fn owner_locations(&self) -> impl Iterator<Item = &Location> + '_ {
+        let nowhere = &NOWHERE;
+        self.place_of
+            .iter()
+            .map(move |&p| self.places.get(p as usize).unwrap_or(nowhere))
     }
 
     /// Index of the first entry at or after `token`, wrapping past the end to 0.
@@ -486,12 +510,12 @@ impl<N> Ring<N> {
         for step in 0..len {
             let i = (start + step) % len;
             let id = id_at(i);
-            let dc = topo.dc_of.get(id).copied().unwrap_or(0);
+            let dc = topo.dc_of.get(id).map_or(0, |&d| d as usize);
             let rl = racks_left.get(dc).copied().unwrap_or(0);
             if rl == 0 {
                 take(i, dc, out);
             } else {
-                let rack = topo.rack_of.get(id).copied().unwrap_or(0);
+                let rack = self.place_of.get(id).map_or(0, |&p| p as usize);
                 match rack_used.get(rack) {
                     Some(true) => skipped.push((dc, i)),
                     Some(false) if take(i, dc, out) => {
@@ -607,7 +631,7 @@ impl<N> Ring<N> {
                 loads
                     .iter()
                     .zip(&topo.dc_of)
-                    .filter(move |&(_, &d)| d == dc)
+                    .filter(move |&(_, &d)| d as usize == dc)
                     .map(|(&l, _)| l)
             };
             let total: u128 = in_dc().sum();
@@ -656,7 +680,7 @@ impl<N: Hash> Ring<N> {
             h.write_u64(t as u64);
             n.hash(&mut h);
         }
-        for (id, l) in self.locations.iter().enumerate() {
+        for (id, l) in self.owner_locations().enumerate() {
             if !l.is_default() {
                 h.write_u64(id as u64);
                 h.write(l.datacenter.as_bytes());

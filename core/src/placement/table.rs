@@ -19,7 +19,7 @@ use rand_core::RngCore;
 use super::agreement::{Agreement, Merged};
 use super::allocator::{ALLOCATION_RF, allocate_located_upto, random_tokens};
 use super::murmur::token_for;
-use super::ring::{Location, Replication, Ring, Token};
+use super::ring::{Location, NOWHERE, Replication, Ring, Token};
 use super::topology::{
     LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };
@@ -353,13 +353,6 @@ impl<'a, A: Address> RecordRef<'a, A> {
         })
     }
 }
-
-/// Where a record whose location index is unknown sits (never: every held index is
-/// interned); a fallback instead of a panic.
-static NOWHERE: Location = Location {
-    datacenter: String::new(),
-    rack: String::new(),
-};
 
 /// The distinct locations of the held records, each once with the number of records
 /// at it, and a `HashTable` of their indices hashed with the node's seeded hasher. A
