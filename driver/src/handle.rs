@@ -217,6 +217,10 @@ impl Handle {
     /// [`EventFilter::keys`] for the changes of keys with a prefix (on any node),
     /// [`EventFilter::members`] for members' liveness.
     ///
+    /// The subscription starts when the node handles it, in order with this handle's
+    /// other calls (only the node's first subscriber gets the events before it): once
+    /// a later call is answered (say [`Handle::keys`]), it is in place.
+    ///
     /// ```no_run
     /// # fn f(node: grapevine_driver::Handle) {
     /// use grapevine_driver::{Event, EventFilter};

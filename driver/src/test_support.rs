@@ -413,6 +413,10 @@ pub fn application_events_keys_and_a_prompt_shutdown(spawn: impl Spawn, cluster_
             subscriptions.push(node.subscribe(EventFilter::all().with_reserved_keys()));
             subscriptions.push(node.subscribe(EventFilter::keys("user/")));
             subscriptions.push(node.subscribe(EventFilter::members()));
+            // A subscription starts when the node handles it, and the others join at
+            // once: a call answered after them means they are in place (under load
+            // the runtime could otherwise see the joins first, and miss them).
+            node.keys(node.local_addr()).wait().unwrap();
         }
         nodes.push(node);
     }
