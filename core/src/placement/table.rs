@@ -1328,10 +1328,16 @@ impl<A: Address> Placement<A> {
         match (self.mine.status, self.mine.tokens.is_empty()) {
             (Topology::Joining, true) => {
                 self.waited = self.waited.saturating_add(1);
-                let seen = self.joiners_signature();
+                let wave = self.wave();
+                let my_turn = wave.contains(&self.mine.name.as_str());
+                // The picture we would allocate against: the wave and the ring. The
+                // ring digest stands for the base (it is kept as records change, where
+                // hashing the base took O(tokens) every round of every waiting
+                // joiner); with several datacenters a change in another one only
+                // makes us wait a round more.
+                let seen = stable_hash(&(&wave, self.ring_hash));
                 let still = seen == self.seen;
                 self.seen = seen;
-                let my_turn = self.wave().contains(&self.mine.name.as_str());
                 if still && my_turn && (self.waited > LEARN_ROUNDS || self.ready) {
                     self.allocate();
                     self.countdown = RING_DELAY_ROUNDS;
@@ -1372,10 +1378,6 @@ impl<A: Address> Placement<A> {
 
     /// The wave we allocate with and the ring it allocates against: allocation waits
     /// until this holds still for a round.
-    fn joiners_signature(&self) -> u64 {
-        stable_hash(&(self.wave(), self.base_hash()))
-    }
-
     /// The first [`JOIN_WAVE`] Joining members of our datacenter by name (with or without
     /// tokens yet): they allocate together; the next ones once those turned Normal.
     /// Waves keep each joiner's work (and a simulator's) bounded when hundreds join at
@@ -1388,8 +1390,13 @@ impl<A: Address> Placement<A> {
             .filter(|r| r.status() == Topology::Joining && r.location().datacenter == *dc)
             .map(RecordRef::name)
             .collect();
+        // The first JOIN_WAVE by name, without sorting them all (hundreds wait at
+        // once in a mass join, and each asks every round).
+        if names.len() > JOIN_WAVE {
+            names.select_nth_unstable(JOIN_WAVE);
+            names.truncate(JOIN_WAVE);
+        }
         names.sort_unstable();
-        names.truncate(JOIN_WAVE);
         names
     }
 
