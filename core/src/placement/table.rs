@@ -276,7 +276,9 @@ fn fits<A: Address>(addr: &A) -> bool {
 #[derive(Debug)]
 pub(crate) struct RecordRef<'a, A> {
     held: &'a Held,
-    name: &'a str,
+    /// The name's bytes: read as a `str` only when asked for (a scan over the table
+    /// that looks at statuses or tokens never pays for the check).
+    name: &'a [u8],
     /// The address's wire form.
     addr: &'a [u8],
     tokens: &'a [Token],
@@ -295,7 +297,8 @@ impl<A> Copy for RecordRef<'_, A> {}
 impl<'a, A: Address> RecordRef<'a, A> {
     /// The member's stable name.
     pub fn name(self) -> &'a str {
-        self.name
+        // Written from a `str`, cut at a character boundary: always valid.
+        core::str::from_utf8(self.name).unwrap_or("")
     }
 
     /// Where the member was last announced to receive datagrams (decoded from its
@@ -342,7 +345,7 @@ impl<'a, A: Address> RecordRef<'a, A> {
     /// The record, as gossiped (`None` as [`addr`](Self::addr)).
     pub fn to_record(self) -> Option<PlacementRecord<A>> {
         Some(PlacementRecord {
-            name: self.name.into(),
+            name: self.name().into(),
             addr: self.addr()?,
             generation: self.held.generation,
             version: self.held.version,
@@ -708,7 +711,7 @@ impl<A: Address> Records<A> {
         let (name, addr) = ident.split_at(usize::from(h.name_len).min(ident.len()));
         RecordRef {
             held: h,
-            name: core::str::from_utf8(name).unwrap_or(""),
+            name,
             addr,
             tokens: self.tokens.get(h.tokens()),
             location: self.locations.get(h.location),
