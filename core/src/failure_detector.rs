@@ -28,8 +28,6 @@ use crate::wire::{Message, encode_message};
 
 /// Most ping-reqs served at once; more are dropped (they would only amplify a flood).
 const MAX_RELAYS: usize = 64;
-/// Most admission pings awaiting their ack.
-pub(crate) const MAX_ADMISSIONS: usize = 1024;
 
 /// The probe in flight.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -142,8 +140,8 @@ pub(crate) struct Detector<A> {
     pos: usize,
     probe: Option<Probe<A>>,
     relays: Vec<Relay<A>>,
-    /// Admission pings in flight: (address, sequence).
-    admissions: Vec<(A, u32)>,
+    /// The SipHash key of admission cookies (see [`Detector::admit`]).
+    admission_key: [u64; 2],
     #[serde(with = "crate::snapshot::map")]
     suspicions: Map<A, Suspicion<A>>,
     /// Earliest suspicion deadline, cached until the set changes.
@@ -160,16 +158,22 @@ pub(crate) struct Detector<A> {
 }
 
 impl<A: crate::Address> Detector<A> {
-    /// `first_seq` comes from the RNG, so a new life does not reuse the sequence
-    /// numbers of the previous one (a late ack from the old life would match).
-    pub fn new(config: &Config, hasher: SeededState, first_seq: u32) -> Self {
+    /// `first_seq` and `admission_key` come from the RNG, so a new life does not
+    /// reuse the sequence numbers or cookies of the previous one (a late ack from the
+    /// old life would match).
+    pub fn new(
+        config: &Config,
+        hasher: SeededState,
+        first_seq: u32,
+        admission_key: [u64; 2],
+    ) -> Self {
         Detector {
             next_probe: None,
             order: Vec::new(),
             pos: 0,
             probe: None,
             relays: Vec::new(),
-            admissions: Vec::new(),
+            admission_key,
             suspicions: Map::with_hasher(hasher),
             next_suspicion: None,
             seq: first_seq,
@@ -226,6 +230,21 @@ impl<A: crate::Address> Detector<A> {
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
+    }
+
+    /// The sequence number of admission pings to `addr`: SipHash-2-4 (a PRF, the
+    /// hash Linux's SYN cookies use) of the address under this life's secret key, so
+    /// that a sender that cannot read our pings to `addr` cannot forge their ack,
+    /// even knowing the cookies of the addresses it owns.
+    fn admission_cookie(&self, addr: &A) -> u32 {
+        // `SipHasher` is deprecated only as a `HashMap` hasher; SipHash-2-4 itself is
+        // what we want here, and core has no other keyed PRF.
+        #[allow(deprecated)]
+        let mut h =
+            core::hash::SipHasher::new_with_keys(self.admission_key[0], self.admission_key[1]);
+        core::hash::Hash::hash(addr, &mut h);
+        let x = core::hash::Hasher::finish(&h);
+        (x ^ (x >> 32)) as u32
     }
 
     /// Multiplies a base interval by the local health multiplier plus one.
@@ -503,12 +522,8 @@ impl<A: crate::Address> Detector<A> {
             }
             return None;
         }
-        if let Some(i) = self
-            .admissions
-            .iter()
-            .position(|(a, s)| *s == seq && a == from)
-        {
-            return Some(self.admissions.swap_remove(i).0);
+        if seq == self.admission_cookie(from) {
+            return Some(from.clone());
         }
         if let Some(i) = self
             .relays
@@ -525,13 +540,15 @@ impl<A: crate::Address> Detector<A> {
 
     /// A newcomer reached us directly: ping it at once, so that it is confirmed (or
     /// not) within a round trip instead of when its turn in the probe order comes.
-    /// At most [`MAX_ADMISSIONS`] are in flight; the oldest gives way.
+    ///
+    /// The ping's sequence number is a cookie, a keyed hash of the address (as TCP's
+    /// SYN cookies): its ack proves the address without any state kept while the ping
+    /// is in flight. A table of pings in flight must be bounded, and a joiner that
+    /// learns thousands of members at once overflowed it (1,024 entries): the
+    /// members whose entries gave way stayed unconfirmed, were forgotten after
+    /// `UNCONFIRMED_ROUNDS`, and a 10,000-node join never converged.
     pub fn admit<R: RngCore>(&mut self, addr: &A, out: &mut Outbox<A, R>) {
-        if self.admissions.len() >= MAX_ADMISSIONS {
-            self.admissions.remove(0);
-        }
-        let seq = self.next_seq();
-        self.admissions.push((addr.clone(), seq));
+        let seq = self.admission_cookie(addr);
         out.send(
             addr.clone(),
             &[encode_message(&Message::<A>::Ping { seq })],
@@ -742,7 +759,7 @@ mod tests {
     const ME: u32 = 1;
 
     fn detector() -> Detector<u32> {
-        Detector::new(&Config::lan("t"), SeededState(1), 0)
+        Detector::new(&Config::lan("t"), SeededState(1), 0, [1, 2])
     }
 
     /// Our membership, with `others` alive at generation 1, incarnation 0.
@@ -1014,6 +1031,43 @@ mod tests {
         let (target, seq) = open(&mut d, Instant::ZERO, &m, &mut out);
         d.on_ack(&target, seq, &mut out);
         assert_eq!(d.close_probe(&m), None);
+    }
+
+    #[test]
+    fn every_admission_ping_is_answered_however_many_are_in_flight() {
+        // A joiner learns thousands of members at once and pings them all before the
+        // first ack is back. A table of pings in flight held 1,024, and the acks of
+        // the rest proved nothing: those members stayed unconfirmed.
+        const N: u32 = 5_000;
+        let mut d = detector();
+        let mut out = outbox(ME);
+        for a in 2..2 + N {
+            d.admit(&a, &mut out);
+        }
+        let pings: Vec<(u32, u32)> = sent(&mut out)
+            .into_iter()
+            .map(|(to, msgs)| match msgs.first() {
+                Some(Message::Ping { seq }) => (to, *seq),
+                other => panic!("an admission sends a ping first, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(pings.len(), N as usize);
+        for &(to, seq) in &pings {
+            assert_eq!(d.on_ack(&to, seq, &mut out), Some(to), "ack from {to}");
+        }
+        // An ack proves only the address its ping went to, with that ping's number.
+        let (a, seq_a) = pings[0];
+        let (b, seq_b) = pings[1];
+        assert_eq!(d.on_ack(&b, seq_a, &mut out), None, "{a}'s cookie from {b}");
+        assert_eq!(d.on_ack(&a, seq_a ^ 1, &mut out), None, "a wrong number");
+        assert_eq!(d.on_ack(&9_999_999, seq_b, &mut out), None, "from a stranger");
+        // Another life's cookies differ.
+        let other = Detector::<u32>::new(&Config::lan("t"), SeededState(1), 0, [3, 4]);
+        let same = pings
+            .iter()
+            .filter(|(to, seq)| other.admission_cookie(to) == *seq)
+            .count();
+        assert!(same <= 2, "{same} of {N} cookies shared with another key");
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
     pub fn new(config: Config, id: NodeId<A>, mut rng: R) -> Result<Self, ConfigError> {
         config.validate()?;
         let hasher = SeededState(rng.next_u64());
-        let detector = Detector::new(&config, hasher, rng.next_u32());
+        let first_seq = rng.next_u32();
+        let admission_key = [rng.next_u64(), rng.next_u64()];
+        let detector = Detector::new(&config, hasher, first_seq, admission_key);
         let mut node = Node {
             members: Membership::with_unconfirmed_share(
                 id.clone(),
