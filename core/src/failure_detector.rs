@@ -549,11 +549,7 @@ impl<A: crate::Address> Detector<A> {
     /// `UNCONFIRMED_ROUNDS`, and a 10,000-node join never converged.
     pub fn admit<R: RngCore>(&mut self, addr: &A, out: &mut Outbox<A, R>) {
         let seq = self.admission_cookie(addr);
-        out.send(
-            addr.clone(),
-            &[encode_message(&Message::<A>::Ping { seq })],
-            1,
-        );
+        out.send_bare(addr.clone(), &[encode_message(&Message::<A>::Ping { seq })]);
     }
 
     /// A helper could not reach our target either: the fault is probably not ours.
@@ -1060,7 +1056,11 @@ mod tests {
         let (b, seq_b) = pings[1];
         assert_eq!(d.on_ack(&b, seq_a, &mut out), None, "{a}'s cookie from {b}");
         assert_eq!(d.on_ack(&a, seq_a ^ 1, &mut out), None, "a wrong number");
-        assert_eq!(d.on_ack(&9_999_999, seq_b, &mut out), None, "from a stranger");
+        assert_eq!(
+            d.on_ack(&9_999_999, seq_b, &mut out),
+            None,
+            "from a stranger"
+        );
         // Another life's cookies differ.
         let other = Detector::<u32>::new(&Config::lan("t"), SeededState(1), 0, [3, 4]);
         let same = pings

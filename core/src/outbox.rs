@@ -421,6 +421,25 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         max_packets: usize,
         max_bytes: usize,
     ) {
+        self.send_with(to, messages, max_packets, max_bytes, true);
+    }
+
+    /// `messages` in one datagram, with no rumours: for an address that has not proven
+    /// itself. A forged claim can name anyone's address, and every node that hears it
+    /// pings that address once, then a few times more: with rumours each ping would be
+    /// a full datagram, a reflection of a few dozen bytes of claims into kilobytes.
+    pub fn send_bare(&mut self, to: A, messages: &[Vec<u8>]) {
+        self.send_with(to, messages, 1, usize::MAX, false);
+    }
+
+    fn send_with(
+        &mut self,
+        to: A,
+        messages: &[Vec<u8>],
+        max_packets: usize,
+        max_bytes: usize,
+        rumours: bool,
+    ) {
         if to == self.me {
             return;
         }
@@ -451,7 +470,9 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
                 }
                 rest = tail;
             }
-            self.rumours.fill(&mut body, limit);
+            if rumours {
+                self.rumours.fill(&mut body, limit);
+            }
             if body.is_empty() {
                 return;
             }

@@ -105,7 +105,7 @@ fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
     println!(
         "a {}-byte datagram from a non-member source drew {to_victim} bytes to it (ratio {ratio:.2}) \
          and {to_third} bytes to the third party it named; {to_strangers} bytes of probes to the \
-         5 strangers it claimed alive over 60 s (admission before trust is not built yet)",
+         5 strangers it claimed alive over 60 s",
         data.len()
     );
     assert!(ratio <= 3.0, "amplification {ratio:.2} > 3");
@@ -315,4 +315,67 @@ fn one_datagram_of_news_asks_for_no_more_records_than_its_answer_carries() {
     let second = wants(&mut nodes[0], &news(0));
     assert_eq!(second.len(), 12);
     assert!(second.iter().all(|n| !first.contains(n)), "{second:?}");
+}
+
+/// Claims that strangers are alive draw one admission ping to each, and a few retries:
+/// datagrams with nothing but the ping, even while rumours wait to go out. A forged
+/// claim can name any address, and a full datagram of rumours to each would reflect
+/// a few dozen bytes of claims into kilobytes toward whoever the claims name.
+#[test]
+fn admission_pings_to_strangers_carry_no_rumours() {
+    let mut nodes = vec![node(1, None), node(2, None), node(3, None)];
+    nodes[0].join(Instant::ZERO, []);
+    nodes[1].join(Instant::ZERO, [addr(1)]);
+    nodes[2].join(Instant::ZERO, [addr(1)]);
+    common::run(&mut nodes, Instant::ZERO, Instant::from_secs(20));
+    let now = Instant::from_secs(20);
+    let target = &mut nodes[0];
+    for i in 0..8 {
+        target
+            .set(now, &format!("key-{i}"), &[7; 100])
+            .expect("a small write");
+    }
+    assert!(target.rumours_queued() > 0, "rumours wait to go out");
+    while target.poll_transmit().is_some() {}
+
+    // A member (node 2) passes on claims about 20 strangers.
+    let strangers: Vec<SocketAddr> = (0..20u8).map(|i| addr(100 + i)).collect();
+    let mut body = BodyBuilder::new(&NodeId::new(addr(2), 1), 1400 - HEADER_LEN);
+    for s in &strangers {
+        assert!(body.push(&Message::Member(MemberClaim {
+            id: NodeId::new(*s, 1),
+            incarnation: 0,
+            status: Status::Alive,
+        })));
+    }
+    let data = unsealed(body);
+    // Node 2's generation is whatever its life drew; the claims are what matter, so
+    // the datagram is accepted whether or not the sender's life matches.
+    let _ = target.handle_packet(now, addr(2), &data);
+    assert_eq!(target.unconfirmed_members(), strangers.len());
+
+    let (mut pings, mut largest, mut total) = (0, 0, 0);
+    let mut at = now;
+    for _ in 0..600 {
+        while let Some(t) = target.poll_transmit() {
+            if strangers.contains(&t.dest) {
+                pings += 1;
+                largest = largest.max(t.payload.len());
+                total += t.payload.len();
+            }
+        }
+        at = at + grapevine::Duration::from_millis(100);
+        target.handle_timeout(at);
+    }
+    println!(
+        "a {}-byte datagram claiming {} strangers alive drew {pings} datagrams to them in \
+         60 s, {total} bytes, the largest {largest} bytes",
+        data.len(),
+        strangers.len()
+    );
+    assert!(pings >= strangers.len(), "each stranger is pinged");
+    assert!(
+        largest <= HEADER_LEN + 48,
+        "an admission ping of {largest} bytes carries more than the ping"
+    );
 }
