@@ -270,9 +270,15 @@ impl<A: crate::Address> Detector<A> {
             self.order.clear();
             self.pos = 0;
         }
+        // Inside-out Fisher-Yates: the newcomer takes a uniform place among the rest of
+        // the pass and the member it displaces moves to the end, which leaves the rest
+        // a uniform shuffle. Inserting shifted the pass, O(N) per newcomer: a node
+        // that learns 10,000 members moved 200 MB.
         let start = self.pos.min(self.order.len());
         let at = start + below(rng, self.order.len() - start + 1);
-        self.order.insert(at, ix);
+        self.order.push(ix);
+        let last = self.order.len() - 1;
+        self.order.swap(at, last);
     }
 
     /// The member at `ix` was forgotten and its slot may be reused: its places in
@@ -1068,6 +1074,33 @@ mod tests {
             .filter(|(to, seq)| other.admission_cookie(to) == *seq)
             .count();
         assert!(same <= 2, "{same} of {N} cookies shared with another key");
+    }
+
+    #[test]
+    fn newcomers_join_the_pass_under_way_and_each_member_is_probed_once_in_it() {
+        let first: Vec<u32> = (2..12).collect();
+        let mut m = members(&first);
+        let mut d = detector();
+        let mut out = outbox(ME);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(open(&mut d, Instant::ZERO, &m, &mut out).0);
+        }
+        for a in 12..22u32 {
+            m.apply(&alive(a), Instant::ZERO);
+            m.confirm(&a);
+            let ix = m.index_of(&a).expect("a member");
+            d.member_live(ix, m.live_len(), out.rng());
+        }
+        for _ in 0..17 {
+            seen.push(open(&mut d, Instant::ZERO, &m, &mut out).0);
+        }
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (2..22).collect::<Vec<u32>>(),
+            "one pass probes each once"
+        );
     }
 
     #[test]

@@ -136,11 +136,15 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// 42,753 / 9,193, 0x3472_f4dd_e6d1_cbbf / 42,505 / 9,195, 0x5fdf_2293_420f_0e6b /
 /// 40,026 / 9,194). Changed by admission pings that carry no rumours (a forged claim
 /// could point a datagram full of them at any address): the rumours go out on gossip
-/// instead, and a 1,024-node join sees all in 3.6 s instead of 4.7.
+/// instead, and a 1,024-node join sees all in 3.6 s instead of 4.7
+/// (0xf360_72de_5cda_e49d / 42,987 / 9,232, 0xc4d2_0758_48cd_6378 / 41,418 / 9,197,
+/// 0xde37_7a0d_e1a8_3ef0 / 42,177 / 9,237). Changed by a newcomer's place in the probe
+/// pass drawn by swapping (inside-out Fisher-Yates) instead of inserting, O(1) instead
+/// of O(N): the same distribution, another order.
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0xf360_72de_5cda_e49d, 42_987, 9_232)),
-    (2, (0xc4d2_0758_48cd_6378, 41_418, 9_197)),
-    (3, (0xde37_7a0d_e1a8_3ef0, 42_177, 9_237)),
+    (1, (0x9804_9244_e8ea_d308, 42_762, 9_195)),
+    (2, (0x4ea2_e69d_052d_3f82, 41_674, 9_225)),
+    (3, (0x7ba9_b21f_1c23_7ffd, 42_719, 9_193)),
 ];
 
 #[test]
