@@ -713,6 +713,22 @@ impl<A: crate::Address> Membership<A> {
     /// Applies a claim about someone else and keeps the rosters in step; `direct`
     /// when the member itself sent it from its own address.
     pub fn apply_from(&mut self, claim: &MemberClaim<A>, now: Instant, direct: bool) -> Applied<A> {
+        // Most claims a node receives are news it has already (a mass join sends each
+        // member's claim to every node about 4·log10 N times): one lookup settles
+        // them. A claim that does not supersede ours is never implausible and changes
+        // nothing, unless the member still has to take its turn among the unconfirmed.
+        if self.table.get(&claim.id.addr).is_some_and(|m| {
+            !supersedes(claim.rank(), m.rank())
+                && (m.confirmed || m.pos[Roster::Unconfirmed as usize] != NOT_IN)
+        }) {
+            return Applied {
+                change: Change::None,
+                entered_live: false,
+                refused: false,
+                implausible: false,
+                evicted: None,
+            };
+        }
         let known_before = self.table.find(&claim.id.addr).is_some();
         let implausible = self.implausible(claim);
         // A newcomer enters unconfirmed: when unconfirmed members hold their whole share
