@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 
 use common::{TestNode, addr};
 use grapevine::wire::{BodyBuilder, HEADER_LEN, MemberClaim, Message, decode_body};
-use grapevine::{Instant, NodeId, Status};
+use grapevine::{Instant, Status};
 
 fn node(i: u8) -> TestNode {
     common::node("buddy", i, None)
 }
 
-/// Node `to`'s view of the member at `addr`.
+/// Node `n`'s view of the member at `a`.
 fn status_of(n: &TestNode, a: SocketAddr) -> (Status, u64) {
     let m = n.members().find(|m| m.id.addr == a).expect("a member");
     (m.state, m.incarnation)
