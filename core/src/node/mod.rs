@@ -494,12 +494,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
             // member we still suspect, speaking to us from its own address, hears of
             // the suspicion in the reply, and its refutation comes straight back
             // instead of racing our timer through the rumour queues of a lossy cluster.
-            if let Some(m) = self
-                .members
-                .get(&sender.addr)
-                .filter(|m| m.id == sender && m.status == crate::membership::Status::Suspect)
-            {
-                reply.push(encode_message(&Message::Member(m.claim())));
+            if let Some(claim) = self.members.suspicion_of(&sender) {
+                reply.push(encode_message(&Message::Member(claim)));
             }
         }
         if !reply.is_empty() {
