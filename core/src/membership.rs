@@ -626,14 +626,6 @@ impl<A: crate::Address> Membership<A> {
         self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
     }
 
-    /// Our suspicion of the life `id`, as a claim to tell it, if we hold one.
-    pub fn suspicion_of(&self, id: &NodeId<A>) -> Option<MemberClaim<A>> {
-        self.table
-            .get(&id.addr)
-            .filter(|m| m.id == *id && m.status == Status::Suspect)
-            .map(Member::claim)
-    }
-
     /// Our own claim, as we spread it.
     pub fn own_claim(&self) -> MemberClaim<A> {
         let status = if self.lifecycle == Lifecycle::Left {

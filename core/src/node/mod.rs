@@ -489,15 +489,6 @@ impl<A: Address, R: RngCore> Node<A, R> {
         for msg in messages {
             self.on_message(now, &sender, direct, msg, &mut reply);
         }
-        if direct {
-            // Lifeguard's buddy system, for any datagram and not only our probes: a
-            // member we still suspect, speaking to us from its own address, hears of
-            // the suspicion in the reply, and its refutation comes straight back
-            // instead of racing our timer through the rumour queues of a lossy cluster.
-            if let Some(claim) = self.members.suspicion_of(&sender) {
-                reply.push(encode_message(&Message::Member(claim)));
-            }
-        }
         if !reply.is_empty() {
             // Replies go where the datagram came from. A source that is not a member
             // (of any status: a healed partition's other side is "dead" for a while)
