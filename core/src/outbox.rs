@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use rand_core::RngCore;
 
 use crate::config::Config;
-use crate::dissemination::{Class, Rumours, Subject, retransmit_limit};
+use crate::dissemination::{Budget, Class, Limits, Rumours, Subject, retransmit_limit};
 use crate::event::Event;
 use crate::hash::{Map, SeededState, cluster_id};
 use crate::keyring::{Keyring, SEAL_OVERHEAD};
@@ -296,6 +296,18 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.rumour_as(subject, class, bytes);
     }
 
+    /// [`rumour`](Self::rumour) for a member's arrival: half the retransmit budget
+    /// (see [`Budget::Arrival`]).
+    pub fn arrival_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
+        let class = self.class_of(&subject);
+        if self
+            .rumours
+            .push_with(subject, class, Budget::Arrival, bytes)
+        {
+            self.stats.rumours_evicted += 1;
+        }
+    }
+
     /// [`rumour`](Self::rumour) in a class the caller knows better (our own placement
     /// record is a claim about this node).
     pub fn rumour_as(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) {
@@ -449,7 +461,7 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
             0
         };
         let mut left = max_bytes;
-        let limit = retransmit_limit(self.retransmit_mult, self.cluster_size);
+        let limits = Limits::new(self.retransmit_mult, self.cluster_size);
         let mut rest = messages;
         for _ in 0..max_packets.max(1) {
             let budget = self
@@ -471,7 +483,7 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
                 rest = tail;
             }
             if rumours {
-                self.rumours.fill(&mut body, limit);
+                self.rumours.fill(&mut body, limits);
             }
             if body.is_empty() {
                 return;

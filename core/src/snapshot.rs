@@ -48,9 +48,10 @@ use crate::hash::{Map, SeededState, Set, StableHasher};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"GVSN";
-/// The snapshot format this build writes and reads (5: the failure detector keeps an
+/// The snapshot format this build writes and reads (6: each queued rumour keeps its
+/// budget, a member's arrival having a smaller one; 5: the failure detector keeps an
 /// admission-cookie key instead of a table of admission pings in flight).
-pub const SNAPSHOT_VERSION: u16 = 5;
+pub const SNAPSHOT_VERSION: u16 = 6;
 /// Magic, version and check.
 pub(crate) const SNAPSHOT_HEADER_LEN: usize = 14;
 

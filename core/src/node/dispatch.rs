@@ -254,6 +254,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
             .rumour(subject, encode_message(&Message::Member(claim)));
     }
 
+    /// A member's arrival (a new member, or a new life of one) is passed on with
+    /// half the budget: see [`Budget::Arrival`](crate::dissemination::Budget).
+    fn queue_arrival_rumour(&mut self, claim: MemberClaim<A>) {
+        let subject = Subject::Member(claim.id.addr.clone());
+        self.out
+            .arrival_rumour(subject, encode_message(&Message::Member(claim)));
+    }
+
     pub(super) fn queue_suspect_rumour(&mut self, claim: &MemberClaim<A>, accuser: A) {
         let msg = Message::Suspect {
             id: claim.id.clone(),
@@ -375,6 +383,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         match (claim.status, accuser) {
             (Status::Suspect, Some(acc)) => self.queue_suspect_rumour(&claim, acc),
+            (Status::Alive, _) if change == Change::Joined => self.queue_arrival_rumour(claim),
             _ => self.queue_member_rumour(claim),
         }
     }
@@ -387,9 +396,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
         }
         self.members.confirm(addr);
         self.refresh_tree(addr);
+        // A member turns unconfirmed only as a newcomer or a new life: this is its
+        // arrival, unless a verdict came first (then the verdict is the news).
         if let Some(m) = self.members.get(addr) {
             let claim = m.claim();
-            self.queue_member_rumour(claim);
+            if claim.status == Status::Alive {
+                self.queue_arrival_rumour(claim);
+            } else {
+                self.queue_member_rumour(claim);
+            }
         }
     }
 
