@@ -293,25 +293,26 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
     /// Queues a rumour, counting an eviction if the queue was full.
     pub fn rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
         let class = self.class_of(&subject);
-        self.rumour_as(subject, class, bytes);
+        self.queue(subject, class, Budget::Full, bytes);
     }
 
-    /// [`rumour`](Self::rumour) for a member's arrival: half the retransmit budget
-    /// (see [`Budget::Arrival`]).
+    /// [`rumour`](Self::rumour) for a member's arrival, with a smaller budget in a
+    /// large cluster (see [`Budget::Arrival`]).
     pub fn arrival_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
         let class = self.class_of(&subject);
-        if self
-            .rumours
-            .push_with(subject, class, Budget::Arrival, bytes)
-        {
-            self.stats.rumours_evicted += 1;
-        }
+        self.queue(subject, class, Budget::Arrival, bytes);
     }
 
     /// [`rumour`](Self::rumour) in a class the caller knows better (our own placement
     /// record is a claim about this node).
     pub fn rumour_as(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) {
-        if self.rumours.push(subject, class, bytes) {
+        self.queue(subject, class, Budget::Full, bytes);
+    }
+
+    /// Queues a rumour of `class` with `budget`, counting an eviction if the queue
+    /// was full.
+    fn queue(&mut self, subject: Subject<A>, class: Class, budget: Budget, bytes: Vec<u8>) {
+        if self.rumours.push_with(subject, class, budget, bytes) {
             self.stats.rumours_evicted += 1;
         }
     }

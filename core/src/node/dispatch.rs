@@ -254,8 +254,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
             .rumour(subject, encode_message(&Message::Member(claim)));
     }
 
-    /// A member's arrival (a new member, or a new life of one) is passed on with
-    /// half the budget: see [`Budget::Arrival`](crate::dissemination::Budget).
+    /// A member's arrival (a new member, or a new life of one) is passed on with a
+    /// smaller budget in a large cluster: see
+    /// [`Budget::Arrival`](crate::dissemination::Budget).
     fn queue_arrival_rumour(&mut self, claim: MemberClaim<A>) {
         let subject = Subject::Member(claim.id.addr.clone());
         self.out
