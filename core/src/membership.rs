@@ -1013,7 +1013,8 @@ impl<A: crate::Address> Membership<A> {
         self.table.roster_addrs(Roster::Live).map(|m| &m.id.addr)
     }
 
-    /// The indices of the members in [`Membership::live`], in the same order.
+    /// The indices of the live members (alive or suspect, ourselves excluded), in
+    /// roster order.
     pub fn live_ix(&self) -> impl Iterator<Item = MemberIx> + '_ {
         self.table
             .roster(Roster::Live)
