@@ -296,11 +296,11 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.queue(subject, class, Budget::Full, bytes);
     }
 
-    /// [`rumour`](Self::rumour) for a member's arrival, with a smaller budget in a
-    /// large cluster (see [`Budget::Arrival`]).
-    pub fn arrival_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
+    /// [`rumour`](Self::rumour) with a `budget` (a member's arrival has a smaller
+    /// one in a large cluster: see [`Budget::Arrival`]).
+    pub fn member_rumour(&mut self, subject: Subject<A>, budget: Budget, bytes: Vec<u8>) {
         let class = self.class_of(&subject);
-        self.queue(subject, class, Budget::Arrival, bytes);
+        self.queue(subject, class, budget, bytes);
     }
 
     /// [`rumour`](Self::rumour) in a class the caller knows better (our own placement

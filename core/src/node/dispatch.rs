@@ -7,7 +7,7 @@ use rand_core::RngCore;
 
 use super::Node;
 use crate::anti_entropy::{BUCKETS, bucket_of, digest_entry, summary_entry};
-use crate::dissemination::{Class, Subject};
+use crate::dissemination::{Budget, Class, Subject};
 use crate::event::Event;
 use crate::membership::{
     Address, Applied, Change, Compared, MemberClaim, MemberIx, Membership, NodeId, Refutation,
@@ -249,18 +249,19 @@ impl<A: Address, R: RngCore> Node<A, R> {
     // ----- membership changes, fanned out to the parts ------------------------------
 
     pub(super) fn queue_member_rumour(&mut self, claim: MemberClaim<A>) {
-        let subject = Subject::Member(claim.id.addr.clone());
-        self.out
-            .rumour(subject, encode_message(&Message::Member(claim)));
+        self.queue_claim(claim, Budget::Full);
     }
 
     /// A member's arrival (a new member, or a new life of one) is passed on with a
-    /// smaller budget in a large cluster: see
-    /// [`Budget::Arrival`](crate::dissemination::Budget).
+    /// smaller budget in a large cluster: see [`Budget::Arrival`].
     fn queue_arrival_rumour(&mut self, claim: MemberClaim<A>) {
+        self.queue_claim(claim, Budget::Arrival);
+    }
+
+    fn queue_claim(&mut self, claim: MemberClaim<A>, budget: Budget) {
         let subject = Subject::Member(claim.id.addr.clone());
         self.out
-            .arrival_rumour(subject, encode_message(&Message::Member(claim)));
+            .member_rumour(subject, budget, encode_message(&Message::Member(claim)));
     }
 
     pub(super) fn queue_suspect_rumour(&mut self, claim: &MemberClaim<A>, accuser: A) {
