@@ -52,7 +52,7 @@ pub(crate) enum Budget {
     /// The whole limit: news whose loss costs a verdict (suspicions, deaths,
     /// refutations, departures) or that nothing else repairs in time.
     Full,
-    /// A member's arrival: [`arrival_limit`], 12 sends instead of 20 at 10,000
+    /// A member's arrival: [`arrival_share`], 12 sends instead of 20 at 10,000
     /// members. Every node passes on every arrival, so a mass join is N arrivals
     /// forwarded by N nodes, and the last sends of a budget mostly tell nodes what they
     /// know already. A node hears each arrival about as often as each node sends it (12
@@ -66,7 +66,7 @@ pub(crate) enum Budget {
 pub(crate) struct Limits {
     /// [`retransmit_limit`].
     pub full: u32,
-    /// [`arrival_limit`].
+    /// [`arrival_share`].
     pub arrival: u32,
 }
 
@@ -427,6 +427,12 @@ impl<A: crate::Address> Rumours<A> {
     }
 }
 
+/// [`arrival_share`] for a cluster of `n` (tests).
+#[cfg(test)]
+pub(crate) fn arrival_limit(mult: u32, n: usize) -> u32 {
+    arrival_share(mult, retransmit_limit(mult, n))
+}
+
 /// The budget of a member's arrival: `mult · max(⌈d / 2⌉, 3)` for the
 /// [`retransmit_limit`]'s `d = ⌈log10(n + 1)⌉`, never above that limit: the same as
 /// any rumour up to 999 members, 12 sends instead of 16 at 1,000, and 12 instead of
@@ -434,13 +440,8 @@ impl<A: crate::Address> Rumours<A> {
 /// affordable; below three the misses cost more than the sends save (at two decades
 /// of 8 sends instead of 12, a 128-node join converged 0.1–0.5 s later on four
 /// seeds, and a 1,024-node join 0.2–0.8 s later on three, for 5 % fewer bytes).
-#[cfg(test)]
-pub(crate) fn arrival_limit(mult: u32, n: usize) -> u32 {
-    arrival_share(mult, retransmit_limit(mult, n))
-}
-
-/// [`arrival_limit`] from the `full` limit already computed for the same `mult`
-/// (every datagram computes both: the decades are counted once).
+/// It takes the `full` limit already computed for the same `mult`: every datagram
+/// computes both, and the decades are counted once.
 fn arrival_share(mult: u32, full: u32) -> u32 {
     let decades = full / mult.max(1);
     mult.saturating_mul(decades.div_ceil(2).max(3)).min(full)
