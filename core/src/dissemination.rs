@@ -3,8 +3,9 @@
 //!
 //! Rumours are encoded once when queued, so packing a datagram only copies bytes.
 //! Each rumour has a [`Class`], and a packet takes the classes in order: claims about
-//! this node (its refutations, its own placement record), then topology (membership
-//! and placement records), then application state. Under pressure the lower classes
+//! this node (its refutations, its own placement record), then other members'
+//! refutations passed on, then topology (membership and placement records), then
+//! application state. Under pressure the lower classes
 //! wait, never the higher: a flood of state writes cannot delay a refutation past its
 //! suspicion timeout (state is repaired by anti-entropy anyway). Placement shares
 //! membership's class rather than waiting behind it: joiners allocate tokens jointly
@@ -40,10 +41,16 @@ pub(crate) enum Class {
     /// A claim about this node: its refutation of a suspicion, its own liveness, its
     /// own placement record.
     Own = 0,
+    /// Another member's refutation, passed on: an `Alive` claim at a raised
+    /// incarnation. Every holder of the suspicion it answers declares the member dead
+    /// if it misses it, while a missed suspicion costs nothing, so under heavy loss
+    /// (when suspicions and refutations outnumber the room in packets) refutations go
+    /// before suspicions, verdicts and placement news.
+    Refutation = 1,
     /// Claims about other members, and their placement records.
-    Topology = 1,
+    Topology = 2,
     /// Application (and reserved) state.
-    State = 2,
+    State = 3,
 }
 
 /// How many times a rumour is sent: its share of the retransmit limit.
@@ -258,15 +265,16 @@ impl<A: crate::Address> Rumours<A> {
 
     /// The queue by class, highest first, for [`Node::dump`](crate::Node::dump).
     pub fn dump(&self) -> Vec<crate::dump::RumourClassDump> {
-        let mut classes: Vec<crate::dump::RumourClassDump> = ["own", "topology", "state"]
-            .into_iter()
-            .map(|class| crate::dump::RumourClassDump {
-                class,
-                queued: 0,
-                bytes: 0,
-                transmits: Vec::new(),
-            })
-            .collect();
+        let mut classes: Vec<crate::dump::RumourClassDump> =
+            ["own", "refutation", "topology", "state"]
+                .into_iter()
+                .map(|class| crate::dump::RumourClassDump {
+                    class,
+                    queued: 0,
+                    bytes: 0,
+                    transmits: Vec::new(),
+                })
+                .collect();
         for r in self.slots.iter().flatten() {
             let c = &mut classes[r.class as usize];
             c.queued += 1;
@@ -590,6 +598,28 @@ mod tests {
         q.push(Subject::Member(2), Class::Topology, alloc::vec![2]);
         assert!(q.push(Subject::Member(3), Class::Topology, alloc::vec![3]));
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_passed_on_refutation_goes_before_fresher_suspicions() {
+        let mut q: Rumours<u32> = Rumours::new(64, SeededState(0));
+        // Another member's refutation, already sent twice.
+        q.push(Subject::Member(5), Class::Refutation, alloc::vec![5; 20]);
+        let me = NodeId::new(0u32, 0);
+        for _ in 0..2 {
+            let mut b = BodyBuilder::new(&me, 4 + 22);
+            assert_eq!(q.fill(&mut b, Limits::all(100)), 1);
+        }
+        // Then a flood of fresh suspicions and verdicts about others.
+        for k in 10..40u32 {
+            q.push(Subject::Member(k), Class::Topology, alloc::vec![1; 20]);
+        }
+        let mut b = BodyBuilder::new(&me, 4 + 22);
+        assert_eq!(q.fill(&mut b, Limits::all(100)), 1);
+        assert!(
+            b.finish().windows(20).any(|w| w == [5; 20]),
+            "the refutation rides first, however fresh the suspicions"
+        );
     }
 
     #[test]

@@ -88,8 +88,9 @@ pub struct SuspicionDump {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RumourClassDump {
-    /// `own` (this node's refutations and placement), `topology` (others' membership
-    /// and placement records) or `state` (key/value writes).
+    /// `own` (this node's refutations and placement), `refutation` (others'
+    /// refutations, passed on), `topology` (others' membership and placement records)
+    /// or `state` (key/value writes).
     pub class: &'static str,
     /// Rumours queued.
     pub queued: usize,

@@ -964,6 +964,21 @@ impl<A: crate::Address> Membership<A> {
         self.table.get(addr)
     }
 
+    /// Our claim that answers a stale accusation: when `claim` accuses a member
+    /// (suspect or dead) whose refutation we hold already (alive, at a higher
+    /// incarnation of the same life, or a newer life), the sender missed it. Its
+    /// suspicion will run out unless someone tells it, and the member's own
+    /// rumour has usually spent its budget by then.
+    pub fn correction(&self, claim: &MemberClaim<A>) -> Option<MemberClaim<A>> {
+        if !matches!(claim.status, Status::Suspect | Status::Dead) {
+            return None;
+        }
+        let m = self.table.get(&claim.id.addr)?;
+        (m.status == Status::Alive
+            && (m.id.generation, m.incarnation) > (claim.id.generation, claim.incarnation))
+            .then(|| m.claim())
+    }
+
     /// The index of the member at `addr`, or [`MemberIx::ME`] for our own address.
     pub fn index_of(&self, addr: &A) -> Option<MemberIx> {
         if *addr == self.me.addr {

@@ -297,9 +297,19 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
     }
 
     /// [`rumour`](Self::rumour) with a `budget` (a member's arrival has a smaller
-    /// one in a large cluster: see [`Budget::Arrival`]).
-    pub fn member_rumour(&mut self, subject: Subject<A>, budget: Budget, bytes: Vec<u8>) {
-        let class = self.class_of(&subject);
+    /// one in a large cluster: see [`Budget::Arrival`]); `refutation` when the claim
+    /// is another member's refutation (see [`Class::Refutation`]).
+    pub fn member_rumour(
+        &mut self,
+        subject: Subject<A>,
+        budget: Budget,
+        refutation: bool,
+        bytes: Vec<u8>,
+    ) {
+        let class = match self.class_of(&subject) {
+            Class::Topology if refutation => Class::Refutation,
+            class => class,
+        };
         self.queue(subject, class, budget, bytes);
     }
 

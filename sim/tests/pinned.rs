@@ -140,10 +140,14 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// (0xf360_72de_5cda_e49d / 42,987 / 9,232, 0xc4d2_0758_48cd_6378 / 41,418 / 9,197,
 /// 0xde37_7a0d_e1a8_3ef0 / 42,177 / 9,237). Changed by a newcomer's place in the probe
 /// pass drawn by swapping (inside-out Fisher-Yates) instead of inserting, O(1) instead
-/// of O(N): the same distribution, another order.
+/// of O(N): the same distribution, another order (0x9804_9244_e8ea_d308 / 42,762 /
+/// 9,195, 0x4ea2_e69d_052d_3f82 / 41,674 / 9,225, 0x7ba9_b21f_1c23_7ffd / 42,719 /
+/// 9,193). Changed on seed 2 only, by refutations passed on ahead of other topology
+/// news and stale accusations answered with the refutation (at 30 % loss, N = 1,024:
+/// 0 false deaths in 10 minutes instead of 11); seeds 1 and 3 send the same datagrams.
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
     (1, (0x9804_9244_e8ea_d308, 42_762, 9_195)),
-    (2, (0x4ea2_e69d_052d_3f82, 41_674, 9_225)),
+    (2, (0xf30f_200b_fca4_5ebb, 41_466, 9_200)),
     (3, (0x7ba9_b21f_1c23_7ffd, 42_719, 9_193)),
 ];
 

@@ -76,6 +76,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 let accuser = matches!(claim.status, Status::Suspect | Status::Dead)
                     .then(|| sender.addr.clone());
                 let echo = Membership::farewell_echo(&claim, sender, direct);
+                if let Some(newer) = self.members.correction(&claim) {
+                    reply.push(encode_message(&Message::Member(newer)));
+                    return;
+                }
                 self.apply_claim(now, claim, accuser);
                 if let Some(farewell) = echo {
                     reply.push(encode_message(&Message::Member(farewell)));
@@ -94,6 +98,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 };
                 if claim.id.addr == self.members.me().addr {
                     self.accused(&claim, reply);
+                } else if let Some(newer) = self.members.correction(&claim) {
+                    reply.push(encode_message(&Message::Member(newer)));
                 } else {
                     self.apply_claim(now, claim, Some(accuser));
                 }
@@ -260,8 +266,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn queue_claim(&mut self, claim: MemberClaim<A>, budget: Budget) {
         let subject = Subject::Member(claim.id.addr.clone());
-        self.out
-            .member_rumour(subject, budget, encode_message(&Message::Member(claim)));
+        // An alive claim at a raised incarnation answers a suspicion somewhere.
+        let refutation =
+            budget == Budget::Full && claim.status == Status::Alive && claim.incarnation > 0;
+        self.out.member_rumour(
+            subject,
+            budget,
+            refutation,
+            encode_message(&Message::Member(claim)),
+        );
     }
 
     pub(super) fn queue_suspect_rumour(&mut self, claim: &MemberClaim<A>, accuser: A) {
