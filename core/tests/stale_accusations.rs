@@ -84,7 +84,7 @@ fn a_stale_suspicion_or_verdict_is_answered_with_the_refutation() {
     ];
     for msg in stale {
         nodes[0]
-            .handle_packet(now, addr(3), &datagram(3, &[msg.clone()]))
+            .handle_packet(now, addr(3), &datagram(3, std::slice::from_ref(&msg)))
             .expect("well formed");
         let refutation = Message::Member(MemberClaim {
             id: NodeId::new(addr(2), 1),
