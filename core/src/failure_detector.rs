@@ -29,6 +29,15 @@ use crate::wire::{Message, encode_message};
 /// Most ping-reqs served at once; more are dropped (they would only amplify a flood).
 const MAX_RELAYS: usize = 64;
 
+/// The probes [`Detector::is_cut_off`] looks back on.
+const REACH_WINDOW: u8 = 16;
+
+/// At most this many of the last [`REACH_WINDOW`] probes answered: we are cut off.
+/// With indirect probes through three helpers, a probe fails about one time in nine
+/// at 30 % loss on every link and one time in four at 40 %, but four times in five
+/// for a node that loses 80 % of its own datagrams.
+const CUT_OFF_ANSWERS: u32 = 5;
+
 /// The probe in flight.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Probe<A> {
@@ -150,6 +159,16 @@ pub(crate) struct Detector<A> {
     /// Lifeguard's local health multiplier.
     health: u32,
     health_max: u32,
+    /// Whether each of our last probes of confirmed members was answered (directly
+    /// or through a helper), newest in bit 0: see [`Detector::is_cut_off`].
+    answered: u16,
+    /// How many probes `answered` holds, up to [`REACH_WINDOW`].
+    probes_seen: u8,
+    /// We cannot reach the cluster: see [`Detector::is_cut_off`].
+    cut_off: bool,
+    /// We were cut off and reach the cluster again; taken by
+    /// [`Detector::take_reconnected`].
+    reconnected: bool,
     probe_interval: Duration,
     probe_timeout: Duration,
     indirect_probes: usize,
@@ -179,6 +198,10 @@ impl<A: crate::Address> Detector<A> {
             seq: first_seq,
             health: 0,
             health_max: config.awareness_max,
+            answered: 0,
+            probes_seen: 0,
+            cut_off: false,
+            reconnected: false,
             probe_interval: config.probe_interval,
             probe_timeout: config.probe_timeout,
             indirect_probes: config.indirect_probes,
@@ -252,6 +275,34 @@ impl<A: crate::Address> Detector<A> {
         base.saturating_mul(self.health + 1)
     }
 
+    /// Whether we are cut off from the cluster: at least [`REACH_WINDOW`] probes of
+    /// confirmed members made, at most [`CUT_OFF_ANSWERS`] of the last ones answered,
+    /// and not the last three. Such a node stops refuting accusations, so the cluster
+    /// declares it dead, as Rapid removes a node its observers cannot reach: a request
+    /// routed to it would almost always fail (ARCHITECTURE.md, "Gray failures"). Our
+    /// own probes say it, not another node's word, so no other node can cut us off.
+    pub fn is_cut_off(&self) -> bool {
+        self.cut_off
+    }
+
+    /// Whether we were cut off and have just reached the cluster again (three probes
+    /// in a row answered): our alive claim should go out again. Clears the flag.
+    pub fn take_reconnected(&mut self) -> bool {
+        core::mem::take(&mut self.reconnected)
+    }
+
+    fn record_reach(&mut self, answered: bool) {
+        self.answered = (self.answered << 1) | u16::from(answered);
+        self.probes_seen = (self.probes_seen + 1).min(REACH_WINDOW);
+        let was = self.cut_off;
+        self.cut_off = self.probes_seen >= REACH_WINDOW
+            && self.answered.count_ones() <= CUT_OFF_ANSWERS
+            && self.answered & 0b111 != 0b111;
+        if was && !self.cut_off {
+            self.reconnected = true;
+        }
+    }
+
     fn health_up(&mut self, by: u32) {
         self.health = (self.health + by).min(self.health_max);
     }
@@ -308,6 +359,9 @@ impl<A: crate::Address> Detector<A> {
     /// and missing nacks mean the fault may be ours. Returns the suspicion to apply.
     pub fn close_probe(&mut self, members: &Membership<A>) -> Option<MemberClaim<A>> {
         let p = self.probe.take()?;
+        if members.is_confirmed(&p.target.addr) {
+            self.record_reach(p.acked);
+        }
         if p.acked {
             self.health_down();
             return None;
@@ -759,6 +813,37 @@ mod tests {
     use crate::outbox::testing::{outbox, sent};
 
     const ME: u32 = 1;
+
+    #[test]
+    fn a_node_whose_probes_go_unanswered_is_cut_off_until_three_in_a_row_are() {
+        let mut d = detector();
+        // Too few probes to tell: a newcomer, or a node with a short table.
+        for _ in 0..REACH_WINDOW - 1 {
+            d.record_reach(false);
+        }
+        assert!(!d.is_cut_off());
+        d.record_reach(false);
+        assert!(d.is_cut_off(), "16 probes, none answered");
+        // One or two answers in a row do not reconnect it, however many came before.
+        for answered in [true, false, true, true, false] {
+            d.record_reach(answered);
+            assert!(d.is_cut_off());
+            assert!(!d.take_reconnected());
+        }
+        for _ in 0..3 {
+            d.record_reach(true);
+        }
+        assert!(!d.is_cut_off(), "three in a row answered");
+        assert!(d.take_reconnected());
+        assert!(!d.take_reconnected(), "taken once");
+        // A node that loses some probes, as everyone does at 30 % loss, is not cut off:
+        // 6 of 16 answered, or more.
+        let mut d = detector();
+        for k in 0..64 {
+            d.record_reach(k % 8 < 3);
+            assert!(!d.is_cut_off(), "{k}: 6 of every 16 answered");
+        }
+    }
 
     fn detector() -> Detector<u32> {
         Detector::new(&Config::lan("t"), SeededState(1), 0, [1, 2])

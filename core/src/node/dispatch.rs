@@ -426,6 +426,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// A claim about ourselves: refute an accusation of this life. Returns whether it
     /// was one (our refutation is then due to whoever sent it, too).
     pub(super) fn claim_about_me(&mut self, claim: &MemberClaim<A>) -> bool {
+        // Cut off from the cluster, we let the accusation stand (see
+        // `Detector::is_cut_off`); we speak up again once we reach it.
+        if self.detector.is_cut_off() {
+            return false;
+        }
         match self.members.refute(claim) {
             Refutation::Ignore => false,
             // Our refutation missed whoever still spreads it: send it round again
@@ -443,6 +448,20 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 self.queue_member_rumour(self.members.own_claim());
                 true
             }
+        }
+    }
+
+    /// We were cut off from the cluster and reach it again: our alive claim, at a
+    /// raised incarnation, answers whatever verdict the cluster reached meanwhile.
+    pub(super) fn reconnected(&mut self) {
+        let accusation = MemberClaim {
+            status: Status::Suspect,
+            ..self.members.own_claim()
+        };
+        if self.members.refute(&accusation) == Refutation::Raised {
+            let me = self.members.me().addr.clone();
+            self.refresh_tree(&me);
+            self.queue_member_rumour(self.members.own_claim());
         }
     }
 

@@ -519,6 +519,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 self.detector
                     .tell_suspect(&suspect, &self.members, &mut self.out);
             }
+            if self.detector.take_reconnected() {
+                self.reconnected();
+            }
             self.detector.open_probe(now, &self.members, &mut self.out);
         }
         for death in self
