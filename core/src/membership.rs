@@ -608,6 +608,17 @@ impl<A: crate::Address> Membership<A> {
         self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
     }
 
+    /// Raises our incarnation, unasked: we were cut off from the cluster (see
+    /// `Detector::is_cut_off`) and reach it again, so our alive claim must beat
+    /// whatever verdict it reached meanwhile. False if we are not in the cluster.
+    pub fn speak_up(&mut self) -> bool {
+        if self.lifecycle != Lifecycle::Active {
+            return false;
+        }
+        self.incarnation = self.incarnation.saturating_add(1);
+        true
+    }
+
     /// Marks this node as gone; false if it was not in the cluster.
     pub fn leave(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Active {

@@ -454,11 +454,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// We were cut off from the cluster and reach it again: our alive claim, at a
     /// raised incarnation, answers whatever verdict the cluster reached meanwhile.
     pub(super) fn reconnected(&mut self) {
-        let accusation = MemberClaim {
-            status: Status::Suspect,
-            ..self.members.own_claim()
-        };
-        if self.members.refute(&accusation) == Refutation::Raised {
+        if self.members.speak_up() {
             let me = self.members.me().addr.clone();
             self.refresh_tree(&me);
             self.queue_member_rumour(self.members.own_claim());
