@@ -164,8 +164,6 @@ pub(crate) struct Detector<A> {
     answered: u16,
     /// How many probes `answered` holds, up to [`REACH_WINDOW`].
     probes_seen: u8,
-    /// We cannot reach the cluster: see [`Detector::is_cut_off`].
-    cut_off: bool,
     /// We were cut off and reach the cluster again; taken by
     /// [`Detector::take_reconnected`].
     reconnected: bool,
@@ -200,7 +198,6 @@ impl<A: crate::Address> Detector<A> {
             health_max: config.awareness_max,
             answered: 0,
             probes_seen: 0,
-            cut_off: false,
             reconnected: false,
             probe_interval: config.probe_interval,
             probe_timeout: config.probe_timeout,
@@ -282,7 +279,9 @@ impl<A: crate::Address> Detector<A> {
     /// routed to it would almost always fail (ARCHITECTURE.md, "Gray failures"). Our
     /// own probes say it, not another node's word, so no other node can cut us off.
     pub fn is_cut_off(&self) -> bool {
-        self.cut_off
+        self.probes_seen >= REACH_WINDOW
+            && self.answered.count_ones() <= CUT_OFF_ANSWERS
+            && self.answered & 0b111 != 0b111
     }
 
     /// Whether we were cut off and have just reached the cluster again (three probes
@@ -292,13 +291,10 @@ impl<A: crate::Address> Detector<A> {
     }
 
     fn record_reach(&mut self, answered: bool) {
+        let was = self.is_cut_off();
         self.answered = (self.answered << 1) | u16::from(answered);
         self.probes_seen = (self.probes_seen + 1).min(REACH_WINDOW);
-        let was = self.cut_off;
-        self.cut_off = self.probes_seen >= REACH_WINDOW
-            && self.answered.count_ones() <= CUT_OFF_ANSWERS
-            && self.answered & 0b111 != 0b111;
-        if was && !self.cut_off {
+        if was && !self.is_cut_off() {
             self.reconnected = true;
         }
     }

@@ -174,6 +174,13 @@ pub(crate) fn supersedes(claim: (u64, u64, Status), current: (u64, u64, Status))
 }
 
 impl<A> MemberClaim<A> {
+    /// Whether the claim refutes a suspicion: alive at a raised incarnation (only the
+    /// member raises its own). A holder of the suspicion that misses it declares a
+    /// live member dead, so it is passed on before other topology news.
+    pub(crate) fn is_refutation(&self) -> bool {
+        self.status == Status::Alive && self.incarnation > 0
+    }
+
     /// The claim's order key: (generation, incarnation, status).
     pub(crate) fn rank(&self) -> (u64, u64, Status) {
         (self.id.generation, self.incarnation, self.status)

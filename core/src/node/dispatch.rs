@@ -266,9 +266,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     fn queue_claim(&mut self, claim: MemberClaim<A>, budget: Budget) {
         let subject = Subject::Member(claim.id.addr.clone());
-        // An alive claim at a raised incarnation answers a suspicion somewhere.
-        let refutation =
-            budget == Budget::Full && claim.status == Status::Alive && claim.incarnation > 0;
+        // An arrival is news of a member, not an answer to a suspicion.
+        let refutation = budget == Budget::Full && claim.is_refutation();
         self.out.member_rumour(
             subject,
             budget,
