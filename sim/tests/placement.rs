@@ -65,8 +65,9 @@ fn agreement_bound(cfg: &Config, n: usize) -> Duration {
 fn settle_bound(sim: &Sim) -> Duration {
     let cfg = sim.config();
     let n = sim.len();
-    // A mass join proceeds in waves of JOIN_WAVE joiners, one after the other.
-    let waves = u32::try_from(n.div_ceil(grapevine::placement::JOIN_WAVE)).unwrap_or(u32::MAX);
+    // A mass join proceeds in waves, one after the other (the first node founds the ring).
+    let waves =
+        u32::try_from(grapevine::placement::join_waves(n.saturating_sub(1), 1)).unwrap_or(u32::MAX);
     sim.join_window()
         + spread_time(cfg, n) * 2
         + placement_rounds(cfg) * waves

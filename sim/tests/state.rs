@@ -14,7 +14,7 @@
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
-use grapevine::placement::{JOIN_WAVE, RING_DELAY_ROUNDS};
+use grapevine::placement::{RING_DELAY_ROUNDS, join_waves};
 use grapevine::{Config, Event, Instant, StateError};
 use grapevine_sim::{EventLog, NetConfig, SeedGuard, Sim, SimBuilder, secs, seed_from_env};
 use rand_chacha::ChaCha8Rng;
@@ -71,16 +71,15 @@ fn crash_bound(cfg: &Config, n: usize, loss: f64) -> Duration {
 }
 
 /// From `join_all_via` to a complete ring everywhere: the join window, the joins
-/// spreading, then the joiners' token allocation in waves of [`JOIN_WAVE`] (the next
+/// spreading, then the joiners' token allocation in waves ([`join_waves`]: the next
 /// wave starts once this one is Normal): each wave waits until the ring has held
 /// still for [`RING_DELAY_ROUNDS`] gossip rounds, then its records spread (with tokens,
 /// then Normal); the last wave's spread, then the rebuild (at most every
-/// gossip_interval / 4). A 200-node join at 20 % loss is four waves and completes its
-/// ring after about 60–68 s, beyond a single wave's bound.
+/// gossip_interval / 4). A 200-node join at 20 % loss is three waves (64, 65, 70).
 fn ring_bound(sim: &Sim, loss: f64) -> Duration {
     let cfg = sim.config();
     let n = sim.len();
-    let waves = u32::try_from(n.div_ceil(JOIN_WAVE)).unwrap_or(u32::MAX);
+    let waves = u32::try_from(join_waves(n.saturating_sub(1), 1)).unwrap_or(u32::MAX);
     let wave = cfg.gossip_interval * RING_DELAY_ROUNDS + spread_time(cfg, n, loss);
     sim.join_window() + spread_time(cfg, n, loss) * 2 + wave * waves + cfg.gossip_interval / 4
 }
