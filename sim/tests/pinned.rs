@@ -144,11 +144,17 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// 9,195, 0x4ea2_e69d_052d_3f82 / 41,674 / 9,225, 0x7ba9_b21f_1c23_7ffd / 42,719 /
 /// 9,193). Changed on seed 2 only, by refutations passed on ahead of other topology
 /// news and stale accusations answered with the refutation (at 30 % loss, N = 1,024:
-/// 0 false deaths in 10 minutes instead of 11); seeds 1 and 3 send the same datagrams.
+/// 0 false deaths in 10 minutes instead of 11); seeds 1 and 3 send the same datagrams
+/// (0xf30f_200b_fca4_5ebb / 41,466 / 9,200 on seed 2). Changed on seeds 2 and 3 by
+/// joiners that no longer allocate against a ring that moved under their pending
+/// wave-mates, and that start over once when a wave-mate's record reaches them after
+/// they allocated (a 100-node mass join ended at max/mean up to 1.18 at RF 3 on 3 seeds
+/// of 31; now at most 1.087 on 41) (0x7ba9_b21f_1c23_7ffd / 42,719 / 9,193 before on
+/// seed 3).
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
     (1, (0x9804_9244_e8ea_d308, 42_762, 9_195)),
-    (2, (0xf30f_200b_fca4_5ebb, 41_466, 9_200)),
-    (3, (0x7ba9_b21f_1c23_7ffd, 42_719, 9_193)),
+    (2, (0x331e_566e_26c3_ea41, 42_603, 9_201)),
+    (3, (0x4837_5934_f8cf_8bed, 45_125, 9_240)),
 ];
 
 #[test]

@@ -892,8 +892,14 @@ fn join_and_leave_at_100_move_about_the_ideal_share() {
         took.as_secs_f64(),
         exact / ideal
     );
-    sim.check((exact / ideal - 1.0).abs() <= 0.10, || {
-        format!("join moved {exact:.4} of the token space, ideal {ideal:.4}: more than 10% off")
+    // A lone joiner's 16 tokens take between 0.81 and 1.04 of its share over 200 rings
+    // of this shape (median 0.99; `a_lone_joiner_takes_about_its_share` in the
+    // allocator): the greedy splits ranges one token at a time and the last ones can
+    // leave it short. Random tokens would spread ±25 %.
+    sim.check((0.80..=1.10).contains(&(exact / ideal)), || {
+        format!(
+            "join moved {exact:.4} of the token space, ideal {ideal:.4}: outside 0.80–1.10 of it"
+        )
     });
     sim.check(
         (sampled - ideal).abs() <= 0.10 * ideal + four_sigma(ideal, keys.len()),
