@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use crate::membership::MemberClaim;
 use crate::membership::NodeId;
-use crate::placement::{PlacementRecord, Rank};
+use crate::placement::{PlacementRecord, Rank, Topology};
 
 /// The first two bytes of every Grapevine datagram.
 pub const MAGIC: [u8; 2] = *b"GV";
@@ -137,13 +137,16 @@ pub enum Message<A> {
         bits: Vec<u8>,
     },
     /// A placement record changed, announced without its body: who lacks that rank
-    /// asks the sender for it with [`Message::PlacementWant`]. Rumour: only the record's
-    /// writer spreads the record itself.
+    /// asks the sender for it with [`Message::PlacementWant`], unless the change is
+    /// one of status only, which it can write itself (see `Placement::derive`).
+    /// Rumour: only the record's writer spreads the record itself.
     PlacementNews {
         /// The member's name.
         name: String,
         /// The rank of the record the sender holds.
         rank: Rank,
+        /// The status of that record.
+        status: Topology,
     },
 }
 

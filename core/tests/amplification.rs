@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{TestNode, addr};
+use grapevine::placement::Topology;
 use grapevine::wire::{BodyBuilder, HEADER_LEN, MemberClaim, Message};
 use grapevine::{Instant, NodeId, PacketError, Status};
 
@@ -228,10 +229,12 @@ fn placement_news_and_agreement_bits_from_strangers_draw_little_and_only_to_the_
         assert!(body.push(&Message::<SocketAddr>::PlacementNews {
             name: "stranger".into(),
             rank: (9, false, 9, 9),
+            status: Topology::Normal,
         }));
         assert!(body.push(&Message::<SocketAddr>::PlacementNews {
             name: "x".repeat(300),
             rank: (9, false, 9, 9),
+            status: Topology::Normal,
         }));
         assert!(body.push(&Message::<SocketAddr>::Agreement {
             digest,
@@ -293,6 +296,7 @@ fn one_datagram_of_news_asks_for_no_more_records_than_its_answer_carries() {
             assert!(body.push(&Message::<SocketAddr>::PlacementNews {
                 name: format!("n{k}"),
                 rank: (9, false, 9, 9),
+                status: Topology::Normal,
             }));
         }
         unsealed(body)

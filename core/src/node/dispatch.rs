@@ -222,7 +222,15 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 AgreementReceipt::Behind(ours) if direct => reply.push(encode_message(&ours)),
                 AgreementReceipt::Behind(_) => {}
             },
-            Message::PlacementNews { name, rank } => {
+            Message::PlacementNews { name, rank, status } => {
+                // A change of status only (Normal after the ring delay, Leaving, Left)
+                // we write ourselves from the record we hold: the tokens are those we
+                // have, and a record is pulled once per node per allocation, not per
+                // change. It goes through the same checks as a record received.
+                if let Some(record) = self.placement.derive(&name, rank, status) {
+                    self.on_record(record);
+                    return;
+                }
                 // Asked of the datagram's source only: it holds that rank (it spreads
                 // only what it holds), and nothing goes to an address named in a body.
                 if direct && self.placement.want(&name, rank) {
@@ -632,6 +640,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 // tokens λ·log N times.
                 let news = Message::<A>::PlacementNews {
                     rank: record.rank(),
+                    status: record.status,
                     name: name.clone(),
                 };
                 self.out

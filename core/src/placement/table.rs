@@ -1300,6 +1300,50 @@ impl<A: Address> Placement<A> {
         true
     }
 
+    /// The record that news of `name` at `rank` and `status` tells, when we can write
+    /// it from the record we hold: the same writer's life and the same tokens' epoch,
+    /// and a change of status that keeps the tokens (Joining with tokens → Normal,
+    /// → Leaving) in the very next version, or clears them (→ Left) in any later one.
+    /// A member's address and location are those of its life, and its tokens change
+    /// only by a new allocation, which is a version of its own: the epoch alone does
+    /// not tell (it is the writer's generation, so a joiner that started over and
+    /// allocated again has the same epoch and other tokens). A removal (written by an
+    /// operator) and an allocation are pulled.
+    ///
+    /// At N = 1,024 a mass join's Normal records were a third of the records pulled
+    /// (about 140 kB per node, each record about 130 B with 16 tokens).
+    pub fn derive(&self, name: &str, rank: Rank, status: Topology) -> Option<PlacementRecord<A>> {
+        let held = self.records.get(name)?;
+        let (epoch, removed, generation, version) = rank;
+        let (held_epoch, held_removed, held_generation, held_version) = held.rank();
+        let next = held_version.checked_add(1) == Some(version);
+        if removed
+            || held_removed
+            || (held_epoch, held_generation) != (epoch, generation)
+            || held_version >= version
+            || (!next && status != Topology::Left)
+        {
+            return None;
+        }
+        let has_tokens = !held.tokens().is_empty();
+        let derivable = match (held.status(), status) {
+            (Topology::Joining, Topology::Normal) => has_tokens,
+            (Topology::Joining | Topology::Normal, Topology::Leaving) => has_tokens,
+            (Topology::Joining | Topology::Normal | Topology::Leaving, Topology::Left) => true,
+            _ => false,
+        };
+        if !derivable {
+            return None;
+        }
+        let mut record = held.to_record()?;
+        record.status = status;
+        record.version = version;
+        if status == Topology::Left {
+            record.tokens.clear();
+        }
+        Some(record)
+    }
+
     /// A datagram begins: its news may ask for at most [`MAX_ASKS_PER_DATAGRAM`] records
     /// (see [`want`](Self::want)).
     pub fn new_datagram(&mut self) {
@@ -2423,6 +2467,49 @@ mod tests {
         let normal = allocate(&mut j);
         assert_eq!(normal.status, Topology::Normal);
         assert!(!normal.tokens.is_empty());
+    }
+
+    /// News of a change of status only is written from the record held; anything
+    /// else (another epoch or life, a removal, Normal without tokens) is pulled.
+    #[test]
+    fn a_change_of_status_is_derived_from_the_record_held() {
+        let mut p = placement(1, "me");
+        let mut joining = record("j", 7, Topology::Joining, alloc::vec![5, 9]);
+        joining.version = 2;
+        feed(&mut p, joining.clone());
+        let rank = |r: &PlacementRecord<u32>, version: u64| (r.epoch, false, r.generation, version);
+        let normal = p
+            .derive("j", rank(&joining, 3), Topology::Normal)
+            .expect("derived");
+        let mut expected = joining.clone();
+        expected.status = Topology::Normal;
+        expected.version = 3;
+        assert_eq!(normal, expected);
+        let left = p
+            .derive("j", rank(&joining, 5), Topology::Left)
+            .expect("derived");
+        assert!(left.tokens.is_empty() && left.status == Topology::Left);
+        // A later version may hold other tokens at the same epoch (the joiner started
+        // over and allocated again): pulled.
+        assert!(p.derive("j", rank(&joining, 5), Topology::Normal).is_none());
+        // Not derivable: the same or an older version, another epoch or life, a
+        // removal, a status that needs other tokens.
+        assert!(p.derive("j", rank(&joining, 2), Topology::Normal).is_none());
+        assert!(p.derive("j", (6, false, 5, 3), Topology::Normal).is_none());
+        assert!(p.derive("j", (5, false, 6, 3), Topology::Normal).is_none());
+        assert!(p.derive("j", (5, true, 5, 3), Topology::Removed).is_none());
+        assert!(
+            p.derive("j", rank(&joining, 3), Topology::Joining)
+                .is_none()
+        );
+        assert!(
+            p.derive("nobody", (5, false, 5, 3), Topology::Normal)
+                .is_none()
+        );
+        let bare = record("b", 8, Topology::Joining, Vec::new());
+        feed(&mut p, bare.clone());
+        assert!(p.derive("b", rank(&bare, 2), Topology::Normal).is_none());
+        assert!(p.derive("b", rank(&bare, 2), Topology::Left).is_some());
     }
 
     #[test]
