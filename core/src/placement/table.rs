@@ -954,13 +954,11 @@ pub(crate) struct Placement<A> {
     ready: bool,
     /// Rounds left before a pending join turns Normal or a leave turns Left.
     countdown: u32,
-    /// While our tokens are pending: the wave we allocated with (sorted), whether it
-    /// was cut at the wave's size (then only names before its last one belong in it),
-    /// and the hashes of the names on the ring it allocated against (sorted). See
-    /// [`missed_a_wave_mate`](Self::missed_a_wave_mate). Not kept in a snapshot: a
+    /// While our tokens are pending: the picture we allocated with (see
+    /// [`missed_a_wave_mate`](Self::missed_a_wave_mate)). Not kept in a snapshot: a
     /// restored joiner only skips that check.
     #[serde(skip)]
-    allocated_with: (Vec<String>, bool, Vec<u64>),
+    allocated_with: Picture,
     /// Whether we started over for a missed wave-mate in this life: at most once, so
     /// that joiners who keep arriving cannot hold a wave back.
     #[serde(skip)]
@@ -994,6 +992,18 @@ const MAX_ASKS_PER_DATAGRAM: usize = 12;
 /// new names cannot grow the memory; asks past it are made without remembering).
 const MAX_ASKED_PER_ROUND: usize = 4_096;
 
+/// What a joiner allocated against, kept while its tokens are pending.
+#[derive(Clone, Debug, Default)]
+struct Picture {
+    /// Its wave's names, sorted.
+    wave: Vec<String>,
+    /// Whether the wave was cut at its size (more members were Joining): then only
+    /// names before its last one belong in it.
+    cut: bool,
+    /// The hashes of the names on the ring it allocated against, sorted.
+    base: Vec<u64>,
+}
+
 /// A restored table rebuilds its rings before first use.
 fn dirty() -> Cell<bool> {
     Cell::new(true)
@@ -1026,7 +1036,7 @@ impl<A: Address> Placement<A> {
             seen: 0,
             ready: false,
             countdown: 0,
-            allocated_with: (Vec::new(), false, Vec::new()),
+            allocated_with: Picture::default(),
             started_over: false,
             pending_seen: BTreeMap::new(),
             vnodes: config.vnodes,
@@ -1443,12 +1453,14 @@ impl<A: Address> Placement<A> {
                     self.mine.tokens.clear();
                     self.mine.epoch = 0;
                     self.waited = 0;
-                    self.allocated_with = (Vec::new(), false, Vec::new());
+                    self.allocated_with = Picture::default();
+                    // `waited` counts again from 0: first sightings are counted anew.
+                    self.pending_seen.clear();
                     outcome.publish = Some(self.publish());
                     // The tokens saved at the allocation are no longer ours.
                     out(Event::PlacementChanged(Box::new(self.local())));
                 } else if self.countdown <= 1 {
-                    self.allocated_with = (Vec::new(), false, Vec::new());
+                    self.allocated_with = Picture::default();
                     self.mine.status = Topology::Normal;
                     outcome.publish = Some(self.publish());
                     out(Event::PlacementChanged(Box::new(self.local())));
@@ -1569,7 +1581,7 @@ impl<A: Address> Placement<A> {
     /// start over and join the next wave. A member that began to join after we
     /// allocated looks the same, so we start over at most once.
     fn missed_a_wave_mate(&self) -> bool {
-        let (wave, cut, base) = &self.allocated_with;
+        let Picture { wave, cut, base } = &self.allocated_with;
         let Some(last) = wave.last() else {
             return false;
         };
@@ -1613,11 +1625,11 @@ impl<A: Address> Placement<A> {
             .map(|r| Records::<A>::hash(seed, r.name()))
             .collect();
         on_ring.sort_unstable();
-        let allocated_with = (
-            joiners.iter().map(|n| String::from(*n)).collect(),
+        let allocated_with = Picture {
+            wave: joiners.iter().map(|n| String::from(*n)).collect(),
             cut,
-            on_ring,
-        );
+            base: on_ring,
+        };
         let me = joiners
             .iter()
             .position(|n| *n == self.mine.name)
