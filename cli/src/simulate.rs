@@ -82,6 +82,10 @@ pub struct SimulateArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Count every datagram by message kind and print where the bytes went (each
+    /// datagram is decoded once more: slower).
+    #[arg(long)]
+    census: bool,
 }
 
 /// A crash on the schedule.
@@ -339,6 +343,9 @@ pub fn run(args: SimulateArgs) -> CliResult<ExitCode> {
         .event_log(EventLog::Membership)
         .digest(false)
         .build();
+    if args.census {
+        sim.enable_census();
+    }
 
     let tap_status = Rc::new(RefCell::new(TapStatus::default()));
     if let Some(dir) = &args.record {
@@ -582,6 +589,9 @@ pub fn run(args: SimulateArgs) -> CliResult<ExitCode> {
     plot(&args.svg, n, &membership, &infection, &detections)
         .map_err(|e| cli_error!("cannot write {}: {e}", args.svg.display()))?;
     lines.push(format!("curves: {}", args.svg.display()));
+    if let Some(census) = sim.census() {
+        lines.push(format!("where the bytes went (all nodes):\n{census}"));
+    }
     let status = tap_status.borrow();
     if let Some(dir) = &args.record {
         if let Some(error) = &status.error {
@@ -610,6 +620,9 @@ pub fn run(args: SimulateArgs) -> CliResult<ExitCode> {
             "false_suspicions": sim.false_suspects(), "false_deaths": sim.false_deaths(),
             "sent_bytes_per_node": per_node_sent, "received_bytes_per_node": per_node_received,
             "svg": args.svg.display().to_string(),
+            "census": sim.census().map(|c| c.kinds.iter().map(|(k, t)| {
+                (k.to_string(), serde_json::json!({"sent": t.count, "bytes": t.bytes}))
+            }).collect::<serde_json::Map<_, _>>()),
             "record": args.record.as_ref().map(|d| d.display().to_string()),
         });
         outln!(

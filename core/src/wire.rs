@@ -150,6 +150,36 @@ pub enum Message<A> {
     },
 }
 
+impl<A> Message<A> {
+    /// The message's variant name (`"Ping"`, `"Member"`, ...): what a census of
+    /// the traffic counts by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Ping { .. } => "Ping",
+            Message::Ack { .. } => "Ack",
+            Message::PingReq { .. } => "PingReq",
+            Message::Nack { .. } => "Nack",
+            Message::Member(_) => "Member",
+            Message::Suspect { .. } => "Suspect",
+            Message::State(_) => "State",
+            Message::SyncRoot { .. } => "SyncRoot",
+            Message::SyncLevel { .. } => "SyncLevel",
+            Message::SyncDigest { .. } => "SyncDigest",
+            Message::SyncRequest { .. } => "SyncRequest",
+            Message::StatePage(_) => "StatePage",
+            Message::Request(_) => "Request",
+            Message::Response(_) => "Response",
+            Message::Placement(_) => "Placement",
+            Message::PlacementWant { .. } => "PlacementWant",
+            Message::StateStub(_) => "StateStub",
+            Message::ValueWant(_) => "ValueWant",
+            Message::ValueChunk(_) => "ValueChunk",
+            Message::Agreement { .. } => "Agreement",
+            Message::PlacementNews { .. } => "PlacementNews",
+        }
+    }
+}
+
 /// A large value of one node's state, described but not carried: its length and the
 /// stable hash of its bytes, so that the reassembled value can be checked whole.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

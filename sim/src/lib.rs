@@ -30,9 +30,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod census;
 pub mod net;
 pub mod sim;
 
+pub use census::{Census, Tally};
 pub use net::{Delivery, NetConfig, NetStats, Network};
 pub use sim::{
     EventCounts, EventLog, Invariant, LogEntry, NodeStatus, SIM_PORT, SeedGuard, Sim, SimBuilder,

@@ -10,6 +10,7 @@ use grapevine::{
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
+use crate::census::Census;
 use crate::net::{Delivery, NetConfig, NetStats, Network, derive_seed};
 
 /// The node type the simulator runs.
@@ -361,6 +362,7 @@ impl SimBuilder {
             join_stagger: self.join_stagger,
             tap: None,
             tapped_input: false,
+            census: None,
         };
         for _ in 0..self.nodes {
             sim.add_node_with_generation(self.generation);
@@ -399,6 +401,8 @@ pub struct Sim {
     tap: Option<(usize, Box<dyn Tap>)>,
     /// A join is being fed through `with_node` on the tap's behalf (not opaque).
     tapped_input: bool,
+    /// Every datagram sent, by message kind, once [`Sim::enable_census`] was called.
+    census: Option<Census>,
 }
 
 impl fmt::Debug for Sim {
@@ -627,6 +631,17 @@ impl Sim {
         self.rng_seed_for(i, slot.generation, slot.lives)
     }
 
+    /// Counts every datagram sent from now on by message kind (see [`Census`]);
+    /// starts the count again if one was running.
+    pub fn enable_census(&mut self) {
+        self.census = Some(Census::default());
+    }
+
+    /// The census since [`enable_census`](Self::enable_census), if one is running.
+    pub fn census(&self) -> Option<&Census> {
+        self.census.as_ref()
+    }
+
     /// Watches node `i`'s inputs and outputs from now on (see [`Tap`]); replaces any
     /// earlier tap.
     pub fn set_tap(&mut self, i: usize, tap: Box<dyn Tap>) {
@@ -852,6 +867,9 @@ impl Sim {
         while let Some(t) = self.slots[i].node.poll_transmit() {
             if tapped {
                 transmits.push((t.dest, t.payload.clone()));
+            }
+            if let Some(c) = &mut self.census {
+                c.record(&t.payload);
             }
             match self.index_of(&t.dest) {
                 Some(to) => self.net.send(i, to, t.payload),
