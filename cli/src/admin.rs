@@ -289,6 +289,7 @@ fn stats_json(node: &Node) -> CliResult<Value> {
         "members_evicted": s.core.members_evicted,
         "state_refused": s.core.state_refused,
         "rumours_evicted": s.core.rumours_evicted,
+        "rumours_quieted": s.core.rumours_quieted,
         "probes": s.core.probes,
         "indirect_probes": s.core.indirect_probes,
         "nacks": s.core.nacks,

@@ -20,9 +20,12 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::SeededState;
+use crate::time::Instant;
 use crate::wire::BodyBuilder;
 use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use core::hash::BuildHasher;
+use core::time::Duration;
 use hashbrown::HashTable;
 
 /// What a rumour is about: a newer rumour about the same subject replaces the older one.
@@ -62,11 +65,19 @@ pub(crate) enum Budget {
     /// A member's arrival: [`arrival_share`], 12 sends instead of 20 at 10,000
     /// members. Every node passes on every arrival, so a mass join is N arrivals
     /// forwarded by N nodes, and the last sends of a budget mostly tell nodes what they
-    /// know already. A node hears each arrival about as often as each node sends it (12
-    /// times), the few it misses are repaired by anti-entropy, and a missed arrival
-    /// costs no verdict (the member is simply learned a round later).
+    /// know already. The few nodes it misses are repaired by anti-entropy, and a missed
+    /// arrival costs no verdict (the member is simply learned a round later). Paced
+    /// and quieted by echoes, as [`Budget::News`].
     Arrival,
+    /// News that anti-entropy repairs and whose loss costs no verdict (a placement
+    /// record's new version, announced by name and rank): the whole limit, but paced
+    /// (it rests between sends, see [`Rumours::fill`]) and retired early once peers
+    /// echo it (see [`Rumours::echo`]).
+    News,
 }
+
+/// Echoes that retire an arrival before its budget is spent: see [`Rumours::echo`].
+pub(crate) const ECHOES_TO_RETIRE: u8 = 3;
 
 /// The limits a queue's rumours are sent under, by [`Budget`].
 #[derive(Clone, Copy, Debug)]
@@ -101,9 +112,15 @@ impl Budget {
     /// The number of sends this budget allows.
     fn of(self, limits: Limits) -> u32 {
         match self {
-            Budget::Full => limits.full,
+            Budget::Full | Budget::News => limits.full,
             Budget::Arrival => limits.arrival,
         }
+    }
+
+    /// Whether the rumour rests between sends and retires on echoes: news a node
+    /// misses is repaired by anti-entropy and costs no verdict.
+    fn paced(self) -> bool {
+        matches!(self, Budget::Arrival | Budget::News)
     }
 }
 
@@ -115,6 +132,9 @@ struct Rumour<A> {
     class: Class,
     budget: Budget,
     transmits: u32,
+    /// How many times a peer told us this very news since we queued it (see
+    /// [`Rumours::echo`]); in the struct's padding.
+    echoes: u8,
     /// Its place in the order of arrival: among equals the newest goes first.
     seq: u64,
 }
@@ -165,7 +185,16 @@ pub(crate) struct Rumours<A> {
     free: Vec<u32>,
     by_subject: HashTable<u32>,
     hasher: SeededState,
+    /// The rumours ready to be sent: a paced rumour leaves it while it rests.
     order: BTreeSet<Order>,
+    /// Paced rumours resting after a send, by the time they are ready again: (ready
+    /// at, slot, arrival number). The rest is the same for all, so the times only
+    /// grow. A rumour rests at most once at a time (it is sent only when ready), so
+    /// its arrival number names its entry; an entry whose slot no longer holds that
+    /// rumour (replaced, retired, evicted) is skipped.
+    resting: VecDeque<(Instant, u32, u64)>,
+    /// How long a paced rumour rests after each send.
+    rest: Duration,
     next_seq: u64,
     capacity: usize,
 }
@@ -175,6 +204,9 @@ pub(crate) struct Rumours<A> {
 #[serde(bound = "A: crate::Address")]
 struct RumoursRepr<A> {
     rumours: Vec<Rumour<A>>,
+    /// The resting rumours with when each is ready, in that order.
+    resting: Vec<(Instant, Rumour<A>)>,
+    rest: Duration,
     hasher: u64,
     next_seq: u64,
     capacity: usize,
@@ -182,10 +214,13 @@ struct RumoursRepr<A> {
 
 impl<A: crate::Address> From<RumoursRepr<A>> for Rumours<A> {
     fn from(r: RumoursRepr<A>) -> Self {
-        let mut q = Rumours::new(r.capacity, SeededState(r.hasher));
+        let mut q = Rumours::new(r.capacity, SeededState(r.hasher), r.rest);
         q.next_seq = r.next_seq;
         for rumour in r.rumours {
             q.insert(rumour);
+        }
+        for (at, rumour) in r.resting {
+            q.insert_resting(at, rumour);
         }
         q
     }
@@ -198,8 +233,18 @@ impl<A: crate::Address> From<Rumours<A>> for RumoursRepr<A> {
             .iter()
             .filter_map(|&(_, _, k)| q.slots.get_mut(slot_of(k) as usize)?.take())
             .collect();
+        let resting = core::mem::take(&mut q.resting)
+            .into_iter()
+            .filter_map(|(at, slot, seq)| {
+                let cell = q.slots.get_mut(slot as usize)?;
+                let current = cell.as_ref().is_some_and(|r| r.seq == seq);
+                Some((at, current.then(|| cell.take())??))
+            })
+            .collect();
         RumoursRepr {
             rumours,
+            resting,
+            rest: q.rest,
             hasher: q.hasher.0,
             next_seq: q.next_seq,
             capacity: q.capacity,
@@ -209,11 +254,16 @@ impl<A: crate::Address> From<Rumours<A>> for RumoursRepr<A> {
 
 impl<A: crate::Address> Clone for Rumours<A> {
     fn clone(&self) -> Self {
-        let mut q = Rumours::new(self.capacity, self.hasher);
+        let mut q = Rumours::new(self.capacity, self.hasher, self.rest);
         q.next_seq = self.next_seq;
         for &(_, _, k) in &self.order {
             if let Some(r) = self.get(slot_of(k)) {
                 q.insert(r.clone());
+            }
+        }
+        for &(at, slot, seq) in &self.resting {
+            if let Some(r) = self.resting_at(slot, seq) {
+                q.insert_resting(at, r.clone());
             }
         }
         q
@@ -221,13 +271,17 @@ impl<A: crate::Address> Clone for Rumours<A> {
 }
 
 impl<A: crate::Address> Rumours<A> {
-    pub fn new(capacity: usize, hasher: SeededState) -> Self {
+    /// A queue of at most `capacity` rumours; a paced rumour rests `rest` after each
+    /// send.
+    pub fn new(capacity: usize, hasher: SeededState, rest: Duration) -> Self {
         Rumours {
             slots: Vec::new(),
             free: Vec::new(),
             by_subject: HashTable::new(),
             hasher,
             order: BTreeSet::new(),
+            resting: VecDeque::new(),
+            rest,
             next_seq: 0,
             // The slot must fit in an order key.
             capacity: capacity.min(SLOT_MASK as usize),
@@ -287,8 +341,8 @@ impl<A: crate::Address> Rumours<A> {
         classes
     }
 
-    /// Puts a rumour in a slot, in the order and in the index.
-    fn insert(&mut self, rumour: Rumour<A>) {
+    /// Puts a rumour in a slot, in the order and in the index; returns the slot.
+    fn insert(&mut self, rumour: Rumour<A>) -> u32 {
         let hash = self.hasher.hash_one(&rumour.subject);
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -308,6 +362,38 @@ impl<A: crate::Address> Rumours<A> {
                 .and_then(Option::as_ref)
                 .map_or(0, |r| hasher.hash_one(&r.subject))
         });
+        slot
+    }
+
+    /// Puts a resting rumour in a slot, in the index and at the back of the resting
+    /// line (not in the order: it is not ready).
+    fn insert_resting(&mut self, at: Instant, rumour: Rumour<A>) {
+        let seq = rumour.seq;
+        let slot = self.insert(rumour);
+        if let Some(key) = self.get(slot).map(|r| r.order(slot)) {
+            self.order.remove(&key);
+        }
+        self.resting.push_back((at, slot, seq));
+    }
+
+    /// The rumour resting in `slot` under this entry of the resting line, if the
+    /// entry is still current (its rumour was not replaced, retired or evicted).
+    fn resting_at(&self, slot: u32, seq: u64) -> Option<&Rumour<A>> {
+        self.get(slot).filter(|r| r.seq == seq)
+    }
+
+    /// Puts the rumours whose rest is over back in the order.
+    fn wake(&mut self, now: Instant) {
+        while let Some(&(at, slot, seq)) = self.resting.front() {
+            if at > now {
+                break;
+            }
+            self.resting.pop_front();
+            if let Some(r) = self.resting_at(slot, seq) {
+                let key = r.order(slot);
+                self.order.insert(key);
+            }
+        }
     }
 
     /// Takes the rumour out of `slot` (out of the order and the index too).
@@ -347,6 +433,15 @@ impl<A: crate::Address> Rumours<A> {
             if let Some(&(_, _, k)) = self.order.iter().next_back() {
                 self.take(slot_of(k));
                 evicted = true;
+            } else {
+                // Every rumour rests: the one that rested longest goes.
+                while let Some((_, slot, seq)) = self.resting.pop_front() {
+                    if self.resting_at(slot, seq).is_some() {
+                        self.take(slot);
+                        evicted = true;
+                        break;
+                    }
+                }
             }
         }
         let seq = self.next_seq;
@@ -357,9 +452,37 @@ impl<A: crate::Address> Rumours<A> {
             class,
             budget,
             transmits: 0,
+            echoes: 0,
             seq,
         });
         evicted
+    }
+
+    /// A peer sent us the news we are passing on about `subject`: paced news (an
+    /// arrival, a record's version) retires once [`ECHOES_TO_RETIRE`] peers did so. Returns whether it retired.
+    ///
+    /// Demers et al.'s rumour mongering with feedback, judged by the receiver: each
+    /// echo is a peer that knows the news and is itself passing it on, so hearing it
+    /// again means most nodes have it. In a mass join every node hears every arrival
+    /// about as often as it sends it, and the sends after the first echoes mostly tell
+    /// nodes what they know. The few nodes a quieted arrival misses learn it from
+    /// anti-entropy a round later, and a missed arrival costs no verdict; news whose
+    /// loss costs a verdict ([`Budget::Full`]) is never quieted.
+    pub fn echo(&mut self, subject: &Subject<A>) -> bool {
+        let Some(slot) = self.find(subject) else {
+            return false;
+        };
+        let retire = match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            Some(r) if r.budget.paced() => {
+                r.echoes = r.echoes.saturating_add(1);
+                r.echoes >= ECHOES_TO_RETIRE
+            }
+            _ => false,
+        };
+        if retire {
+            self.take(slot);
+        }
+        retire
     }
 
     /// Drops the queued rumour about `subject`, if any.
@@ -386,18 +509,37 @@ impl<A: crate::Address> Rumours<A> {
                     live.push(r);
                 }
             }
+            let mut resting: Vec<(Instant, Rumour<A>)> = Vec::new();
+            for (at, slot, seq) in core::mem::take(&mut self.resting) {
+                if self.resting_at(slot, seq).is_some() {
+                    if let Some(r) = self.slots.get_mut(slot as usize).and_then(Option::take) {
+                        resting.push((at, r));
+                    }
+                }
+            }
             self.slots = Vec::with_capacity(len * 2);
             self.free = Vec::new();
             self.by_subject = HashTable::with_capacity(len * 2);
             for r in live {
                 self.insert(r);
             }
+            for (at, r) in resting {
+                self.insert_resting(at, r);
+            }
         }
     }
 
     /// Fills `body` with as many rumours as fit, least-sent first, counting one
     /// transmission for each; rumours that reach their budget's limit are retired.
-    pub fn fill(&mut self, body: &mut BodyBuilder, limits: Limits) -> usize {
+    ///
+    /// A paced rumour (see [`Budget::paced`]) then rests for the queue's
+    /// rest before it is sent again. Unpaced, a mass join's admission pings and their
+    /// acks carry each arrival on the next dozen datagrams, its whole budget spent in
+    /// a fraction of a second, before any peer could echo it back. Resting spreads
+    /// the sends over time, so echoes arrive between them and retire the arrival
+    /// once most nodes have it. The first send is never delayed.
+    pub fn fill(&mut self, body: &mut BodyBuilder, limits: Limits, now: Instant) -> usize {
+        self.wake(now);
         let mut sent: Vec<Order> = Vec::new();
         // A nearly full body would otherwise scan the whole queue for a rumour small
         // enough; a few misses in a row mean it is as full as it usefully gets.
@@ -415,19 +557,25 @@ impl<A: crate::Address> Rumours<A> {
                 }
             }
         }
+        let ready_at = now + self.rest;
         for &(c, t, k) in &sent {
             self.order.remove(&(c, t, k));
-            self.order.insert((c, t + 1, k));
             let slot = slot_of(k);
-            let retire = match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            let rest = self.rest;
+            let (retire, paced) = match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
                 Some(r) => {
                     r.transmits = t + 1;
-                    r.transmits >= r.budget.of(limits)
+                    let paced = (r.budget.paced() && !rest.is_zero()).then_some(r.seq);
+                    (r.transmits >= r.budget.of(limits), paced)
                 }
-                None => false,
+                None => (false, None),
             };
             if retire {
                 self.take(slot);
+            } else if let Some(seq) = paced {
+                self.resting.push_back((ready_at, slot, seq));
+            } else {
+                self.order.insert((c, t + 1, k));
             }
         }
         self.trim();
@@ -491,7 +639,7 @@ mod tests {
 
     #[test]
     fn an_arrival_retires_at_its_limit_and_other_news_at_the_full_one() {
-        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0));
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), Duration::ZERO);
         q.push_with(
             Subject::Member(1),
             Class::Topology,
@@ -507,7 +655,7 @@ mod tests {
         let mut sent = Vec::new();
         while !q.is_empty() {
             let mut b = BodyBuilder::new(&me, 1000);
-            let n = q.fill(&mut b, limits);
+            let n = q.fill(&mut b, limits, Instant::ZERO);
             let body = b.finish();
             sent.push((n, body.windows(4).any(|w| w == [1; 4])));
         }
@@ -518,22 +666,130 @@ mod tests {
         );
     }
 
+    /// Which of the subjects `1..=9` a datagram filled at `now` carries.
+    fn sent_at(q: &mut Rumours<u32>, now: Instant) -> Vec<u8> {
+        let me = NodeId::new(0u32, 0);
+        let mut b = BodyBuilder::new(&me, 1000);
+        q.fill(&mut b, Limits::all(100), now);
+        let body = b.finish();
+        (1..=9u8)
+            .filter(|&k| body.windows(4).any(|w| w == [k; 4]))
+            .collect()
+    }
+
+    #[test]
+    fn paced_news_rests_between_sends_and_other_rumours_do_not() {
+        let rest = Duration::from_millis(125);
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), rest);
+        q.push_with(
+            Subject::Member(1),
+            Class::Topology,
+            Budget::Arrival,
+            alloc::vec![1; 4],
+        );
+        q.push_with(
+            Subject::Placement("b".into()),
+            Class::Topology,
+            Budget::News,
+            alloc::vec![2; 4],
+        );
+        q.push(Subject::Member(3), Class::Topology, alloc::vec![3; 4]);
+        let t = Instant::from_secs(1);
+        assert_eq!(
+            sent_at(&mut q, t),
+            [1, 2, 3],
+            "the first send is never held back"
+        );
+        assert_eq!(sent_at(&mut q, t + Duration::from_millis(124)), [3]);
+        assert_eq!(sent_at(&mut q, t + rest), [1, 2, 3], "rested: sent again");
+        assert_eq!(q.len(), 3, "resting rumours are still queued");
+        // A snapshot and a clone keep who rests until when.
+        let mut restored: Rumours<u32> =
+            postcard::from_bytes(&postcard::to_allocvec(&q).unwrap()).unwrap();
+        let mut cloned = q.clone();
+        for q in [&mut q, &mut restored, &mut cloned] {
+            assert_eq!(sent_at(q, t + rest + Duration::from_millis(1)), [3]);
+            assert_eq!(sent_at(q, t + rest * 2), [1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn echoes_retire_paced_news_but_never_a_full_rumour() {
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), Duration::from_millis(100));
+        q.push_with(
+            Subject::Member(1),
+            Class::Topology,
+            Budget::Arrival,
+            alloc::vec![1; 4],
+        );
+        q.push_with(
+            Subject::Placement("b".into()),
+            Class::Topology,
+            Budget::News,
+            alloc::vec![2; 4],
+        );
+        q.push(Subject::Member(3), Class::Topology, alloc::vec![3; 4]);
+        let t = Instant::from_secs(1);
+        assert_eq!(sent_at(&mut q, t), [1, 2, 3]);
+        for _ in 1..ECHOES_TO_RETIRE {
+            assert!(!q.echo(&Subject::Member(1)));
+            assert!(!q.echo(&Subject::Placement("b".into())));
+        }
+        assert!(q.echo(&Subject::Member(1)), "retired while resting");
+        assert!(q.echo(&Subject::Placement("b".into())));
+        for _ in 0..10 {
+            assert!(
+                !q.echo(&Subject::Member(3)),
+                "a suspicion or a verdict is never quieted"
+            );
+        }
+        assert!(!q.echo(&Subject::Member(9)), "no such rumour");
+        assert_eq!(q.len(), 1);
+        assert_eq!(sent_at(&mut q, t + Duration::from_secs(1)), [3]);
+    }
+
+    #[test]
+    fn a_queue_of_resting_rumours_still_evicts_when_full() {
+        let mut q: Rumours<u32> = Rumours::new(2, SeededState(0), Duration::from_secs(1));
+        for k in 1..=2u8 {
+            q.push_with(
+                Subject::Member(u32::from(k)),
+                Class::Topology,
+                Budget::News,
+                alloc::vec![k; 4],
+            );
+        }
+        assert_eq!(sent_at(&mut q, Instant::ZERO), [1, 2]);
+        assert!(q.push_with(
+            Subject::Member(3),
+            Class::Topology,
+            Budget::News,
+            alloc::vec![3; 4]
+        ));
+        assert_eq!(q.len(), 2, "the bound holds");
+        assert_eq!(
+            sent_at(&mut q, Instant::from_secs(1)),
+            [1, 3],
+            "the first in the resting line went"
+        );
+    }
+
     #[test]
     fn least_sent_first_and_retired_at_limit() {
-        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0));
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), Duration::ZERO);
         q.push(Subject::Member(1), Class::Topology, alloc::vec![1; 10]);
         q.push(Subject::Member(2), Class::Topology, alloc::vec![2; 10]);
         let me = NodeId::new(0u32, 0);
         // Room for one rumour only: the newest goes first.
         let mut b = BodyBuilder::new(&me, 4 + 12);
-        assert_eq!(q.fill(&mut b, Limits::all(2)), 1);
+        assert_eq!(q.fill(&mut b, Limits::all(2), Instant::ZERO), 1);
         assert!(b.finish().ends_with(&[2; 10]));
         // Now rumour 1 is the least sent.
         let mut b = BodyBuilder::new(&me, 4 + 12);
-        q.fill(&mut b, Limits::all(2));
+        q.fill(&mut b, Limits::all(2), Instant::ZERO);
         assert!(b.finish().ends_with(&[1; 10]));
         let mut b = BodyBuilder::new(&me, 1000);
-        assert_eq!(q.fill(&mut b, Limits::all(2)), 2);
+        assert_eq!(q.fill(&mut b, Limits::all(2), Instant::ZERO), 2);
         assert!(q.is_empty(), "both reached the limit of 2");
     }
 
@@ -543,7 +799,7 @@ mod tests {
         let mut out = Vec::new();
         while !q.is_empty() {
             let mut b = BodyBuilder::new(&me, 4 + 6);
-            assert_eq!(q.fill(&mut b, Limits::all(2)), 1);
+            assert_eq!(q.fill(&mut b, Limits::all(2), Instant::ZERO), 1);
             out.push(b.finish());
         }
         out
@@ -561,7 +817,7 @@ mod tests {
                 );
             }
         };
-        let mut plain: Rumours<u32> = Rumours::new(1_000, SeededState(3));
+        let mut plain: Rumours<u32> = Rumours::new(1_000, SeededState(3), Duration::ZERO);
         fill(&mut plain);
         assert_eq!(plain.len(), 200, "100 subjects replaced");
         let expected = drain(&mut plain);
@@ -572,7 +828,7 @@ mod tests {
         );
         // The same pushes after a burst that was drained (slots freed, reused,
         // trimmed) and through a snapshot send the same bytes in the same order.
-        let mut used: Rumours<u32> = Rumours::new(1_000, SeededState(3));
+        let mut used: Rumours<u32> = Rumours::new(1_000, SeededState(3), Duration::ZERO);
         for k in 0..500u32 {
             used.push(
                 Subject::Member(10_000 + k),
@@ -591,7 +847,7 @@ mod tests {
 
     #[test]
     fn newer_rumour_replaces_older_and_capacity_is_bounded() {
-        let mut q: Rumours<u32> = Rumours::new(2, SeededState(0));
+        let mut q: Rumours<u32> = Rumours::new(2, SeededState(0), Duration::ZERO);
         q.push(Subject::Member(1), Class::Topology, alloc::vec![1]);
         q.push(Subject::Member(1), Class::Topology, alloc::vec![9]);
         assert_eq!(q.len(), 1);
@@ -602,20 +858,20 @@ mod tests {
 
     #[test]
     fn a_passed_on_refutation_goes_before_fresher_suspicions() {
-        let mut q: Rumours<u32> = Rumours::new(64, SeededState(0));
+        let mut q: Rumours<u32> = Rumours::new(64, SeededState(0), Duration::ZERO);
         // Another member's refutation, already sent twice.
         q.push(Subject::Member(5), Class::Refutation, alloc::vec![5; 20]);
         let me = NodeId::new(0u32, 0);
         for _ in 0..2 {
             let mut b = BodyBuilder::new(&me, 4 + 22);
-            assert_eq!(q.fill(&mut b, Limits::all(100)), 1);
+            assert_eq!(q.fill(&mut b, Limits::all(100), Instant::ZERO), 1);
         }
         // Then a flood of fresh suspicions and verdicts about others.
         for k in 10..40u32 {
             q.push(Subject::Member(k), Class::Topology, alloc::vec![1; 20]);
         }
         let mut b = BodyBuilder::new(&me, 4 + 22);
-        assert_eq!(q.fill(&mut b, Limits::all(100)), 1);
+        assert_eq!(q.fill(&mut b, Limits::all(100), Instant::ZERO), 1);
         assert!(
             b.finish().windows(20).any(|w| w == [5; 20]),
             "the refutation rides first, however fresh the suspicions"
@@ -624,7 +880,7 @@ mod tests {
 
     #[test]
     fn a_refutation_goes_first_however_much_state_is_queued() {
-        let mut q: Rumours<u32> = Rumours::new(64, SeededState(0));
+        let mut q: Rumours<u32> = Rumours::new(64, SeededState(0), Duration::ZERO);
         for k in 0..60u32 {
             q.push(
                 Subject::State(k, String::from("k")),
@@ -642,7 +898,7 @@ mod tests {
         let me = NodeId::new(0u32, 0);
         // Room for two rumours: our own claim, then topology; state waits.
         let mut b = BodyBuilder::new(&me, 4 + 2 * 22);
-        assert_eq!(q.fill(&mut b, Limits::all(100)), 2);
+        assert_eq!(q.fill(&mut b, Limits::all(100), Instant::ZERO), 2);
         let body = b.finish();
         assert!(
             body.windows(20).any(|w| w == [0; 20]),
@@ -659,7 +915,7 @@ mod tests {
             alloc::vec![4; 20],
         );
         let mut b = BodyBuilder::new(&me, 4 + 22);
-        q.fill(&mut b, Limits::all(100));
+        q.fill(&mut b, Limits::all(100), Instant::ZERO);
         assert!(
             b.finish().ends_with(&[0; 20]),
             "own claim again, least sent of its class"

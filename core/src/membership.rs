@@ -501,6 +501,10 @@ pub(crate) struct Applied<A> {
     /// An unconfirmed member evicted to make room for this one, and the slot it
     /// held (which the newcomer may hold now: every part forgets it first).
     pub evicted: Option<(A, MemberIx)>,
+    /// The claim is the very one we hold (same life, incarnation and status): its
+    /// sender knows what we know, which quiets our rumour of it (see
+    /// [`Budget::Arrival`](crate::dissemination::Budget::Arrival)).
+    pub echo: bool,
 }
 
 /// What a claim about ourselves calls for.
@@ -735,7 +739,7 @@ impl<A: crate::Address> Membership<A> {
         // member's claim to every node about 4·log10 N times): one lookup settles
         // them. A claim that does not supersede ours is never implausible and changes
         // nothing, unless the member still has to take its turn among the unconfirmed.
-        if self.table.get(&claim.id.addr).is_some_and(|m| {
+        if let Some(m) = self.table.get(&claim.id.addr).filter(|m| {
             !supersedes(claim.rank(), m.rank())
                 && (m.confirmed || m.pos[Roster::Unconfirmed as usize] != NOT_IN)
         }) {
@@ -745,6 +749,7 @@ impl<A: crate::Address> Membership<A> {
                 refused: false,
                 implausible: false,
                 evicted: None,
+                echo: claim.rank() == m.rank(),
             };
         }
         let known_before = self.table.find(&claim.id.addr).is_some();
@@ -811,6 +816,7 @@ impl<A: crate::Address> Membership<A> {
             refused,
             implausible,
             evicted,
+            echo: false,
         }
     }
 
@@ -1238,6 +1244,14 @@ mod tests {
             refused,
             implausible: false,
             evicted: None,
+            echo: false,
+        }
+    }
+
+    fn echoed() -> Applied<u32> {
+        Applied {
+            echo: true,
+            ..applied(Change::None, false, false)
         }
     }
 
@@ -1248,6 +1262,7 @@ mod tests {
             refused: false,
             implausible: true,
             evicted: None,
+            echo: false,
         }
     }
 
@@ -1358,7 +1373,8 @@ mod tests {
         let t = Instant::from_secs(1);
         let steps = [
             (about(1, 1, 0, Alive), applied(Change::Joined, true, false)),
-            (about(1, 1, 0, Alive), applied(Change::None, false, false)),
+            // The very claim we hold: an echo, nothing else.
+            (about(1, 1, 0, Alive), echoed()),
             (
                 about(1, 1, 1, Alive),
                 applied(Change::Refreshed, false, false),
@@ -1367,7 +1383,7 @@ mod tests {
                 about(1, 1, 1, Suspect),
                 applied(Change::Suspected, false, false),
             ),
-            (about(1, 1, 1, Suspect), applied(Change::None, false, false)),
+            (about(1, 1, 1, Suspect), echoed()),
             (about(1, 1, 1, Alive), applied(Change::None, false, false)),
             (
                 about(1, 1, 2, Alive),

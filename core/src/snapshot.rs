@@ -48,13 +48,14 @@ use crate::hash::{Map, SeededState, Set, StableHasher};
 
 /// The first bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"GVSN";
-/// The snapshot format this build writes and reads (8: placement news carries the
+/// The snapshot format this build writes and reads (9: a queued rumour keeps its echoes
+/// and when it may be sent again, and the queue its resting line; 8: placement news carries the
 /// record's status, so queued news of version 7 would not decode; 7: a rumour class for other
 /// members' refutations passed on, and the failure detector's record of its last
 /// probes answered; 6: each queued rumour keeps its budget, a member's arrival having
 /// a smaller one; 5: the failure detector keeps an admission-cookie key instead of a
 /// table of admission pings in flight).
-pub const SNAPSHOT_VERSION: u16 = 8;
+pub const SNAPSHOT_VERSION: u16 = 9;
 /// Magic, version and check.
 pub(crate) const SNAPSHOT_HEADER_LEN: usize = 14;
 

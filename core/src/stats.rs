@@ -95,6 +95,9 @@ pub struct Stats {
     pub members_evicted: u64,
     /// Rumours evicted from a full queue before their budget was spent.
     pub rumours_evicted: u64,
+    /// Arrivals this node stopped passing on before their budget was spent, because
+    /// peers told it the same news (they know it, and are passing it on).
+    pub rumours_quieted: u64,
     /// Anti-entropy exchanges this node started.
     pub syncs: u64,
     /// Others' state entries refused because the node-wide `max_total_state_bytes`

@@ -110,6 +110,9 @@ const STATS: &[StatSpec] = &[
     ("grapevine_rumours_evicted_total", &[], |s| {
         s.rumours_evicted
     }),
+    ("grapevine_rumours_quieted_total", &[], |s| {
+        s.rumours_quieted
+    }),
     ("grapevine_syncs_total", &[], |s| s.syncs),
     ("grapevine_state_refused_total", &[], |s| s.state_refused),
     ("grapevine_deltas_applied_total", &[], |s| s.deltas_applied),

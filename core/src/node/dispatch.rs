@@ -223,6 +223,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 AgreementReceipt::Behind(_) => {}
             },
             Message::PlacementNews { name, rank, status } => {
+                // Most news a node hears it holds already: the teller knows it too,
+                // which quiets our own telling (see `Rumours::echo`).
+                if self.placement.holds(&name, rank) {
+                    self.out.echo(&Subject::Placement(name));
+                    return;
+                }
                 // A change of status only (Normal after the ring delay, Leaving, Left)
                 // we write ourselves from the record we hold: the tokens are those we
                 // have, and a record is pulled once per node per allocation, not per
@@ -322,6 +328,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             refused,
             implausible,
             evicted,
+            echo,
         } = self.members.apply_from(&claim, now, direct);
         if let Some((gone, ix)) = evicted {
             self.forget_member(&gone, ix);
@@ -337,6 +344,9 @@ impl<A: Address, R: RngCore> Node<A, R> {
         let addr = claim.id.addr.clone();
         match change {
             Change::None => {
+                if echo {
+                    self.out.echo(&Subject::Member(addr.clone()));
+                }
                 // The same suspicion from another accuser shortens the timeout.
                 if let (Status::Suspect, Some(acc)) = (claim.status, accuser) {
                     if self.detector.confirm(&addr, claim.incarnation, acc.clone()) {
@@ -644,7 +654,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                     name: name.clone(),
                 };
                 self.out
-                    .rumour(Subject::Placement(name), encode_message(&news));
+                    .news_rumour(Subject::Placement(name), encode_message(&news));
             }
         }
         if let Some(mine) = mine {

@@ -353,6 +353,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Starts the node and announces it to `seeds` (none for the first node).
     /// Calling it again after [`Node::leave`] rejoins with a higher incarnation.
     pub fn join(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
+        self.out.set_clock(now);
         self.members.join(now, seeds);
         let me = self.members.me().clone();
         self.refresh_tree(&me.addr);
@@ -378,6 +379,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// when it has re-resolved seeds given as host names. This node's own address is
     /// left out. Does nothing to a node that has not joined or has left.
     pub fn set_seeds(&mut self, now: Instant, seeds: impl IntoIterator<Item = A>) {
+        self.out.set_clock(now);
         if !self.members.is_active() {
             return;
         }
@@ -397,6 +399,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     ///
     /// [`RING_DELAY_ROUNDS`]: crate::placement::RING_DELAY_ROUNDS
     pub fn leave(&mut self, now: Instant) {
+        self.out.set_clock(now);
         if !self.members.is_active() {
             return;
         }
@@ -419,6 +422,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// node until [`Node::is_leave_spread`] holds (at once unless the members to tell
     /// are unconfirmed), so the news gets out.
     pub fn shutdown(&mut self, now: Instant) {
+        self.out.set_clock(now);
         if !self.members.leave() {
             return;
         }
@@ -459,6 +463,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// comes back with its old tokens, it is not taken back: it learns of the removal,
     /// drops its tokens and joins again as a new member.
     pub fn remove_node(&mut self, now: Instant, name: &str) -> Result<(), RemoveError> {
+        self.out.set_clock(now);
         let record = self.placement.remove(name, &self.members)?;
         self.spread_record(record);
         self.after_input(now);
@@ -468,6 +473,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Takes one datagram from `from`. On error the datagram is dropped and counted in
     /// [`Stats::drops`], and the node is otherwise unchanged.
     pub fn handle_packet(&mut self, now: Instant, from: A, data: &[u8]) -> Result<(), PacketError> {
+        self.out.set_clock(now);
         self.out.received(data.len());
         let (sender, messages) = match self.out.open(data) {
             Ok(v) => v,
@@ -508,6 +514,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Fires every timer that is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.set_clock(now);
         if self.members.lifecycle() == Lifecycle::Idle {
             return;
         }
@@ -571,6 +578,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Writes `key = value` in this node's state and spreads it.
     pub fn set(&mut self, now: Instant, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.out.set_clock(now);
         self.check_key(key)?;
         if value.len() > self.config.max_value_size {
             return Err(StateError::ValueTooLarge {
@@ -583,6 +591,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Deletes `key` from this node's state (a tombstone, collected after `tombstone_grace`).
     pub fn delete(&mut self, now: Instant, key: &str) -> Result<(), StateError> {
+        self.out.set_clock(now);
         self.check_key(key)?;
         self.write(now, key, None)
     }
@@ -684,6 +693,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         key: &[u8],
         payload: Vec<u8>,
     ) -> Result<RequestId, RequestError> {
+        self.out.set_clock(now);
         if !self.members.is_active() {
             return Err(RequestError::Left);
         }
@@ -709,6 +719,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         to: &NodeId<A>,
         payload: Vec<u8>,
     ) -> Result<RequestId, RequestError> {
+        self.out.set_clock(now);
         if !self.members.is_active() {
             return Err(RequestError::Left);
         }
@@ -728,6 +739,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
         id: RequestId,
         payload: Vec<u8>,
     ) -> Result<(), RespondError> {
+        self.out.set_clock(now);
         self.router
             .respond(id, payload, self.members.me(), &mut self.out)?;
         self.after_input(now);

@@ -1360,6 +1360,11 @@ impl<A: Address> Placement<A> {
         self.asks_left = MAX_ASKS_PER_DATAGRAM;
     }
 
+    /// Whether we hold `name`'s record at exactly `rank` (news of it is an echo).
+    pub fn holds(&self, name: &str, rank: Rank) -> bool {
+        self.rank_of(name) == Some(rank)
+    }
+
     /// Whether news of `name`'s record at `rank` is worth asking for: a name a record
     /// can have, and a rank above ours.
     pub fn lacks(&self, name: &str, rank: Rank) -> bool {
