@@ -677,9 +677,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn paced_news_rests_between_sends_and_other_rumours_do_not() {
-        let rest = Duration::from_millis(125);
+    /// A queue resting `rest` that holds an arrival (subject 1), a record's news (2)
+    /// and a rumour with the whole budget (3, as a suspicion).
+    fn arrival_news_and_suspicion(rest: Duration) -> Rumours<u32> {
         let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), rest);
         q.push_with(
             Subject::Member(1),
@@ -694,6 +694,13 @@ mod tests {
             alloc::vec![2; 4],
         );
         q.push(Subject::Member(3), Class::Topology, alloc::vec![3; 4]);
+        q
+    }
+
+    #[test]
+    fn paced_news_rests_between_sends_and_other_rumours_do_not() {
+        let rest = Duration::from_millis(125);
+        let mut q = arrival_news_and_suspicion(rest);
         let t = Instant::from_secs(1);
         assert_eq!(
             sent_at(&mut q, t),
@@ -715,20 +722,7 @@ mod tests {
 
     #[test]
     fn echoes_retire_paced_news_but_never_a_full_rumour() {
-        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), Duration::from_millis(100));
-        q.push_with(
-            Subject::Member(1),
-            Class::Topology,
-            Budget::Arrival,
-            alloc::vec![1; 4],
-        );
-        q.push_with(
-            Subject::Placement("b".into()),
-            Class::Topology,
-            Budget::News,
-            alloc::vec![2; 4],
-        );
-        q.push(Subject::Member(3), Class::Topology, alloc::vec![3; 4]);
+        let mut q = arrival_news_and_suspicion(Duration::from_millis(100));
         let t = Instant::from_secs(1);
         assert_eq!(sent_at(&mut q, t), [1, 2, 3]);
         for _ in 1..ECHOES_TO_RETIRE {
