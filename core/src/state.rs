@@ -521,7 +521,7 @@ impl<A: Address> Store<A> {
             out,
         );
         if applied {
-            let subject = Subject::State(delta.owner.addr.clone(), delta.key.clone());
+            let subject = Subject::state(delta.owner.addr.clone(), delta.key.clone());
             out.rumour(subject, self.announce(&delta));
         }
         applied
@@ -602,7 +602,7 @@ impl<A: Address> Store<A> {
         let after = st.bytes;
         recharge(&mut self.held, before, after);
         // Whatever we had queued about this key is older than what we now hold.
-        out.forget_rumour(&Subject::State(owner.addr.clone(), key.to_string()));
+        out.forget_rumour(&Subject::state(owner.addr.clone(), key.to_string()));
         out.count().deltas_applied += 1;
         if value.is_none() {
             let due = now + self.tombstone_grace;

@@ -645,7 +645,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
     fn write(&mut self, now: Instant, key: &str, value: Option<Vec<u8>>) -> Result<(), StateError> {
         let me = self.members.me().clone();
         let delta = self.store.write(now, &me, key, value)?;
-        let subject = Subject::State(me.addr.clone(), String::from(key));
+        let subject = Subject::state(me.addr.clone(), String::from(key));
         self.out.own_rumour(subject, self.store.announce(&delta));
         self.refresh_tree(&me.addr);
         self.after_input(now);
