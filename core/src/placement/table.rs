@@ -51,16 +51,26 @@ const PENDING_PATIENCE: u32 = RING_DELAY_ROUNDS + 2;
 
 /// Most joiners that allocate together onto a small ring: a mass join proceeds in
 /// waves (the first Joining members by name), each against the ring the previous ones
-/// left. A wave may be as large as the ring it joins (it at most doubles it), so a
-/// thousand joiners take five waves instead of sixteen.
+/// left. Later waves may be up to [`WAVE_GROWTH`] times the ring they join, so a
+/// thousand joiners take two waves instead of sixteen.
 pub const JOIN_WAVE: usize = 64;
+
+/// How many times the ring it joins a wave may be, once the ring holds more than
+/// [`JOIN_WAVE`] / 15 members: a wave at most sixteenfolds the ring. The allocator
+/// admits a wave's joiners in batches of a quarter of the ring so far, so a large
+/// wave balances as well as several small ones, and every wave saved is a ring delay
+/// and two spreads: a 1,024-node mass join goes in two waves (64, then 960) and falls
+/// idle about 40 s after the joins, against five waves (64, 65, 130, 260, 505) and
+/// 60 s when a wave at most doubled the ring. The price is each joiner's share of its
+/// wave's joint allocation, computed by every joiner in the wave up to its own batch.
+pub const WAVE_GROWTH: usize = 15;
 
 /// How many waves `joiners` take to join a datacenter whose ring holds `on_ring`
 /// members, if every wave joins whole (see [`JOIN_WAVE`]): for bounds and estimates.
 pub fn join_waves(joiners: usize, on_ring: usize) -> usize {
     let (mut left, mut ring, mut waves) = (joiners, on_ring, 0);
     while left > 0 {
-        let wave = left.min(JOIN_WAVE.max(ring));
+        let wave = left.min(JOIN_WAVE.max(ring.saturating_mul(WAVE_GROWTH)));
         left -= wave;
         ring += wave;
         waves += 1;
@@ -1489,20 +1499,21 @@ impl<A: Address> Placement<A> {
         outcome
     }
 
-    /// The wave we allocate with: the first `max(JOIN_WAVE, R)` Joining members of our
-    /// datacenter by name (with or without tokens yet), for the `R` members on its
-    /// ring. They allocate together; the next ones once those turned Normal.
-    /// Allocation waits until the wave and the ring it allocates against hold still
-    /// for a round.
+    /// The wave we allocate with: the first `max(JOIN_WAVE, WAVE_GROWTH · R)` Joining
+    /// members of our datacenter by name (with or without tokens yet), for the `R`
+    /// members on its ring. They allocate together; the next ones once those turned
+    /// Normal. Allocation waits until the wave and the ring it allocates against hold
+    /// still for a round.
     ///
     /// Waves keep a wave's picture still while its members allocate, and each
     /// joiner's work in proportion to the ring it joins: the allocator admits a wave
-    /// in batches of a quarter of the ring so far anyway, so a wave as large as the
+    /// in batches of a quarter of the ring so far anyway, so a wave many times the
     /// ring balances as well as several small ones, and each wave costs a ring delay
     /// and two spreads. Fixed waves of 64 made a 1,024-node join settle after 119 s
     /// (16 waves); waves that double the ring take five (64, 65, 130, 260, 505) and
-    /// settle before 60 s. The first wave stays small: it allocates while the
-    /// membership claims of the mass join are still spreading.
+    /// settle before 60 s; waves of up to fifteen times the ring take two (64, 960)
+    /// and settle by about 40 s (see [`WAVE_GROWTH`]). The first wave stays small: it
+    /// allocates while the membership claims of the mass join are still spreading.
     fn wave(&self) -> Vec<&str> {
         self.wave_and_cut().0
     }
@@ -1523,7 +1534,7 @@ impl<A: Address> Placement<A> {
                 on_ring += 1;
             }
         }
-        let size = JOIN_WAVE.max(on_ring);
+        let size = JOIN_WAVE.max(on_ring.saturating_mul(WAVE_GROWTH));
         // The first `size` by name, without sorting them all (hundreds wait at once
         // in a mass join, and each asks every round).
         let cut = names.len() > size;
@@ -2357,8 +2368,10 @@ mod tests {
         assert_eq!(join_waves(0, 5), 0);
         assert_eq!(join_waves(64, 0), 1);
         assert_eq!(join_waves(65, 0), 2);
-        // 1 + 1,023: 64, 65, 130, 260, then the last 504.
-        assert_eq!(join_waves(1023, 1), 5);
+        // 1 + 1,023: 64, then the other 959 (up to 15 × 65).
+        assert_eq!(join_waves(1023, 1), 2);
+        // 1 + 4,095: 64, 975 (15 × 65), then the other 3,056.
+        assert_eq!(join_waves(4095, 1), 3);
         assert_eq!(join_waves(30, 100), 1);
         assert_eq!(join_waves(1000, 1000), 1);
     }
