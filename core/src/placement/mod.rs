@@ -22,7 +22,7 @@ pub use allocator::{
 pub use murmur::{murmur3_x64_128, token_for};
 pub use ring::{Location, Replication, Ring, Token};
 pub(crate) use table::{AgreementReceipt, Placement, Received, RecordIx, RecordRef};
-pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS, join_waves};
+pub use table::{JOIN_WAVE, Owner, RING_DELAY_ROUNDS, WAVE_GROWTH, join_waves};
 pub use topology::{
     LocalPlacement, MAX_NAME_LEN, PlacementRecord, Rank, RemoveError, RestoreError, Topology,
 };

@@ -61,8 +61,9 @@ pub const JOIN_WAVE: usize = 64;
 /// wave balances as well as several small ones, and every wave saved is a ring delay
 /// and two spreads: a 1,024-node mass join goes in two waves (64, then 960) and falls
 /// idle about 40 s after the joins, against five waves (64, 65, 130, 260, 505) and
-/// 60 s when a wave at most doubled the ring. The price is each joiner's share of its
-/// wave's joint allocation, computed by every joiner in the wave up to its own batch.
+/// 60 s when a wave at most doubled the ring, and sixteen waves and 119 s with fixed
+/// waves of 64. The price is CPU: every joiner of a wave computes the wave's joint
+/// allocation up to its own batch.
 pub const WAVE_GROWTH: usize = 15;
 
 /// How many waves `joiners` take to join a datacenter whose ring holds `on_ring`
@@ -1509,11 +1510,9 @@ impl<A: Address> Placement<A> {
     /// joiner's work in proportion to the ring it joins: the allocator admits a wave
     /// in batches of a quarter of the ring so far anyway, so a wave many times the
     /// ring balances as well as several small ones, and each wave costs a ring delay
-    /// and two spreads. Fixed waves of 64 made a 1,024-node join settle after 119 s
-    /// (16 waves); waves that double the ring take five (64, 65, 130, 260, 505) and
-    /// settle before 60 s; waves of up to fifteen times the ring take two (64, 960)
-    /// and settle by about 40 s (see [`WAVE_GROWTH`]). The first wave stays small: it
-    /// allocates while the membership claims of the mass join are still spreading.
+    /// and two spreads (see [`WAVE_GROWTH`] for what each size cost at 1,024 nodes).
+    /// The first wave stays small: it allocates while the membership claims of the
+    /// mass join are still spreading.
     fn wave(&self) -> Vec<&str> {
         self.wave_and_cut().0
     }
