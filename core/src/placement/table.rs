@@ -56,15 +56,18 @@ const PENDING_PATIENCE: u32 = RING_DELAY_ROUNDS + 2;
 pub const JOIN_WAVE: usize = 64;
 
 /// How many times the ring it joins a wave may be, once the ring holds more than
-/// [`JOIN_WAVE`] / 15 members: a wave at most sixteenfolds the ring. The allocator
-/// admits a wave's joiners in batches of a quarter of the ring so far, so a large
-/// wave balances as well as several small ones, and every wave saved is a ring delay
-/// and two spreads: a 1,024-node mass join goes in two waves (64, then 960) and falls
-/// idle about 40 s after the joins, against five waves (64, 65, 130, 260, 505) and
-/// 60 s when a wave at most doubled the ring, and sixteen waves and 119 s with fixed
-/// waves of 64. The price is CPU: every joiner of a wave computes the wave's joint
-/// allocation up to its own batch.
-pub const WAVE_GROWTH: usize = 15;
+/// [`JOIN_WAVE`] / 31 members: a wave at most 32-folds the ring. The allocator admits
+/// a wave's joiners in batches of a quarter of the ring so far, so a large wave
+/// balances as well as several small ones, and every wave saved is a ring delay and
+/// two spreads: a 1,024-node mass join goes in two waves (64, then 960) and falls idle
+/// about 40 s after the joins, against five waves (64, 65, 130, 260, 505) and 60 s
+/// when a wave at most doubled the ring, and sixteen waves and 119 s with fixed waves
+/// of 64. The room above 15 (which would do for 64 and then 960) is for a first wave
+/// that some joiners had to leave (they start over when a wave-mate's record reached
+/// them late): with 15, a first wave of 53 held the next to 795 and a thousand
+/// joiners took four waves. The price is CPU: every joiner of a wave computes the
+/// wave's joint allocation up to its own batch.
+pub const WAVE_GROWTH: usize = 31;
 
 /// How many waves `joiners` take to join a datacenter whose ring holds `on_ring`
 /// members, if every wave joins whole (see [`JOIN_WAVE`]): for bounds and estimates.
@@ -2367,9 +2370,9 @@ mod tests {
         assert_eq!(join_waves(0, 5), 0);
         assert_eq!(join_waves(64, 0), 1);
         assert_eq!(join_waves(65, 0), 2);
-        // 1 + 1,023: 64, then the other 959 (up to 15 × 65).
+        // 1 + 1,023: 64, then the other 959 (up to 31 × 65).
         assert_eq!(join_waves(1023, 1), 2);
-        // 1 + 4,095: 64, 975 (15 × 65), then the other 3,056.
+        // 1 + 4,095: 64, 2,015 (31 × 65), then the other 2,016.
         assert_eq!(join_waves(4095, 1), 3);
         assert_eq!(join_waves(30, 100), 1);
         assert_eq!(join_waves(1000, 1000), 1);
