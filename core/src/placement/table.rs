@@ -69,12 +69,18 @@ pub const JOIN_WAVE: usize = 64;
 /// wave's joint allocation up to its own batch.
 pub const WAVE_GROWTH: usize = 31;
 
+/// The most joiners one wave may hold onto a ring of `on_ring` members: the one rule
+/// behind both the waves ([`Placement::wave`]) and their count ([`join_waves`]).
+fn wave_size(on_ring: usize) -> usize {
+    JOIN_WAVE.max(on_ring.saturating_mul(WAVE_GROWTH))
+}
+
 /// How many waves `joiners` take to join a datacenter whose ring holds `on_ring`
 /// members, if every wave joins whole (see [`JOIN_WAVE`]): for bounds and estimates.
 pub fn join_waves(joiners: usize, on_ring: usize) -> usize {
     let (mut left, mut ring, mut waves) = (joiners, on_ring, 0);
     while left > 0 {
-        let wave = left.min(JOIN_WAVE.max(ring.saturating_mul(WAVE_GROWTH)));
+        let wave = left.min(wave_size(ring));
         left -= wave;
         ring += wave;
         waves += 1;
@@ -1536,7 +1542,7 @@ impl<A: Address> Placement<A> {
                 on_ring += 1;
             }
         }
-        let size = JOIN_WAVE.max(on_ring.saturating_mul(WAVE_GROWTH));
+        let size = wave_size(on_ring);
         // The first `size` by name, without sorting them all (hundreds wait at once
         // in a mass join, and each asks every round).
         let cut = names.len() > size;
