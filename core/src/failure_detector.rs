@@ -604,8 +604,16 @@ impl<A: crate::Address> Detector<A> {
     /// members whose entries gave way stayed unconfirmed, were forgotten after
     /// `UNCONFIRMED_ROUNDS`, and a 10,000-node join never converged.
     pub fn admit<R: RngCore>(&mut self, addr: &A, out: &mut Outbox<A, R>) {
-        let seq = self.admission_cookie(addr);
-        out.send_bare(addr.clone(), &[encode_message(&Message::<A>::Ping { seq })]);
+        out.send_bare(addr.clone(), &[self.admission_ping(addr)]);
+    }
+
+    /// The admission ping to `addr`, encoded: [`admit`](Self::admit) sends it on its
+    /// own, and a reply to a newcomer that reached us itself carries it beside the
+    /// reply's other messages (one datagram fewer per pair of members in a mass join).
+    pub fn admission_ping(&self, addr: &A) -> Vec<u8> {
+        encode_message(&Message::<A>::Ping {
+            seq: self.admission_cookie(addr),
+        })
     }
 
     /// A helper could not reach our target either: the fault is probably not ours.

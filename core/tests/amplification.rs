@@ -125,6 +125,45 @@ fn a_spoofed_source_gets_at_most_three_times_what_it_sent() {
     );
 }
 
+/// A spoofed source that names itself as the sender: the node admits that stranger
+/// (unconfirmed) before it answers, and the answer must still be held to three times
+/// what came in, though the node has news queued that would fill whole datagrams.
+#[test]
+fn a_stranger_speaking_for_itself_gets_at_most_three_times_what_it_sent() {
+    let mut nodes = settled_three();
+    let now = Instant::from_secs(20);
+    for i in 0..40 {
+        nodes[0]
+            .set(now, &format!("key-{i}"), &[7u8; 60])
+            .expect("a write");
+    }
+    let victim = NodeId::new(addr(99), 1);
+    let mut body = BodyBuilder::new(&victim, 1400 - HEADER_LEN);
+    assert!(body.push(&Message::<SocketAddr>::Ping { seq: 1 }));
+    assert!(body.push(&Message::<SocketAddr>::SyncRoot { root: 1 }));
+    let data = unsealed(body);
+    let target = &mut nodes[0];
+    while target.poll_transmit().is_some() {}
+    target
+        .handle_packet(now, victim.addr, &data)
+        .expect("well formed");
+    assert!(target.knows(&victim.addr), "the stranger is admitted");
+    let mut to_victim = 0;
+    while let Some(t) = target.poll_transmit() {
+        if t.dest == victim.addr {
+            to_victim += t.payload.len();
+        }
+    }
+    let ratio = to_victim as f64 / data.len() as f64;
+    println!(
+        "a {}-byte datagram from a stranger naming itself drew {to_victim} bytes back \
+         (ratio {ratio:.2}), with 40 writes queued as news",
+        data.len()
+    );
+    assert!(to_victim > 0, "the ping is answered");
+    assert!(ratio <= 3.0, "amplification {ratio:.2} > 3");
+}
+
 /// Large values through a spoofed source: a datagram from a non-member naming a real
 /// member as its sender asks for the chunks of a value and announces a stub. No chunk
 /// is served (the want does not come from the member's own address), the stub is

@@ -254,7 +254,12 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Any datagram proves its sender exists: a stranger or a new life of a known
     /// member is admitted as alive at incarnation 0. That cannot undo a verdict about
     /// a known life, since incarnation 0 never supersedes it.
-    pub(super) fn heard_from(&mut self, now: Instant, sender: &NodeId<A>) {
+    pub(super) fn heard_from(
+        &mut self,
+        now: Instant,
+        sender: &NodeId<A>,
+        reply: &mut Vec<Vec<u8>>,
+    ) {
         let known = self.members.get(&sender.addr).map(|m| m.id.generation);
         if known.is_none_or(|g| g < sender.generation) {
             let claim = MemberClaim {
@@ -262,7 +267,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 incarnation: 0,
                 status: Status::Alive,
             };
-            self.apply_claim_from(now, claim, None, true);
+            self.apply_claim_from(now, claim, None, Some(reply));
         }
     }
 
@@ -302,19 +307,21 @@ impl<A: Address, R: RngCore> Node<A, R> {
 
     /// Applies a claim: membership decides what changed, and each part hears of it.
     pub(super) fn apply_claim(&mut self, now: Instant, claim: MemberClaim<A>, accuser: Option<A>) {
-        self.apply_claim_from(now, claim, accuser, false);
+        self.apply_claim_from(now, claim, accuser, None);
     }
 
-    /// [`apply_claim`](Self::apply_claim); `direct` when the member itself sent it
-    /// (its own datagram, from its own address): such a claim is passed on at once,
-    /// as SWIM's join, even before the member answers its admission ping.
+    /// [`apply_claim`](Self::apply_claim); `reply` (the reply to the datagram) when
+    /// the member itself sent it (its own datagram, from its own address): such a
+    /// claim is passed on at once, as SWIM's join, even before the member answers its
+    /// admission ping, and that ping rides in the reply.
     fn apply_claim_from(
         &mut self,
         now: Instant,
         claim: MemberClaim<A>,
         accuser: Option<A>,
-        direct: bool,
+        reply: Option<&mut Vec<Vec<u8>>>,
     ) {
+        let direct = reply.is_some();
         if claim.id.addr == self.members.me().addr {
             self.claim_about_me(&claim);
             return;
@@ -407,7 +414,10 @@ impl<A: Address, R: RngCore> Node<A, R> {
             // An identity we could not verify is pinged; it is passed on only if it
             // reached us itself, else once it answers.
             if entered_live && claim.status == Status::Alive {
-                self.detector.admit(&addr, &mut self.out);
+                match reply {
+                    Some(reply) => reply.push(self.detector.admission_ping(&addr)),
+                    None => self.detector.admit(&addr, &mut self.out),
+                }
             }
             if !direct {
                 return;

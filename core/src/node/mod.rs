@@ -483,11 +483,16 @@ impl<A: Address, R: RngCore> Node<A, R> {
             }
         };
         // Only a datagram that comes from the address it names admits a stranger: a
-        // datagram naming a third party must not make us probe that third party.
-        if sender.addr == from {
-            self.heard_from(now, &sender);
-        }
+        // datagram naming a third party must not make us probe that third party. The
+        // stranger's admission ping rides in our reply, if we have one to send.
         let mut reply: Vec<Vec<u8>> = Vec::new();
+        // Whether the source was a member before this datagram (of any status: a
+        // healed partition's other side is "dead" for a while), for the reply's limit.
+        let known = self.members.get(&from).is_some();
+        if sender.addr == from {
+            self.heard_from(now, &sender, &mut reply);
+        }
+        let admission_only = reply.len();
         // Only a sender speaking from its own address gets more than a reply-sized
         // answer (the chunks of a large value).
         let direct = sender.addr == from;
@@ -495,12 +500,19 @@ impl<A: Address, R: RngCore> Node<A, R> {
         for msg in messages {
             self.on_message(now, &sender, direct, msg, &mut reply);
         }
-        if !reply.is_empty() {
-            // Replies go where the datagram came from. A source that is not a member
-            // (of any status: a healed partition's other side is "dead" for a while)
-            // gets at most three times what it sent (QUIC's anti-amplification rule),
-            // so a spoofed source cannot make us an amplifier.
-            let limit = if self.members.get(&from).is_some() {
+        if reply.len() == admission_only {
+            // Nothing to answer but the admission ping: it goes bare, as any ping
+            // to an address that has not proven itself (`Outbox::send_bare`).
+            if !reply.is_empty() {
+                self.out.send_bare(from, &reply);
+            }
+        } else {
+            // Replies go where the datagram came from. A source that was not a member
+            // before this datagram gets at most three times what it sent (QUIC's
+            // anti-amplification rule), so a spoofed source cannot make us an
+            // amplifier; the stranger it names is a member (unconfirmed) by now, so
+            // that is asked before.
+            let limit = if known {
                 usize::MAX
             } else {
                 data.len().saturating_mul(3)
