@@ -1462,7 +1462,10 @@ impl<A: Address> Placement<A> {
                 let still = seen == self.seen;
                 self.seen = seen;
                 let overtaken = self.ring_moved_under(&pending);
-                if still && my_turn && !overtaken && (self.waited > LEARN_ROUNDS || self.ready) {
+                let settled = still && my_turn && (self.waited > LEARN_ROUNDS || self.ready);
+                // Overtaken only by our own doubt if the allocation our picture gives
+                // our pending wave-mates is, for most of them, the one they took.
+                if settled && (!overtaken || self.pending_took_our_picture()) {
                     self.allocate();
                     self.countdown = RING_DELAY_ROUNDS;
                     outcome.publish = Some(self.publish());
@@ -1658,6 +1661,64 @@ impl<A: Address> Placement<A> {
             .iter()
             .position(|n| *n == self.mine.name)
             .unwrap_or(0);
+        let mut all = self.joint_allocation(&joiners, me);
+        let tokens = if me < all.len() {
+            all.swap_remove(me)
+        } else {
+            Vec::new()
+        };
+        self.mine.tokens = tokens;
+        self.mine.epoch = self.mine.generation.max(1);
+        self.allocated_with = allocated_with;
+    }
+
+    /// Whether most of our pending wave-mates allocated against the picture we see
+    /// now (our wave, and the ring), though the ring moved since we first saw some of
+    /// them pending (see [`ring_moved_under`](Self::ring_moved_under)): the joint
+    /// allocation our picture gives them is the tokens they hold. Its RNG is seeded
+    /// from the whole picture, so a match means the same picture and a mismatch
+    /// another; we join the picture that more of them took (those that took another
+    /// are at odds with the rest of the wave whatever we do). The ring moves under a
+    /// joiner when the last members of the previous wave turn Normal while its
+    /// wave-mates allocate; without this check such a joiner sat out its wave and
+    /// joined once the whole wave was Normal, a ring delay and an agreement later
+    /// (seed 1, N = 1,024: seven joiners allocated at 22–24 s, the rest of their wave
+    /// at 13–15 s; with it, one, which had started over). Only the wave-mates in the joint allocation's batches up to the first
+    /// pending one are compared: that is all that must be computed.
+    fn pending_took_our_picture(&self) -> bool {
+        let wave = self.wave();
+        let pending: Vec<(usize, &[Token])> = wave
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n != self.mine.name)
+            .filter_map(|(k, n)| {
+                let r = self.records.get(n)?;
+                (r.status() == Topology::Joining && !r.tokens().is_empty()).then(|| (k, r.tokens()))
+            })
+            .collect();
+        let Some(&(first, _)) = pending.first() else {
+            return false;
+        };
+        let all = self.joint_allocation(&wave, first);
+        let (mut same, mut other) = (0usize, 0usize);
+        for (k, held) in pending {
+            let Some(ours) = all.get(k).filter(|t| !t.is_empty()) else {
+                continue;
+            };
+            // Both are sorted: a record's tokens are, and so is an allocation's.
+            if ours.as_slice() == held {
+                same += 1;
+            } else {
+                other += 1;
+            }
+        }
+        same > other
+    }
+
+    /// The joint allocation of `joiners` (a wave, by name) against the base ring, with
+    /// an RNG seeded from both, computed up to the batch of joiner `upto` (later
+    /// joiners get no tokens).
+    fn joint_allocation(&self, joiners: &[&str], upto: usize) -> Vec<Vec<Token>> {
         let dc = self.mine.location.datacenter.clone();
         let base = Ring::new_located(
             self.base()
@@ -1678,16 +1739,7 @@ impl<A: Address> Placement<A> {
             Replication::Simple(_) => Replication::Simple(rf),
             Replication::PerDatacenter(_) => Replication::PerDatacenter(alloc::vec![(dc, rf)]),
         };
-        let mut all =
-            allocate_located_upto(&base, &locations, self.vnodes, &replication, me, &mut rng);
-        let tokens = if me < all.len() {
-            all.swap_remove(me)
-        } else {
-            Vec::new()
-        };
-        self.mine.tokens = tokens;
-        self.mine.epoch = self.mine.generation.max(1);
-        self.allocated_with = allocated_with;
+        allocate_located_upto(&base, &locations, self.vnodes, &replication, upto, &mut rng)
     }
 
     /// Whether a token we propose is held by a better claim: a member on the ring, or
@@ -2469,6 +2521,58 @@ mod tests {
         assert!(
             proposal.is_some_and(|r| !r.tokens.is_empty()),
             "held back for good"
+        );
+    }
+
+    /// The ring moves under a pending wave-mate when the last member of the previous
+    /// wave turns Normal; a joiner whose picture then gives that wave-mate the very
+    /// tokens it took allocates at once, instead of waiting out `PENDING_PATIENCE`.
+    #[test]
+    fn a_joiner_whose_picture_the_pending_took_does_not_wait() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut seed = placement(1, "a-seed");
+        let first = seed.start(&mut rng, true).expect("first node");
+        // The previous wave's last member, pending, then Normal with the same tokens.
+        let last_tokens = alloc::vec![-4_000_000_000_000_000_000, 3_000_000_000_000_000_000];
+        let last_pending = record("b-last", 2, Topology::Joining, last_tokens.clone());
+        let mut last_normal = record("b-last", 2, Topology::Normal, last_tokens);
+        last_normal.version = 2;
+        let mut j = placement(9, "w3");
+        let j_record = j.start(&mut rng, false).expect("joins");
+        let mut w1 = placement(7, "w1");
+        let w1_record = w1.start(&mut rng, false).expect("joins");
+        let mut w2 = placement(8, "w2");
+        let w2_record = w2.start(&mut rng, false).expect("joins");
+        // w1 saw the previous wave Normal, and allocated against that ring.
+        for r in [&first, &last_normal, &w2_record, &j_record] {
+            feed(&mut w1, r.clone());
+        }
+        let w1_pending = (0..10)
+            .find_map(|_| w1.round(&mut |_| {}).publish)
+            .expect("w1 allocates");
+        assert!(!w1_pending.tokens.is_empty());
+        // j saw w1 pending while "b-last" was still pending, learned the ring, then
+        // heard "b-last" turn Normal: the ring moved under w1.
+        for r in [&first, &last_pending, &w1_record, &w2_record] {
+            feed(&mut j, r.clone());
+        }
+        for _ in 0..LEARN_ROUNDS {
+            assert!(
+                j.round(&mut |_| {}).publish.is_none(),
+                "still learning the ring"
+            );
+            feed(&mut j, w1_pending.clone());
+        }
+        feed(&mut j, last_normal);
+        let rounds = (1..PENDING_PATIENCE)
+            .find(|_| j.round(&mut |_| {}).publish.is_some())
+            .expect("allocated before its patience ran out");
+        assert!(rounds <= 2, "allocated after {rounds} rounds");
+        let mine: BTreeSet<Token> = j.local().tokens.into_iter().collect();
+        assert_eq!(mine.len(), 16, "its share of the wave");
+        assert!(
+            w1_pending.tokens.iter().all(|t| !mine.contains(t)),
+            "no clash"
         );
     }
 
