@@ -254,12 +254,14 @@ impl<A: Address, R: RngCore> Node<A, R> {
     /// Any datagram proves its sender exists: a stranger or a new life of a known
     /// member is admitted as alive at incarnation 0. That cannot undo a verdict about
     /// a known life, since incarnation 0 never supersedes it.
+    ///
+    /// Returns whether the sender's address was a member before (of any status).
     pub(super) fn heard_from(
         &mut self,
         now: Instant,
         sender: &NodeId<A>,
         reply: &mut Vec<Vec<u8>>,
-    ) {
+    ) -> bool {
         let known = self.members.get(&sender.addr).map(|m| m.id.generation);
         if known.is_none_or(|g| g < sender.generation) {
             let claim = MemberClaim {
@@ -269,6 +271,7 @@ impl<A: Address, R: RngCore> Node<A, R> {
             };
             self.apply_claim_from(now, claim, None, Some(reply));
         }
+        known.is_some()
     }
 
     // ----- membership changes, fanned out to the parts ------------------------------

@@ -486,21 +486,24 @@ impl<A: Address, R: RngCore> Node<A, R> {
         // datagram naming a third party must not make us probe that third party. The
         // stranger's admission ping rides in our reply, if we have one to send.
         let mut reply: Vec<Vec<u8>> = Vec::new();
-        // Whether the source was a member before this datagram (of any status: a
-        // healed partition's other side is "dead" for a while), for the reply's limit.
-        let known = self.members.get(&from).is_some();
-        if sender.addr == from {
-            self.heard_from(now, &sender, &mut reply);
-        }
-        let admission_only = reply.len();
         // Only a sender speaking from its own address gets more than a reply-sized
         // answer (the chunks of a large value).
         let direct = sender.addr == from;
+        // Whether the source was a member before this datagram (of any status: a
+        // healed partition's other side is "dead" for a while), for the reply's
+        // limit: asked before the datagram can admit it (as its own sender, or by a
+        // claim about it in the body).
+        let known_before = if direct {
+            self.heard_from(now, &sender, &mut reply)
+        } else {
+            self.members.get(&from).is_some()
+        };
+        let after_admission = reply.len();
         self.placement.new_datagram();
         for msg in messages {
             self.on_message(now, &sender, direct, msg, &mut reply);
         }
-        if reply.len() == admission_only {
+        if reply.len() == after_admission {
             // Nothing to answer but the admission ping: it goes bare, as any ping
             // to an address that has not proven itself (`Outbox::send_bare`).
             if !reply.is_empty() {
@@ -510,9 +513,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
             // Replies go where the datagram came from. A source that was not a member
             // before this datagram gets at most three times what it sent (QUIC's
             // anti-amplification rule), so a spoofed source cannot make us an
-            // amplifier; the stranger it names is a member (unconfirmed) by now, so
-            // that is asked before.
-            let limit = if known {
+            // amplifier.
+            let limit = if known_before {
                 usize::MAX
             } else {
                 data.len().saturating_mul(3)

@@ -1683,8 +1683,9 @@ impl<A: Address> Placement<A> {
     /// wave-mates allocate; without this check such a joiner sat out its wave and
     /// joined once the whole wave was Normal, a ring delay and an agreement later
     /// (seed 1, N = 1,024: seven joiners allocated at 22–24 s, the rest of their wave
-    /// at 13–15 s; with it, one, which had started over). Only the wave-mates in the joint allocation's batches up to the first
-    /// pending one are compared: that is all that must be computed.
+    /// at 13–15 s; with it, one, which had started over). Only the wave-mates in the
+    /// joint allocation's batches up to the first pending one are compared: that is
+    /// all that must be computed.
     fn pending_took_our_picture(&self) -> bool {
         let wave = self.wave();
         let pending: Vec<(usize, &[Token])> = wave
