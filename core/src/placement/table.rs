@@ -1582,18 +1582,28 @@ impl<A: Address> Placement<A> {
         moved
     }
 
+    /// The other members of `wave` that hold pending tokens: their place in the wave,
+    /// their name and their tokens.
+    fn pending_mates<'w>(
+        &'w self,
+        wave: &'w [&'w str],
+    ) -> impl Iterator<Item = (usize, &'w str, &'w [Token])> + 'w {
+        wave.iter()
+            .enumerate()
+            .filter(move |(_, n)| **n != self.mine.name)
+            .filter_map(move |(k, n)| {
+                let r = self.records.get(n)?;
+                (r.status() == Topology::Joining && !r.tokens().is_empty())
+                    .then(|| (k, *n, r.tokens()))
+            })
+    }
+
     /// The hashes of the names of the other members of `wave` that hold pending
     /// tokens, sorted.
     fn pending_in(&self, wave: &[&str]) -> Vec<u64> {
-        let mut pending: Vec<u64> = wave
-            .iter()
-            .filter(|n| **n != self.mine.name)
-            .filter(|n| {
-                self.records
-                    .get(n)
-                    .is_some_and(|r| r.status() == Topology::Joining && !r.tokens().is_empty())
-            })
-            .map(|n| Records::<A>::hash(self.records.seed, n))
+        let mut pending: Vec<u64> = self
+            .pending_mates(wave)
+            .map(|(_, n, _)| Records::<A>::hash(self.records.seed, n))
             .collect();
         pending.sort_unstable();
         pending
@@ -1688,14 +1698,9 @@ impl<A: Address> Placement<A> {
     /// all that must be computed.
     fn pending_took_our_picture(&self) -> bool {
         let wave = self.wave();
-        let pending: Vec<(usize, &[Token])> = wave
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| **n != self.mine.name)
-            .filter_map(|(k, n)| {
-                let r = self.records.get(n)?;
-                (r.status() == Topology::Joining && !r.tokens().is_empty()).then(|| (k, r.tokens()))
-            })
+        let pending: Vec<(usize, &[Token])> = self
+            .pending_mates(&wave)
+            .map(|(k, _, tokens)| (k, tokens))
             .collect();
         let Some(&(first, _)) = pending.first() else {
             return false;
