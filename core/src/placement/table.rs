@@ -1465,8 +1465,13 @@ impl<A: Address> Placement<A> {
                 let settled = still && my_turn && (self.waited > LEARN_ROUNDS || self.ready);
                 // Overtaken only by our own doubt if the allocation our picture gives
                 // our pending wave-mates is, for most of them, the one they took.
-                if settled && (!overtaken || self.pending_took_our_picture()) {
-                    self.allocate();
+                let allocation = match (settled, overtaken) {
+                    (false, _) => None,
+                    (true, false) => Some(None),
+                    (true, true) => self.pending_took_our_picture().map(Some),
+                };
+                if let Some(computed) = allocation {
+                    self.allocate(computed);
                     self.countdown = RING_DELAY_ROUNDS;
                     outcome.publish = Some(self.publish());
                     out(Event::PlacementChanged(Box::new(self.local())));
@@ -1654,7 +1659,11 @@ impl<A: Address> Placement<A> {
     /// tokens, so they neither collide nor unbalance each other (as if they had joined
     /// one at a time); we take our share. Joiners that saw different pictures may
     /// clash: [`clashes`](Self::clashes) settles that.
-    fn allocate(&mut self) {
+    ///
+    /// `computed` is the joint allocation of this wave, when
+    /// [`pending_took_our_picture`](Self::pending_took_our_picture) has just computed it
+    /// up to our batch or beyond.
+    fn allocate(&mut self, computed: Option<Vec<Vec<Token>>>) {
         let (joiners, cut) = self.wave_and_cut();
         let seed = self.records.seed;
         let mut on_ring: Vec<u64> = self
@@ -1671,7 +1680,7 @@ impl<A: Address> Placement<A> {
             .iter()
             .position(|n| *n == self.mine.name)
             .unwrap_or(0);
-        let mut all = self.joint_allocation(&joiners, me);
+        let mut all = computed.unwrap_or_else(|| self.joint_allocation(&joiners, me));
         let tokens = if me < all.len() {
             all.swap_remove(me)
         } else {
@@ -1693,19 +1702,24 @@ impl<A: Address> Placement<A> {
     /// wave-mates allocate; without this check such a joiner sat out its wave and
     /// joined once the whole wave was Normal, a ring delay and an agreement later
     /// (seed 1, N = 1,024: seven joiners allocated at 22–24 s, the rest of their wave
-    /// at 13–15 s; with it, one, which had started over). Only the wave-mates in the
-    /// joint allocation's batches up to the first pending one are compared: that is
-    /// all that must be computed.
-    fn pending_took_our_picture(&self) -> bool {
+    /// at 13–15 s; with it, one, which had started over).
+    ///
+    /// The wave-mates compared are those in the joint allocation's batches up to our
+    /// own (or up to the first pending one, if that is later): our tokens need those
+    /// batches anyway, and the allocation is returned for us to take our share. Up to
+    /// the first pending mate alone, one early mate that took another picture (it saw
+    /// the previous wave's last member still pending) outvoted the rest of the wave
+    /// for good: seed 1, N = 1,024, a joiner of the second wave waited out the whole
+    /// wave and allocated alone at 24 s, which held the ring's agreement to 36 s.
+    fn pending_took_our_picture(&self) -> Option<Vec<Vec<Token>>> {
         let wave = self.wave();
+        let me = wave.iter().position(|n| *n == self.mine.name)?;
         let pending: Vec<(usize, &[Token])> = self
             .pending_mates(&wave)
             .map(|(k, _, tokens)| (k, tokens))
             .collect();
-        let Some(&(first, _)) = pending.first() else {
-            return false;
-        };
-        let all = self.joint_allocation(&wave, first);
+        let &(first, _) = pending.first()?;
+        let all = self.joint_allocation(&wave, me.max(first));
         let (mut same, mut other) = (0usize, 0usize);
         for (k, held) in pending {
             let Some(ours) = all.get(k).filter(|t| !t.is_empty()) else {
@@ -1718,7 +1732,7 @@ impl<A: Address> Placement<A> {
                 other += 1;
             }
         }
-        same > other
+        (same > other).then_some(all)
     }
 
     /// The joint allocation of `joiners` (a wave, by name) against the base ring, with
@@ -2580,6 +2594,71 @@ mod tests {
             w1_pending.tokens.iter().all(|t| !mine.contains(t)),
             "no clash"
         );
+    }
+
+    /// A joiner whose ring moved under its pending wave-mates compares its picture with
+    /// every pending mate up to its own batch: one early mate that took another
+    /// picture (it allocated while the previous wave's last member was still pending)
+    /// does not outvote the mates that took the picture the joiner sees.
+    #[test]
+    fn an_early_wave_mate_with_another_picture_does_not_outvote_the_wave() {
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        let mut seed = placement(1, "a-seed");
+        let first = seed.start(&mut rng, true).expect("first node");
+        let last_tokens = alloc::vec![-4_000_000_000_000_000_000, 3_000_000_000_000_000_000];
+        let last_pending = record("b-last", 2, Topology::Joining, last_tokens.clone());
+        let mut last_normal = record("b-last", 2, Topology::Normal, last_tokens);
+        last_normal.version = 2;
+        let mut wave: Vec<Placement<u32>> = ["w0", "w1", "w2", "w3"]
+            .iter()
+            .zip(10..)
+            .map(|(name, addr)| placement(addr, name))
+            .collect();
+        let joining: Vec<PlacementRecord<u32>> = wave
+            .iter_mut()
+            .map(|p| p.start(&mut rng, false).expect("joins"))
+            .collect();
+        // w0 allocates while "b-last" is still pending in its view, w1 and w2 once it
+        // is Normal: two pictures.
+        let mut pending = Vec::new();
+        for (k, previous) in [(0, &last_pending), (1, &last_normal), (2, &last_normal)] {
+            let p = &mut wave[k];
+            for r in [&first, previous] {
+                feed(p, r.clone());
+            }
+            for (_, r) in joining.iter().enumerate().filter(|(i, _)| *i != k) {
+                feed(p, r.clone());
+            }
+            let allocated = (0..10)
+                .find_map(|_| p.round(&mut |_| {}).publish)
+                .expect("allocates");
+            assert!(!allocated.tokens.is_empty());
+            pending.push(allocated);
+        }
+        // w3 saw them pending while "b-last" was pending, then heard it turn Normal.
+        let j = &mut wave[3];
+        for r in [&first, &last_pending] {
+            feed(j, r.clone());
+        }
+        for r in &joining[..3] {
+            feed(j, r.clone());
+        }
+        for _ in 0..LEARN_ROUNDS {
+            assert!(j.round(&mut |_| {}).publish.is_none(), "still learning");
+            for r in &pending {
+                feed(j, r.clone());
+            }
+        }
+        feed(j, last_normal);
+        let rounds = (1..PENDING_PATIENCE)
+            .find(|_| j.round(&mut |_| {}).publish.is_some())
+            .expect("allocated before its patience ran out");
+        assert!(rounds <= 2, "allocated after {rounds} rounds");
+        let mine: BTreeSet<Token> = j.local().tokens.into_iter().collect();
+        assert_eq!(mine.len(), 16, "its share of the wave");
+        for r in &pending[1..] {
+            assert!(r.tokens.iter().all(|t| !mine.contains(t)), "no clash");
+        }
     }
 
     /// A joiner that allocated without a wave-mate's record (it arrived late) starts
