@@ -161,4 +161,9 @@ impl Cluster for GvCluster {
             ("packet_errors", errors),
         ]
     }
+    /// 10 s: Grapevine's periodic traffic (probes, gossip, anti-entropy) runs every
+    /// round (1 s), so a settled cluster sends the same bytes in every 10 s window.
+    fn quiet_window(&self) -> core::time::Duration {
+        core::time::Duration::from_secs(10)
+    }
 }

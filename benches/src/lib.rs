@@ -68,6 +68,13 @@ pub trait Cluster {
     fn false_suspects(&self) -> Option<u64>;
     /// Protocol-specific counters (events, notifications, errors), for the JSON output.
     fn counters(&self) -> Vec<(&'static str, u64)>;
+    /// The window over which traffic is averaged to judge whether it has settled: at
+    /// least the protocol's longest periodic exchange, so that a settled protocol reads
+    /// flat window to window. 30 s unless a protocol says otherwise (foca announces
+    /// every 30 s).
+    fn quiet_window(&self) -> core::time::Duration {
+        core::time::Duration::from_secs(30)
+    }
 }
 
 /// Peak resident set size of this process, in bytes (`VmHWM` from `/proc/self/status`),

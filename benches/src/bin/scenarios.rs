@@ -597,19 +597,20 @@ impl Mark {
     }
 }
 
-/// Runs until `cap` in 30 s windows and returns when traffic settled, and the total
-/// bytes sent by then: the end of the last window whose rate was not within 10 % (or
-/// 10 bytes per node per second) of the final level (the mean of the last three
-/// windows). Rumour queues drain at a flat, full-packet rate before they empty, so a
-/// plateau is not the end: only the final level is. (30 s: foca's periodic announce
-/// fires every 30 s on every node at nearly the same phase.)
+/// Runs until `cap` in windows of the protocol's [`Cluster::quiet_window`] and returns
+/// when traffic settled, and the total bytes sent by then: the end of the last window
+/// whose rate was not within 10 % (or 10 bytes per node per second) of the final level
+/// (the mean of the last three windows). Rumour queues drain at a flat, full-packet
+/// rate before they empty, so a plateau is not the end: only the final level is.
+/// (foca's windows are 30 s: its periodic announce fires every 30 s on every node at
+/// nearly the same phase; Grapevine's are 10 s, its periodic traffic being per round.)
 fn settle<C: Cluster>(
     c: &mut C,
     cap: Instant,
     pb: &ProgressBar,
     mark: &mut Mark,
 ) -> (Instant, u64) {
-    let step = Duration::from_secs(30);
+    let step = c.quiet_window();
     let node_s = c.live_count().max(1) as f64 * step.as_secs_f64();
     let start = (c.now(), c.net_totals().sent_bytes);
     // (end of window, bytes per node per second, total bytes sent at its end)
@@ -682,17 +683,13 @@ fn run_main<C: Cluster>(args: &Args, mut c: C, config: String, wall: Wall) -> Ma
         wall.elapsed().as_secs_f64()
     );
 
-    // 2. Settle until 60 s of virtual time (and 30 s after convergence), then until the
-    //    join's rumours have run out: until the bytes sent in a 10 s window stay within
-    //    10 % of the previous window's (at most until t = 600 s).
+    // 2. Settle: from the join's convergence, window by window until t = 600 s, and
+    //    find when the join's traffic fell to the final level (see `settle`).
     pb.set_message("settling");
-    let settle_to =
-        Instant::from_secs(60).max(c.now() + Duration::from_secs(if quick { 5 } else { 30 }));
-    let d = settle_to - c.now();
-    run_for(&mut c, d, &pb, &mut mark);
-    r.wall_first_60s = mark.at_60;
+    let settle_to = c.now();
     let cap = Instant::from_secs(if quick { 90 } else { 600 });
     let (settled, bytes_then) = settle(&mut c, cap, &pb, &mut mark);
+    r.wall_first_60s = mark.at_60;
     if settled + Duration::from_secs(90) > c.now() {
         r.notes.push(format!(
             "traffic still changing at t = {:.0} s",
