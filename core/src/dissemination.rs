@@ -85,6 +85,12 @@ pub(crate) enum Budget {
     /// (it rests between sends, see [`Rumours::fill`]) and retired early once peers
     /// echo it (see [`Rumours::echo`]).
     News,
+    /// News that spreads at full speed but retires once peers echo it: a ring
+    /// agreement's bit set. Its spreading is what the agreement waits for, so it does
+    /// not rest between sends; once peers send back the very bits we hold, the set
+    /// is known around us and the rest of the budget would only repeat it (the
+    /// once-a-round pull repairs a node it missed).
+    Quieted,
 }
 
 /// Echoes that retire an arrival before its budget is spent: see [`Rumours::echo`].
@@ -123,15 +129,20 @@ impl Budget {
     /// The number of sends this budget allows.
     fn of(self, limits: Limits) -> u32 {
         match self {
-            Budget::Full | Budget::News => limits.full,
+            Budget::Full | Budget::News | Budget::Quieted => limits.full,
             Budget::Arrival => limits.arrival,
         }
     }
 
-    /// Whether the rumour rests between sends and retires on echoes: news a node
-    /// misses is repaired by anti-entropy and costs no verdict.
+    /// Whether the rumour rests between sends: news a node misses is repaired by
+    /// anti-entropy and costs no verdict.
     fn paced(self) -> bool {
         matches!(self, Budget::Arrival | Budget::News)
+    }
+
+    /// Whether the rumour retires on echoes (see [`Rumours::echo`]).
+    fn quieted(self) -> bool {
+        matches!(self, Budget::Arrival | Budget::News | Budget::Quieted)
     }
 }
 
@@ -484,7 +495,7 @@ impl<A: crate::Address> Rumours<A> {
             return false;
         };
         let retire = match self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
-            Some(r) if r.budget.paced() => {
+            Some(r) if r.budget.quieted() => {
                 r.echoes = r.echoes.saturating_add(1);
                 r.echoes >= ECHOES_TO_RETIRE
             }
@@ -760,6 +771,29 @@ mod tests {
         assert!(!q.echo(&Subject::Member(9)), "no such rumour");
         assert_eq!(q.len(), 1);
         assert_eq!(sent_at(&mut q, t + Duration::from_secs(1)), [3]);
+    }
+
+    #[test]
+    fn a_quieted_rumour_never_rests_but_retires_on_echoes() {
+        let mut q: Rumours<u32> = Rumours::new(8, SeededState(0), Duration::from_millis(125));
+        q.push_with(
+            Subject::Agreement(4),
+            Class::Topology,
+            Budget::Quieted,
+            alloc::vec![4; 4],
+        );
+        let t = Instant::from_secs(1);
+        assert_eq!(sent_at(&mut q, t), [4]);
+        assert_eq!(
+            sent_at(&mut q, t + Duration::from_millis(1)),
+            [4],
+            "spreads at full speed"
+        );
+        for _ in 1..ECHOES_TO_RETIRE {
+            assert!(!q.echo(&Subject::Agreement(4)));
+        }
+        assert!(q.echo(&Subject::Agreement(4)), "retired by its echoes");
+        assert_eq!(q.len(), 0);
     }
 
     #[test]

@@ -348,6 +348,13 @@ impl<A: Address, R: RngCore> Outbox<A, R> {
         self.queue(subject, class, Budget::News, bytes);
     }
 
+    /// [`rumour`](Self::rumour) for news that spreads at full speed but retires once
+    /// peers echo it (see [`Budget::Quieted`]).
+    pub fn quieted_rumour(&mut self, subject: Subject<A>, bytes: Vec<u8>) {
+        let class = self.class_of(&subject);
+        self.queue(subject, class, Budget::Quieted, bytes);
+    }
+
     /// [`rumour`](Self::rumour) in a class the caller knows better (our own placement
     /// record is a claim about this node).
     pub fn rumour_as(&mut self, subject: Subject<A>, class: Class, bytes: Vec<u8>) {

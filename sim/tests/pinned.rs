@@ -165,11 +165,16 @@ fn scenario(seed: u64) -> (u64, u64, usize) {
 /// three times its size (it had been admitted, so a member, by the time the limit was
 /// asked: 56 times) (0x537a_2b8a_91e0_22d6 / 39,329 / 9,226,
 /// 0xe367_c6e1_197e_ead0 / 38,195 / 9,199, 0xd181_756b_2541_fc31 / 37,842 / 9,200
+/// before). Changed by ring-agreement segments retired once three peers sent back the
+/// very bits we spread (`Budget::Quieted`): a join at N = 128 costs 4.3 kB per node
+/// above idle instead of 4.9, and the agreement's bytes in a 1,024-node mass join
+/// fall by about 45 % (0x7594_e614_5745_85b7 / 37,586 / 9,230,
+/// 0x378e_40fe_7866_dc8c / 36,466 / 9,198, 0x48b3_7419_3a88_5308 / 37,575 / 9,223
 /// before).
 const PINNED: [(u64, (u64, u64, usize)); 3] = [
-    (1, (0x7594_e614_5745_85b7, 37_586, 9_230)),
-    (2, (0x378e_40fe_7866_dc8c, 36_466, 9_198)),
-    (3, (0x48b3_7419_3a88_5308, 37_575, 9_223)),
+    (1, (0x7217_c8a5_8601_f4fd, 37_985, 9_229)),
+    (2, (0x935f_7cbe_5ef9_6f9e, 36_395, 9_197)),
+    (3, (0x869a_42d0_99b0_a8ce, 37_719, 9_223)),
 ];
 
 #[test]

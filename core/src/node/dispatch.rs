@@ -217,6 +217,8 @@ impl<A: Address, R: RngCore> Node<A, R> {
                 bits,
             } => match self.placement.on_agreement(digest, segment, &bits) {
                 AgreementReceipt::Taken => {}
+                // The peer holds what we spread: it quiets our spreading.
+                AgreementReceipt::Same => self.out.echo(&Subject::Agreement(segment)),
                 AgreementReceipt::Refused => self.out.count().claims_refused += 1,
                 // Only to a sender that speaks from its own address (no reflection).
                 AgreementReceipt::Behind(ours) if direct => reply.push(encode_message(&ours)),
@@ -570,9 +572,11 @@ impl<A: Address, R: RngCore> Node<A, R> {
             return;
         }
         let round = self.placement.agreement_round(&self.members);
+        // Spread at full speed, and quieted once peers hold the same bits: a segment
+        // that misses a node costs no verdict, and the pull below repairs it.
         for (segment, message) in round.spread {
             self.out
-                .rumour(Subject::Agreement(segment), encode_message(&message));
+                .quieted_rumour(Subject::Agreement(segment), encode_message(&message));
         }
         if let Some(pull) = round.pull {
             if let Some(peer) = self.members.pick_live(self.out.rng(), 1, None).pop() {

@@ -1945,6 +1945,10 @@ impl<A: Address> Placement<A> {
     /// bits we hold gets our (merged) segment back.
     pub fn on_agreement(&mut self, digest: u64, segment: u16, bits: &[u8]) -> AgreementReceipt<A> {
         match self.agreement.merge(digest, segment, bits) {
+            Merged::Taken {
+                learned: false,
+                ahead: false,
+            } => AgreementReceipt::Same,
             Merged::Other | Merged::Taken { ahead: false, .. } => AgreementReceipt::Taken,
             Merged::Refused => AgreementReceipt::Refused,
             Merged::Taken { ahead: true, .. } => match self.agreement.segment(segment) {
@@ -1974,6 +1978,9 @@ pub(crate) struct AgreementRound<A> {
 pub(crate) enum AgreementReceipt<A> {
     /// Merged, or about another digest.
     Taken,
+    /// About our digest, and the very bits we hold in that segment: an echo of our
+    /// own spreading of it (see `Rumours::echo`).
+    Same,
     /// Malformed for our digest: dropped, counted.
     Refused,
     /// The peer lacks bits we hold: send it this, our segment.
