@@ -78,6 +78,16 @@ impl Ord for Candidate {
     }
 }
 
+/// A provisional token of `joiner` at `base`, between `p` and `i` (`p` is `i`'s
+/// predecessor), under the index `v` no token has yet.
+struct Provisional {
+    v: usize,
+    i: usize,
+    p: usize,
+    base: Token,
+    joiner: usize,
+}
+
 /// An owner's share change as an affine function of the split offset `x`.
 #[derive(Clone, Copy, Debug)]
 struct Delta {
@@ -155,7 +165,7 @@ impl Allocator {
         if rf > 1 {
             // A node's `rf` share is the sum of its tokens' spans (see `Ring::loads`).
             for q in 0..a.toks.len() {
-                let (span, _) = a.span(q, NIL, 0);
+                let span = a.span(q);
                 if let Some(t) = a.toks.get_mut(q) {
                     t.span = span;
                     if let Some(l) = a.load_rf.get_mut(t.owner) {
@@ -210,17 +220,15 @@ impl Allocator {
         q
     }
 
-    /// The `rf` span of `q` as `constant + slope · x`, where the token `v` (or
-    /// none, when `v == NIL`) sits at `base + x`.
-    fn span(&mut self, q: usize, v: usize, base: Token) -> (f64, f64) {
+    /// The `rf` span of `q`, as a fraction of the ring.
+    fn span(&mut self, q: usize) -> f64 {
         let s = self.span_start(q);
         if s == q {
-            return (1.0, 0.0);
+            return 1.0;
         }
-        let pos = |t: usize| if t == v { base } else { self.tok(t).pos };
-        let c = frac(u128::from((pos(q) as u64).wrapping_sub(pos(s) as u64)));
-        let slope = f64::from(u8::from(q == v)) - f64::from(u8::from(s == v));
-        (c, slope)
+        frac(u128::from(
+            (self.tok(q).pos as u64).wrapping_sub(self.tok(s).pos as u64),
+        ))
     }
 
     /// Fills `deltas` with how each owner's `rf` share changes if `joiner` puts a
@@ -252,24 +260,81 @@ impl Allocator {
             let t = self.tok(q);
             self.add_delta(t.owner, -t.span, 0.0);
         }
-        // Link a provisional token, measure, unlink.
+        // The spans with a provisional token `v` of `joiner` at `base`, between `p`
+        // and `i`: measured by walking as if it were linked there, so that an
+        // evaluation only reads the ring (it used to link and unlink a token each
+        // time). The same walks as `span` on the linked ring, so the same spans.
         let v = self.toks.len();
-        self.toks.push(Tok {
-            pos: base,
-            owner: joiner,
-            prev: p,
-            next: i,
-            version: 0,
-            span: 0.0,
-        });
-        self.link(v);
-        for &q in window.iter().chain(core::iter::once(&v)) {
-            let (c, slope) = self.span(q, v, base);
+        let provisional = Provisional {
+            v,
+            i,
+            p,
+            base,
+            joiner,
+        };
+        for &q in &window {
+            let (c, slope) = self.provisional_span(q, self.tok(q).owner, &provisional);
             self.add_delta(self.tok(q).owner, c, slope);
         }
-        self.unlink(v);
-        self.toks.pop();
+        let (c, slope) = self.provisional_span(v, joiner, &provisional);
+        self.add_delta(joiner, c, slope);
         self.window = window;
+    }
+
+    /// The span of `q` (owned by `owner`) as `constant + slope · x`, where `at`'s
+    /// provisional token sits at `base + x`: [`Allocator::span`] on the ring with it
+    /// linked in, which it is not: the walk steps from `i` to the provisional token
+    /// and from that to `p`.
+    fn provisional_span(&mut self, q: usize, owner: usize, at: &Provisional) -> (f64, f64) {
+        let prev = |s: usize, toks: &[Tok]| {
+            if s == at.i {
+                at.v
+            } else if s == at.v {
+                at.p
+            } else {
+                toks.get(s).map_or(NIL, |t| t.prev)
+            }
+        };
+        let own = self.group(owner);
+        self.seen.clear();
+        // The walk of `span_start`, over one token more than the ring holds.
+        let mut start = q;
+        let mut s = prev(q, &self.toks);
+        for _ in 0..=self.toks.len() {
+            if s == q || s == NIL {
+                break;
+            }
+            let g = if s == at.v {
+                self.group(at.joiner)
+            } else {
+                self.group(self.toks.get(s).map_or(NIL, |t| t.owner))
+            };
+            if g == own {
+                start = s;
+                break;
+            }
+            if !self.seen.contains(&g) {
+                self.seen.push(g);
+                if self.seen.len() >= self.rf {
+                    start = s;
+                    break;
+                }
+            }
+            s = prev(s, &self.toks);
+        }
+        if start == q {
+            return (1.0, 0.0);
+        }
+        let pos = |t: usize| {
+            if t == at.v {
+                at.base
+            } else {
+                self.toks.get(t).map_or(0, |t| t.pos)
+            }
+        };
+        let c = frac(u128::from((pos(q) as u64).wrapping_sub(pos(start) as u64)));
+        let slope = f64::from(u8::from(q == at.v)) - f64::from(u8::from(start == at.v));
+        (c, slope)
     }
 
     fn add_delta(&mut self, owner: usize, constant: f64, slope: f64) {
@@ -292,16 +357,6 @@ impl Allocator {
         }
         if let Some(n) = self.toks.get_mut(t.next) {
             n.prev = v;
-        }
-    }
-
-    fn unlink(&mut self, v: usize) {
-        let t = self.tok(v);
-        if let Some(p) = self.toks.get_mut(t.prev) {
-            p.next = t.next;
-        }
-        if let Some(n) = self.toks.get_mut(t.next) {
-            n.prev = t.prev;
         }
     }
 
@@ -653,7 +708,7 @@ impl Allocator {
             // `structure` left the affected tokens in `window`; refresh their spans.
             let window = core::mem::take(&mut self.window);
             for &q in window.iter().chain(core::iter::once(&v)) {
-                let (span, _) = self.span(q, NIL, 0);
+                let span = self.span(q);
                 if let Some(t) = self.toks.get_mut(q) {
                     t.span = span;
                 }
