@@ -2,7 +2,6 @@
 //! tokens with each owner's running shares, and a lazily re-evaluated priority queue
 //! of range splits (Cassandra 4.0's replication-aware allocation).
 
-use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
 
 use super::ring::{Ring, SPACE, Token, clockwise, frac};
@@ -39,8 +38,6 @@ pub(super) struct Tok {
     pub(super) owner: usize,
     pub(super) prev: usize,
     pub(super) next: usize,
-    /// Bumped whenever a queued evaluation of this range goes stale.
-    pub(super) version: u32,
     /// Current `rf` span of this token, as a fraction of the ring (cached).
     pub(super) span: f64,
 }
@@ -50,10 +47,9 @@ pub(super) struct Tok {
 struct Candidate {
     gain: f64,
     tok: usize,
-    version: u32,
 }
 
-// The heap compares candidates on every sift step: inlined, a comparison is a few
+// The queue compares candidates on every sift step: inlined, a comparison is a few
 // instructions instead of a call (it was 15% of a wave's allocation).
 impl PartialEq for Candidate {
     #[inline]
@@ -75,6 +71,145 @@ impl Ord for Candidate {
         self.gain
             .total_cmp(&other.gain)
             .then_with(|| other.tok.cmp(&self.tok))
+    }
+}
+
+/// The candidate queue: a binary max-heap holding at most one candidate per token,
+/// indexed by token so that re-queueing a token replaces its candidate in place and
+/// a token can be dropped from it.
+///
+/// It replaces a `BinaryHeap` with a version per token, where re-queueing pushed a
+/// second entry and left the first to be skipped when popped: in a large wave those
+/// stale entries outnumbered the live ones several times over, and every pop sifted
+/// through them. The live candidates come out in the same order: `Candidate`'s order
+/// is total and a token has at most one live candidate, so which one is the greatest
+/// depends only on the set of them, not on how a heap holds them.
+#[derive(Default)]
+struct Queue {
+    heap: Vec<Candidate>,
+    /// Where each token's candidate is in `heap`, or `NIL`.
+    at: Vec<usize>,
+}
+
+impl Queue {
+    fn clear(&mut self) {
+        for c in &self.heap {
+            if let Some(a) = self.at.get_mut(c.tok) {
+                *a = NIL;
+            }
+        }
+        self.heap.clear();
+    }
+
+    fn peek(&self) -> Option<&Candidate> {
+        self.heap.first()
+    }
+
+    /// Queues `c`, replacing the token's candidate if it has one.
+    fn set(&mut self, c: Candidate) {
+        if self.at.len() <= c.tok {
+            self.at.resize(c.tok + 1, NIL);
+        }
+        match self
+            .heap
+            .get_mut(self.at.get(c.tok).copied().unwrap_or(NIL))
+        {
+            Some(slot) => {
+                let (old, k) = (*slot, self.at.get(c.tok).copied().unwrap_or(NIL));
+                *slot = c;
+                if c > old {
+                    self.up(k);
+                } else {
+                    self.down(k);
+                }
+            }
+            None => {
+                self.heap.push(c);
+                self.up(self.heap.len() - 1);
+            }
+        }
+    }
+
+    /// Drops the candidate of `tok`, if queued.
+    fn remove(&mut self, tok: usize) {
+        let Some(a) = self.at.get_mut(tok) else {
+            return;
+        };
+        let k = core::mem::replace(a, NIL);
+        if k >= self.heap.len() {
+            return;
+        }
+        let Some(last) = self.heap.pop() else {
+            return;
+        };
+        if k < self.heap.len() {
+            // The last candidate fills the hole, then moves whichever way it must.
+            if let Some(slot) = self.heap.get_mut(k) {
+                *slot = last;
+            }
+            if let Some(a) = self.at.get_mut(last.tok) {
+                *a = k;
+            }
+            self.up(k);
+            self.down(k);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Candidate> {
+        let top = *self.heap.first()?;
+        self.remove(top.tok);
+        Some(top)
+    }
+
+    /// Places `heap[k]` right by moving it towards the root.
+    fn up(&mut self, mut k: usize) {
+        let Some(&c) = self.heap.get(k) else {
+            return;
+        };
+        while k > 0 {
+            let parent = (k - 1) / 2;
+            let Some(&p) = self.heap.get(parent) else {
+                break;
+            };
+            if c <= p {
+                break;
+            }
+            self.put(k, p);
+            k = parent;
+        }
+        self.put(k, c);
+    }
+
+    /// Places `heap[k]` right by moving it towards the leaves.
+    fn down(&mut self, mut k: usize) {
+        let Some(&c) = self.heap.get(k) else {
+            return;
+        };
+        loop {
+            let left = 2 * k + 1;
+            let Some(&l) = self.heap.get(left) else {
+                break;
+            };
+            let (child, big) = match self.heap.get(left + 1) {
+                Some(&r) if r > l => (left + 1, r),
+                _ => (left, l),
+            };
+            if c >= big {
+                break;
+            }
+            self.put(k, big);
+            k = child;
+        }
+        self.put(k, c);
+    }
+
+    fn put(&mut self, k: usize, c: Candidate) {
+        if let Some(slot) = self.heap.get_mut(k) {
+            *slot = c;
+        }
+        if let Some(a) = self.at.get_mut(c.tok) {
+            *a = k;
+        }
     }
 }
 
@@ -121,6 +256,8 @@ pub(super) struct Allocator {
     seen: Vec<usize>,
     window: Vec<usize>,
     deltas: Vec<Delta>,
+    /// The candidate queue of the batch (see [`Allocator::queue`]).
+    queue: Queue,
     /// Scratch buffers reused across turns (see [`Allocator::turn`]).
     held: Vec<Candidate>,
     own: Vec<Candidate>,
@@ -138,7 +275,6 @@ impl Allocator {
                 owner,
                 prev: (i + len - 1) % len,
                 next: (i + 1) % len,
-                version: 0,
                 span: 0.0,
             })
             .collect();
@@ -158,6 +294,7 @@ impl Allocator {
             seen: Vec::new(),
             window: Vec::new(),
             deltas: Vec::new(),
+            queue: Queue::default(),
             held: Vec::new(),
             own: Vec::new(),
             around: Vec::new(),
@@ -188,7 +325,6 @@ impl Allocator {
             owner: NIL,
             prev: NIL,
             next: NIL,
-            version: 0,
             span: 0.0,
         })
     }
@@ -449,29 +585,16 @@ impl Allocator {
         Some((-score, x))
     }
 
-    fn push(
-        &mut self,
-        heap: &mut BinaryHeap<Candidate>,
-        i: usize,
-        joiner: usize,
-        count: usize,
-        full: bool,
-    ) {
-        let Some(t) = self.toks.get_mut(i) else {
-            return;
-        };
-        t.version = t.version.wrapping_add(1);
-        let version = t.version;
+    /// (Re-)queues the range of `i`, evaluated for `joiner`, or drops it from the
+    /// queue when it cannot be split.
+    fn push(&mut self, i: usize, joiner: usize, count: usize, full: bool) {
         // With several joiners a queued gain must not depend on which joiner it was
         // computed for (one far over its target would bury the range): queue the
         // gain for an on-target joiner; the actual one re-evaluates when popping.
         let neutral = self.placed.len() > 1;
-        if let Some((gain, _)) = self.evaluate(i, joiner, count, full, neutral) {
-            heap.push(Candidate {
-                gain,
-                tok: i,
-                version,
-            });
+        match self.evaluate(i, joiner, count, full, neutral) {
+            Some((gain, _)) => self.queue.set(Candidate { gain, tok: i }),
+            None => self.queue.remove(i),
         }
     }
 
@@ -501,10 +624,10 @@ impl Allocator {
         while lo < joiners && lo <= last {
             let hi = lo + ((self.first_new + lo) / BATCH_DIV).clamp(1, joiners - lo);
             self.batch = (lo, hi);
-            let mut heap = self.queue(count);
+            self.requeue(count);
             for _ in 0..count {
                 for k in lo..hi {
-                    if let Some(token) = self.turn(&mut heap, self.first_new + k, count, rng) {
+                    if let Some(token) = self.turn(self.first_new + k, count, rng) {
                         if let Some(tokens) = out.get_mut(k) {
                             tokens.push(token);
                         }
@@ -519,8 +642,8 @@ impl Allocator {
         out
     }
 
-    /// The candidate queue for the batch's first joiner.
-    fn queue(&mut self, count: usize) -> BinaryHeap<Candidate> {
+    /// Refills the candidate queue for the batch's first joiner.
+    fn requeue(&mut self, count: usize) {
         let first = self.first_new + self.batch.0;
         let size = self.batch.1 - self.batch.0;
         // Screen every range with the cheap `rf = 1` score and queue only the best
@@ -537,17 +660,15 @@ impl Allocator {
             screened.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0));
             screened.truncate(keep);
         }
-        let mut heap = BinaryHeap::with_capacity(screened.len());
+        self.queue.clear();
         for (_, i) in screened {
-            self.push(&mut heap, i, first, count, true);
+            self.push(i, first, count, true);
         }
-        heap
     }
 
     /// Places one token for `joiner`, or none when no range can be split.
     fn turn(
         &mut self,
-        heap: &mut BinaryHeap<Candidate>,
         joiner: usize,
         count: usize,
         rng: &mut impl rand_core::RngCore,
@@ -564,19 +685,16 @@ impl Allocator {
             let mut own = core::mem::take(&mut self.own);
             own.clear();
             while held.len() < LAZY_BUDGET {
-                let settled =
-                    best.is_some_and(|(b, _)| heap.peek().is_some_and(|next| b.gain >= next.gain));
+                let settled = best.is_some_and(|(b, _)| {
+                    self.queue.peek().is_some_and(|next| b.gain >= next.gain)
+                });
                 if settled {
                     break;
                 }
-                let Some(top) = heap.pop() else {
+                let Some(top) = self.queue.pop() else {
                     break;
                 };
-                let t = self.tok(top.tok);
-                if t.version != top.version {
-                    continue;
-                }
-                if t.owner == joiner {
+                if self.tok(top.tok).owner == joiner {
                     own.push(top);
                     continue;
                 }
@@ -589,13 +707,17 @@ impl Allocator {
                     best = Some((fresh, x));
                 }
             }
-            heap.extend(own.drain(..));
+            for c in own.drain(..) {
+                self.queue.set(c);
+            }
             self.own = own;
             let Some((chosen, x)) = best else {
                 self.held = held;
                 return None;
             };
-            heap.extend(held.drain(..).filter(|c| c.tok != chosen.tok));
+            for c in held.drain(..).filter(|c| c.tok != chosen.tok) {
+                self.queue.set(c);
+            }
             self.held = held;
             let i = chosen.tok;
             if let Some(token) = self.split(i, joiner, x, rng) {
@@ -635,14 +757,12 @@ impl Allocator {
                     } else {
                         next
                     };
-                    self.push(heap, j, who, count, true);
+                    self.push(j, who, count, true);
                 }
                 self.around = around;
                 return Some(token);
-            } else if let Some(t) = self.toks.get_mut(i) {
-                // Unsplittable after all; drop it from the queue.
-                t.version = t.version.wrapping_add(1);
             }
+            // Unsplittable after all: popped and not queued again, so out of the queue.
         }
     }
 
@@ -700,7 +820,6 @@ impl Allocator {
             owner: joiner,
             prev: t.prev,
             next: i,
-            version: 0,
             span: 0.0,
         });
         self.link(v);
