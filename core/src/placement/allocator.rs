@@ -441,6 +441,147 @@ mod tests {
         assert_eq!(h.finish(), 0x85f1_aea4_31cf_82ce);
     }
 
+    /// FNV-1a over the little-endian bytes of each word: written out here so the
+    /// fingerprint below cannot move with the crate's own hashers.
+    struct Fnv(u64);
+    impl Fnv {
+        fn word(&mut self, w: u64) {
+            for b in w.to_le_bytes() {
+                self.0 ^= u64::from(b);
+                self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        /// Every joiner's token count and tokens, then the RNG's next draw (so a change
+        /// in how many draws the allocation took shows too).
+        fn allocation(&mut self, out: &[Vec<Token>], rng: &mut ChaCha8Rng) {
+            self.word(out.len() as u64);
+            for tokens in out {
+                self.word(tokens.len() as u64);
+                for &t in tokens {
+                    self.word(t as u64);
+                }
+            }
+            self.word(rng.next_u64());
+        }
+    }
+
+    /// Pins the output of the public allocation functions, bit for bit, over a spread
+    /// of rings, waves, replication factors, token counts and rack layouts, and the
+    /// RNG draws they take.
+    ///
+    /// Why: every node of a join wave computes the wave's joint allocation itself, and
+    /// during a rolling upgrade nodes of different versions do so side by side. They
+    /// agree on who holds which tokens only if they compute the same tokens from the
+    /// same picture, so any change to the allocator (a speed-up included) must leave
+    /// this fingerprint unchanged; a change that means to move tokens is a protocol
+    /// change, not a refactor. Floating-point rewrites are the usual way to break it:
+    /// the same operations must run in the same order on the same values.
+    #[test]
+    fn allocation_fingerprint_is_pinned() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2026);
+        // Rings of 1, 8, 64 and 300 nodes of 16 tokens: random ones, and a 64-node
+        // ring grown by allocation (the shape of a real cluster's ring).
+        let random_ring =
+            |n: u32, rng: &mut ChaCha8Rng| Ring::new((0..n).map(|i| (i, random_tokens(16, rng))));
+        let rings: Vec<Ring<u32>> = vec![
+            random_ring(1, &mut rng),
+            random_ring(8, &mut rng),
+            Ring::new(grow(64, 16, true, 64)),
+            random_ring(300, &mut rng),
+        ];
+
+        // One joiner: allocate_tokens and allocate_tokens_for_rf.
+        let mut single = Fnv(0xcbf2_9ce4_8422_2325);
+        for ring in &rings {
+            let t = allocate_tokens(ring, 16, &mut rng);
+            single.allocation(&[t], &mut rng);
+            for rf in [1, 3] {
+                let t = allocate_tokens_for_rf(ring, 16, rf, &mut rng);
+                single.allocation(&[t], &mut rng);
+            }
+            let t = allocate_tokens_for_rf(ring, 256, 3, &mut rng);
+            single.allocation(&[t], &mut rng);
+        }
+
+        // Waves: allocate_tokens_many.
+        let mut many = Fnv(0xcbf2_9ce4_8422_2325);
+        for ring in &rings {
+            for joiners in [1, 10, 100] {
+                for rf in [1, 3] {
+                    let t = allocate_tokens_many(ring, joiners, 16, rf, &mut rng);
+                    many.allocation(&t, &mut rng);
+                }
+            }
+        }
+        let t = allocate_tokens_many(&rings[1], 10, 256, 3, &mut rng);
+        many.allocation(&t, &mut rng);
+        let empty: Ring<u32> = Ring::default();
+        let t = allocate_tokens_many(&empty, 10, 16, 3, &mut rng);
+        many.allocation(&t, &mut rng);
+
+        // A large wave onto the grown 64-node ring, as a mass join makes.
+        let mut large = Fnv(0xcbf2_9ce4_8422_2325);
+        let t = allocate_tokens_many(&rings[2], 500, 16, 3, &mut rng);
+        large.allocation(&t, &mut rng);
+        let first = t[0].clone();
+        let last = t[499].clone();
+
+        // Located: racks as replication groups, two datacenters, and joiners taking
+        // the allocation up to themselves.
+        let mut located = Fnv(0xcbf2_9ce4_8422_2325);
+        let at = |i: u32| Location::new(format!("dc{}", i % 2), format!("rack{}", i % 4));
+        let racked: Vec<Ring<u32>> = [1u32, 8, 64, 300]
+            .iter()
+            .map(|&n| Ring::new_located((0..n).map(|i| (i, random_tokens(16, &mut rng), at(i)))))
+            .collect();
+        let replications = [
+            Replication::Simple(3),
+            Replication::Simple(1),
+            Replication::PerDatacenter(vec![("dc0".into(), 3), ("dc1".into(), 2)]),
+            Replication::PerDatacenter(vec![("dc0".into(), 1), ("dc1".into(), 3)]),
+        ];
+        for ring in &racked {
+            for joiners in [1u32, 10, 100] {
+                let locations: Vec<Location> = (0..joiners).map(|i| at(i * 7 + 1)).collect();
+                for replication in &replications {
+                    let t = allocate_tokens_located(ring, &locations, 16, replication, &mut rng);
+                    located.allocation(&t, &mut rng);
+                    let upto = [0, joiners as usize / 2, joiners as usize - 1];
+                    for upto in upto {
+                        let t = allocate_located_upto(
+                            ring,
+                            &locations,
+                            16,
+                            replication,
+                            upto,
+                            &mut rng,
+                        );
+                        located.allocation(&t, &mut rng);
+                    }
+                }
+            }
+        }
+        // The real mass-join case: a large wave in one datacenter's racks, taken up
+        // to a joiner before the last.
+        let locations: Vec<Location> = (0..300u32).map(|i| at(2 * i)).collect();
+        let per = Replication::PerDatacenter(vec![("dc0".into(), 3)]);
+        let t = allocate_located_upto(&racked[2], &locations, 16, &per, 200, &mut rng);
+        located.allocation(&t, &mut rng);
+
+        let got = (single.0, many.0, large.0, located.0, first[0], last[15]);
+        assert_eq!(
+            got,
+            (
+                0x40bd_36a5_f1bc_9239,
+                0x8ae1_332e_d35a_a94c,
+                0x16f3_e2bf_5134_034c,
+                0x4409_c7c3_d158_e1d8,
+                -8_696_347_585_646_083_284,
+                9_037_170_981_177_145_149,
+            )
+        );
+    }
+
     #[test]
     fn one_joiner_of_many_is_allocate_tokens() {
         for (n, seed) in [(0u32, 1u64), (1, 2), (3, 3), (40, 4)] {

@@ -2,7 +2,6 @@
 //! tokens with each owner's running shares, and a lazily re-evaluated priority queue
 //! of range splits (Cassandra 4.0's replication-aware allocation).
 
-use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
 
 use super::ring::{Ring, SPACE, Token, clockwise, frac};
@@ -39,8 +38,6 @@ pub(super) struct Tok {
     pub(super) owner: usize,
     pub(super) prev: usize,
     pub(super) next: usize,
-    /// Bumped whenever a queued evaluation of this range goes stale.
-    pub(super) version: u32,
     /// Current `rf` span of this token, as a fraction of the ring (cached).
     pub(super) span: f64,
 }
@@ -50,27 +47,188 @@ pub(super) struct Tok {
 struct Candidate {
     gain: f64,
     tok: usize,
-    version: u32,
 }
 
+// The queue compares candidates on every sift step: inlined, a comparison is a few
+// instructions instead of a call (it was 15% of a wave's allocation).
 impl PartialEq for Candidate {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other).is_eq()
     }
 }
 impl Eq for Candidate {}
 impl PartialOrd for Candidate {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<core::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
 impl Ord for Candidate {
+    #[inline]
     fn cmp(&self, other: &Self) -> core::cmp::Ordering {
         // Ties go to the lower index, so the choice does not depend on heap internals.
         self.gain
             .total_cmp(&other.gain)
             .then_with(|| other.tok.cmp(&self.tok))
     }
+}
+
+/// Children per node of the candidate queue's heap: with four, a pop sifts down
+/// half as many levels, and the four children share a cache line or two.
+const ARITY: usize = 4;
+
+/// The candidate queue: a max-heap ([`ARITY`]-ary) holding at most one candidate per token,
+/// indexed by token so that re-queueing a token replaces its candidate in place and
+/// a token can be dropped from it.
+///
+/// It replaces a `BinaryHeap` with a version per token, where re-queueing pushed a
+/// second entry and left the first to be skipped when popped: in a large wave those
+/// stale entries outnumbered the live ones several times over, and every pop sifted
+/// through them. The live candidates come out in the same order: `Candidate`'s order
+/// is total and a token has at most one live candidate, so which one is the greatest
+/// depends only on the set of them, not on how a heap holds them.
+#[derive(Default)]
+struct Queue {
+    heap: Vec<Candidate>,
+    /// Where each token's candidate is in `heap`, or `NIL`.
+    at: Vec<usize>,
+}
+
+impl Queue {
+    fn clear(&mut self) {
+        for c in &self.heap {
+            if let Some(a) = self.at.get_mut(c.tok) {
+                *a = NIL;
+            }
+        }
+        self.heap.clear();
+    }
+
+    fn peek(&self) -> Option<&Candidate> {
+        self.heap.first()
+    }
+
+    /// Queues `c`, replacing the token's candidate if it has one.
+    fn set(&mut self, c: Candidate) {
+        if self.at.len() <= c.tok {
+            self.at.resize(c.tok + 1, NIL);
+        }
+        match self
+            .heap
+            .get_mut(self.at.get(c.tok).copied().unwrap_or(NIL))
+        {
+            Some(slot) => {
+                let (old, k) = (*slot, self.at.get(c.tok).copied().unwrap_or(NIL));
+                *slot = c;
+                if c > old {
+                    self.up(k);
+                } else {
+                    self.down(k);
+                }
+            }
+            None => {
+                self.heap.push(c);
+                self.up(self.heap.len() - 1);
+            }
+        }
+    }
+
+    /// Drops the candidate of `tok`, if queued.
+    fn remove(&mut self, tok: usize) {
+        let Some(a) = self.at.get_mut(tok) else {
+            return;
+        };
+        let k = core::mem::replace(a, NIL);
+        if k >= self.heap.len() {
+            return;
+        }
+        let Some(last) = self.heap.pop() else {
+            return;
+        };
+        if k < self.heap.len() {
+            // The last candidate fills the hole, then moves whichever way it must.
+            if let Some(slot) = self.heap.get_mut(k) {
+                *slot = last;
+            }
+            if let Some(a) = self.at.get_mut(last.tok) {
+                *a = k;
+            }
+            self.up(k);
+            self.down(k);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Candidate> {
+        let top = *self.heap.first()?;
+        self.remove(top.tok);
+        Some(top)
+    }
+
+    /// Places `heap[k]` right by moving it towards the root.
+    fn up(&mut self, mut k: usize) {
+        let Some(&c) = self.heap.get(k) else {
+            return;
+        };
+        while k > 0 {
+            let parent = (k - 1) / ARITY;
+            let Some(&p) = self.heap.get(parent) else {
+                break;
+            };
+            if c <= p {
+                break;
+            }
+            self.put(k, p);
+            k = parent;
+        }
+        self.put(k, c);
+    }
+
+    /// Places `heap[k]` right by moving it towards the leaves.
+    fn down(&mut self, mut k: usize) {
+        let Some(&c) = self.heap.get(k) else {
+            return;
+        };
+        loop {
+            let first = ARITY * k + 1;
+            let Some(&l) = self.heap.get(first) else {
+                break;
+            };
+            let (mut child, mut big) = (first, l);
+            for j in first + 1..first + ARITY {
+                match self.heap.get(j) {
+                    Some(&r) if r > big => (child, big) = (j, r),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if c >= big {
+                break;
+            }
+            self.put(k, big);
+            k = child;
+        }
+        self.put(k, c);
+    }
+
+    fn put(&mut self, k: usize, c: Candidate) {
+        if let Some(slot) = self.heap.get_mut(k) {
+            *slot = c;
+        }
+        if let Some(a) = self.at.get_mut(c.tok) {
+            *a = k;
+        }
+    }
+}
+
+/// A provisional token of `joiner` at `base`, between `p` and `i` (`p` is `i`'s
+/// predecessor), under the index `v` no token has yet.
+struct Provisional {
+    v: usize,
+    i: usize,
+    p: usize,
+    base: Token,
+    joiner: usize,
 }
 
 /// An owner's share change as an affine function of the split offset `x`.
@@ -106,6 +264,12 @@ pub(super) struct Allocator {
     seen: Vec<usize>,
     window: Vec<usize>,
     deltas: Vec<Delta>,
+    /// The candidate queue of the batch (see [`Allocator::queue`]).
+    queue: Queue,
+    /// Scratch buffers reused across turns (see [`Allocator::turn`]).
+    held: Vec<Candidate>,
+    own: Vec<Candidate>,
+    around: Vec<usize>,
 }
 
 impl Allocator {
@@ -119,7 +283,6 @@ impl Allocator {
                 owner,
                 prev: (i + len - 1) % len,
                 next: (i + 1) % len,
-                version: 0,
                 span: 0.0,
             })
             .collect();
@@ -139,11 +302,15 @@ impl Allocator {
             seen: Vec::new(),
             window: Vec::new(),
             deltas: Vec::new(),
+            queue: Queue::default(),
+            held: Vec::new(),
+            own: Vec::new(),
+            around: Vec::new(),
         };
         if rf > 1 {
             // A node's `rf` share is the sum of its tokens' spans (see `Ring::loads`).
             for q in 0..a.toks.len() {
-                let (span, _) = a.span(q, NIL, 0);
+                let span = a.span(q);
                 if let Some(t) = a.toks.get_mut(q) {
                     t.span = span;
                     if let Some(l) = a.load_rf.get_mut(t.owner) {
@@ -166,7 +333,6 @@ impl Allocator {
             owner: NIL,
             prev: NIL,
             next: NIL,
-            version: 0,
             span: 0.0,
         })
     }
@@ -198,17 +364,15 @@ impl Allocator {
         q
     }
 
-    /// The `rf` span of `q` as `constant + slope · x`, where the token `v` (or
-    /// none, when `v == NIL`) sits at `base + x`.
-    fn span(&mut self, q: usize, v: usize, base: Token) -> (f64, f64) {
+    /// The `rf` span of `q`, as a fraction of the ring.
+    fn span(&mut self, q: usize) -> f64 {
         let s = self.span_start(q);
         if s == q {
-            return (1.0, 0.0);
+            return 1.0;
         }
-        let pos = |t: usize| if t == v { base } else { self.tok(t).pos };
-        let c = frac(u128::from((pos(q) as u64).wrapping_sub(pos(s) as u64)));
-        let slope = f64::from(u8::from(q == v)) - f64::from(u8::from(s == v));
-        (c, slope)
+        frac(u128::from(
+            (self.tok(q).pos as u64).wrapping_sub(self.tok(s).pos as u64),
+        ))
     }
 
     /// Fills `deltas` with how each owner's `rf` share changes if `joiner` puts a
@@ -240,24 +404,81 @@ impl Allocator {
             let t = self.tok(q);
             self.add_delta(t.owner, -t.span, 0.0);
         }
-        // Link a provisional token, measure, unlink.
+        // The spans with a provisional token `v` of `joiner` at `base`, between `p`
+        // and `i`: measured by walking as if it were linked there, so that an
+        // evaluation only reads the ring (it used to link and unlink a token each
+        // time). The same walks as `span` on the linked ring, so the same spans.
         let v = self.toks.len();
-        self.toks.push(Tok {
-            pos: base,
-            owner: joiner,
-            prev: p,
-            next: i,
-            version: 0,
-            span: 0.0,
-        });
-        self.link(v);
-        for &q in window.iter().chain(core::iter::once(&v)) {
-            let (c, slope) = self.span(q, v, base);
+        let provisional = Provisional {
+            v,
+            i,
+            p,
+            base,
+            joiner,
+        };
+        for &q in &window {
+            let (c, slope) = self.provisional_span(q, self.tok(q).owner, &provisional);
             self.add_delta(self.tok(q).owner, c, slope);
         }
-        self.unlink(v);
-        self.toks.pop();
+        let (c, slope) = self.provisional_span(v, joiner, &provisional);
+        self.add_delta(joiner, c, slope);
         self.window = window;
+    }
+
+    /// The span of `q` (owned by `owner`) as `constant + slope · x`, where `at`'s
+    /// provisional token sits at `base + x`: [`Allocator::span`] on the ring with it
+    /// linked in, which it is not: the walk steps from `i` to the provisional token
+    /// and from that to `p`.
+    fn provisional_span(&mut self, q: usize, owner: usize, at: &Provisional) -> (f64, f64) {
+        let prev = |s: usize, toks: &[Tok]| {
+            if s == at.i {
+                at.v
+            } else if s == at.v {
+                at.p
+            } else {
+                toks.get(s).map_or(NIL, |t| t.prev)
+            }
+        };
+        let own = self.group(owner);
+        self.seen.clear();
+        // The walk of `span_start`, over one token more than the ring holds.
+        let mut start = q;
+        let mut s = prev(q, &self.toks);
+        for _ in 0..=self.toks.len() {
+            if s == q || s == NIL {
+                break;
+            }
+            let g = if s == at.v {
+                self.group(at.joiner)
+            } else {
+                self.group(self.toks.get(s).map_or(NIL, |t| t.owner))
+            };
+            if g == own {
+                start = s;
+                break;
+            }
+            if !self.seen.contains(&g) {
+                self.seen.push(g);
+                if self.seen.len() >= self.rf {
+                    start = s;
+                    break;
+                }
+            }
+            s = prev(s, &self.toks);
+        }
+        if start == q {
+            return (1.0, 0.0);
+        }
+        let pos = |t: usize| {
+            if t == at.v {
+                at.base
+            } else {
+                self.toks.get(t).map_or(0, |t| t.pos)
+            }
+        };
+        let c = frac(u128::from((pos(q) as u64).wrapping_sub(pos(start) as u64)));
+        let slope = f64::from(u8::from(q == at.v)) - f64::from(u8::from(start == at.v));
+        (c, slope)
     }
 
     fn add_delta(&mut self, owner: usize, constant: f64, slope: f64) {
@@ -280,16 +501,6 @@ impl Allocator {
         }
         if let Some(n) = self.toks.get_mut(t.next) {
             n.prev = v;
-        }
-    }
-
-    fn unlink(&mut self, v: usize) {
-        let t = self.tok(v);
-        if let Some(p) = self.toks.get_mut(t.prev) {
-            p.next = t.next;
-        }
-        if let Some(n) = self.toks.get_mut(t.next) {
-            n.prev = t.prev;
         }
     }
 
@@ -382,29 +593,16 @@ impl Allocator {
         Some((-score, x))
     }
 
-    fn push(
-        &mut self,
-        heap: &mut BinaryHeap<Candidate>,
-        i: usize,
-        joiner: usize,
-        count: usize,
-        full: bool,
-    ) {
-        let Some(t) = self.toks.get_mut(i) else {
-            return;
-        };
-        t.version = t.version.wrapping_add(1);
-        let version = t.version;
+    /// (Re-)queues the range of `i`, evaluated for `joiner`, or drops it from the
+    /// queue when it cannot be split.
+    fn push(&mut self, i: usize, joiner: usize, count: usize, full: bool) {
         // With several joiners a queued gain must not depend on which joiner it was
         // computed for (one far over its target would bury the range): queue the
         // gain for an on-target joiner; the actual one re-evaluates when popping.
         let neutral = self.placed.len() > 1;
-        if let Some((gain, _)) = self.evaluate(i, joiner, count, full, neutral) {
-            heap.push(Candidate {
-                gain,
-                tok: i,
-                version,
-            });
+        match self.evaluate(i, joiner, count, full, neutral) {
+            Some((gain, _)) => self.queue.set(Candidate { gain, tok: i }),
+            None => self.queue.remove(i),
         }
     }
 
@@ -434,10 +632,10 @@ impl Allocator {
         while lo < joiners && lo <= last {
             let hi = lo + ((self.first_new + lo) / BATCH_DIV).clamp(1, joiners - lo);
             self.batch = (lo, hi);
-            let mut heap = self.queue(count);
+            self.requeue(count);
             for _ in 0..count {
                 for k in lo..hi {
-                    if let Some(token) = self.turn(&mut heap, self.first_new + k, count, rng) {
+                    if let Some(token) = self.turn(self.first_new + k, count, rng) {
                         if let Some(tokens) = out.get_mut(k) {
                             tokens.push(token);
                         }
@@ -452,8 +650,8 @@ impl Allocator {
         out
     }
 
-    /// The candidate queue for the batch's first joiner.
-    fn queue(&mut self, count: usize) -> BinaryHeap<Candidate> {
+    /// Refills the candidate queue for the batch's first joiner.
+    fn requeue(&mut self, count: usize) {
         let first = self.first_new + self.batch.0;
         let size = self.batch.1 - self.batch.0;
         // Screen every range with the cheap `rf = 1` score and queue only the best
@@ -470,17 +668,15 @@ impl Allocator {
             screened.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0));
             screened.truncate(keep);
         }
-        let mut heap = BinaryHeap::with_capacity(screened.len());
+        self.queue.clear();
         for (_, i) in screened {
-            self.push(&mut heap, i, first, count, true);
+            self.push(i, first, count, true);
         }
-        heap
     }
 
     /// Places one token for `joiner`, or none when no range can be split.
     fn turn(
         &mut self,
-        heap: &mut BinaryHeap<Candidate>,
         joiner: usize,
         count: usize,
         rng: &mut impl rand_core::RngCore,
@@ -491,23 +687,22 @@ impl Allocator {
             // Lazy greedy: queued gains may be stale. Re-evaluate from the top until the
             // best fresh gain beats every stale one left, or `LAZY_BUDGET` were tried.
             let mut best: Option<(Candidate, f64)> = None;
-            let mut held: Vec<Candidate> = Vec::new();
+            let mut held = core::mem::take(&mut self.held);
+            held.clear();
             // The joiner's own ranges, queued for the others: set aside, not dropped.
-            let mut own: Vec<Candidate> = Vec::new();
+            let mut own = core::mem::take(&mut self.own);
+            own.clear();
             while held.len() < LAZY_BUDGET {
-                let settled =
-                    best.is_some_and(|(b, _)| heap.peek().is_some_and(|next| b.gain >= next.gain));
+                let settled = best.is_some_and(|(b, _)| {
+                    self.queue.peek().is_some_and(|next| b.gain >= next.gain)
+                });
                 if settled {
                     break;
                 }
-                let Some(top) = heap.pop() else {
+                let Some(top) = self.queue.pop() else {
                     break;
                 };
-                let t = self.tok(top.tok);
-                if t.version != top.version {
-                    continue;
-                }
-                if t.owner == joiner {
+                if self.tok(top.tok).owner == joiner {
                     own.push(top);
                     continue;
                 }
@@ -520,9 +715,18 @@ impl Allocator {
                     best = Some((fresh, x));
                 }
             }
-            heap.extend(own);
-            let (chosen, x) = best?;
-            heap.extend(held.into_iter().filter(|c| c.tok != chosen.tok));
+            for c in own.drain(..) {
+                self.queue.set(c);
+            }
+            self.own = own;
+            let Some((chosen, x)) = best else {
+                self.held = held;
+                return None;
+            };
+            for c in held.drain(..).filter(|c| c.tok != chosen.tok) {
+                self.queue.set(c);
+            }
+            self.held = held;
             let i = chosen.tok;
             if let Some(token) = self.split(i, joiner, x, rng) {
                 if let Some(p) = joiner
@@ -537,7 +741,8 @@ impl Allocator {
                 let next = self.first_new + lo + (k + 1) % size;
                 let after = self.first_new + lo + (k + 2) % size;
                 let v = self.toks.len() - 1;
-                let mut around = Vec::with_capacity(2 * self.rf + 3);
+                let mut around = core::mem::take(&mut self.around);
+                around.clear();
                 let (mut back, mut fwd) = (v, v);
                 for _ in 0..=self.rf {
                     back = self.tok(back).prev;
@@ -554,19 +759,18 @@ impl Allocator {
                 }
                 around.sort_unstable();
                 around.dedup();
-                for j in around {
+                for &j in &around {
                     let who = if self.tok(j).owner == next && size > 1 {
                         after
                     } else {
                         next
                     };
-                    self.push(heap, j, who, count, true);
+                    self.push(j, who, count, true);
                 }
+                self.around = around;
                 return Some(token);
-            } else if let Some(t) = self.toks.get_mut(i) {
-                // Unsplittable after all; drop it from the queue.
-                t.version = t.version.wrapping_add(1);
             }
+            // Unsplittable after all: popped and not queued again, so out of the queue.
         }
     }
 
@@ -624,7 +828,6 @@ impl Allocator {
             owner: joiner,
             prev: t.prev,
             next: i,
-            version: 0,
             span: 0.0,
         });
         self.link(v);
@@ -632,7 +835,7 @@ impl Allocator {
             // `structure` left the affected tokens in `window`; refresh their spans.
             let window = core::mem::take(&mut self.window);
             for &q in window.iter().chain(core::iter::once(&v)) {
-                let (span, _) = self.span(q, NIL, 0);
+                let span = self.span(q);
                 if let Some(t) = self.toks.get_mut(q) {
                     t.span = span;
                 }

@@ -181,7 +181,13 @@ pub(super) fn clockwise(from: Token, to: Token) -> u128 {
 
 /// Fraction of the ring covered by `units` of 2^-64.
 pub(super) fn frac(units: u128) -> f64 {
-    units as f64 / SPACE as f64
+    // Converting a u128 to f64 is a software routine; below 2^64 (all but the whole
+    // ring) the u64 conversion is the same correctly rounded value, in hardware.
+    let float = match u64::try_from(units) {
+        Ok(u) => u as f64,
+        Err(_) => units as f64,
+    };
+    float / SPACE as f64
 }
 
 /// The consistent-hashing ring every node builds from the same membership.
