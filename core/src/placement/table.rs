@@ -2579,6 +2579,23 @@ mod tests {
         (first, last_pending, last_normal)
     }
 
+    /// Feeds `j` the previous wave's last member turned Normal (the ring moves under
+    /// its pending wave-mates) and checks that it allocates within two rounds, not
+    /// after `PENDING_PATIENCE`, taking a full share; returns its tokens.
+    fn allocates_once_the_ring_moved(
+        j: &mut Placement<u32>,
+        last_normal: PlacementRecord<u32>,
+    ) -> BTreeSet<Token> {
+        feed(j, last_normal);
+        let rounds = (1..PENDING_PATIENCE)
+            .find(|_| j.round(&mut |_| {}).publish.is_some())
+            .expect("allocated before its patience ran out");
+        assert!(rounds <= 2, "allocated after {rounds} rounds");
+        let mine: BTreeSet<Token> = j.local().tokens.into_iter().collect();
+        assert_eq!(mine.len(), 16, "its share of the wave");
+        mine
+    }
+
     /// The ring moves under a pending wave-mate when the last member of the previous
     /// wave turns Normal; a joiner whose picture then gives that wave-mate the very
     /// tokens it took allocates at once, instead of waiting out `PENDING_PATIENCE`.
@@ -2612,13 +2629,7 @@ mod tests {
             );
             feed(&mut j, w1_pending.clone());
         }
-        feed(&mut j, last_normal);
-        let rounds = (1..PENDING_PATIENCE)
-            .find(|_| j.round(&mut |_| {}).publish.is_some())
-            .expect("allocated before its patience ran out");
-        assert!(rounds <= 2, "allocated after {rounds} rounds");
-        let mine: BTreeSet<Token> = j.local().tokens.into_iter().collect();
-        assert_eq!(mine.len(), 16, "its share of the wave");
+        let mine = allocates_once_the_ring_moved(&mut j, last_normal);
         assert!(
             w1_pending.tokens.iter().all(|t| !mine.contains(t)),
             "no clash"
@@ -2673,13 +2684,7 @@ mod tests {
                 feed(j, r.clone());
             }
         }
-        feed(j, last_normal);
-        let rounds = (1..PENDING_PATIENCE)
-            .find(|_| j.round(&mut |_| {}).publish.is_some())
-            .expect("allocated before its patience ran out");
-        assert!(rounds <= 2, "allocated after {rounds} rounds");
-        let mine: BTreeSet<Token> = j.local().tokens.into_iter().collect();
-        assert_eq!(mine.len(), 16, "its share of the wave");
+        let mine = allocates_once_the_ring_moved(j, last_normal);
         for r in &pending[1..] {
             assert!(r.tokens.iter().all(|t| !mine.contains(t)), "no clash");
         }
