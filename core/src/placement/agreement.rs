@@ -2,10 +2,12 @@
 //! as a bit set that gossip merges, so that one topology change costs each node a few
 //! small messages rather than one message per member.
 //!
-//! When a node's ring digest has held still (see `Placement::agreement_round`), it
-//! starts an agreement about that digest: one bit per member on that ring, in the
-//! order of their names' stable hashes (every node holding the same digest holds the
-//! same ring, so the same order), its own bit set. Bit sets about the same digest merge
+//! When a node's ring digest has held still (see `Placement::agreement_round`), or
+//! when a peer's segment about the digest it holds arrives first (see
+//! `Placement::on_agreement`), it starts an agreement about that digest: one bit per
+//! member on that ring, in the order of their names' stable hashes (every node
+//! holding the same digest holds the same ring, so the same order), its own bit
+//! set. Bit sets about the same digest merge
 //! by OR; a node spreads a segment of its set as a rumour whenever it learned bits in
 //! it, and answers a peer that lacks bits it holds with its own (push-pull), so a late
 //! node catches up in one exchange. Rumours alone can miss a node (its last news went

@@ -1888,7 +1888,7 @@ impl<A: Address> Placement<A> {
             pull: None,
             agreed: None,
         };
-        if self.vnodes == 0 || self.records.on_ring == 0 {
+        if !self.has_agreement() {
             return round;
         }
         let digest = self.ring_hash;
@@ -1898,12 +1898,7 @@ impl<A: Address> Placement<A> {
         }
         self.stable.1 = self.stable.1.saturating_add(1);
         if self.stable.1 >= 2 && self.agreement.digest() != Some(digest) {
-            let mine = self
-                .records
-                .is_on_ring(&self.mine.name)
-                .then_some(self.mine.name.as_str());
-            self.agreement
-                .reset(digest, self.records.on_ring_names(), mine);
+            self.start_agreement();
         }
         for segment in self.agreement.take_dirty() {
             if let Some((digest, segment, bits)) = self.agreement.segment(segment) {
@@ -1949,9 +1944,39 @@ impl<A: Address> Placement<A> {
         round
     }
 
+    /// Whether we take part in agreements: we place tokens, and a ring exists.
+    fn has_agreement(&self) -> bool {
+        self.vnodes != 0 && self.records.on_ring != 0
+    }
+
+    /// Starts the agreement over about our ring digest, with our own bit set if we
+    /// are on that ring.
+    fn start_agreement(&mut self) {
+        let mine = self
+            .records
+            .is_on_ring(&self.mine.name)
+            .then_some(self.mine.name.as_str());
+        self.agreement
+            .reset(self.ring_hash, self.records.on_ring_names(), mine);
+    }
+
     /// A peer's agreement segment: merged if it is about our digest. A peer that lacks
     /// bits we hold gets our (merged) segment back.
+    ///
+    /// A segment about the digest we hold starts our agreement about it at once, even
+    /// if our digest has not held still for two rounds: some node's did, on the same
+    /// ring (the first to start; the others joined on a segment, as we do). Otherwise
+    /// the last node to learn the final ring would hold everyone's agreement back by
+    /// those two rounds (its bit is the last one missing), and then by one more, as
+    /// its segment would go out only with its next round; this way its bit goes back
+    /// to the peer in the reply.
     pub fn on_agreement(&mut self, digest: u64, segment: u16, bits: &[u8]) -> AgreementReceipt<A> {
+        if digest == self.ring_hash
+            && self.agreement.digest() != Some(digest)
+            && self.has_agreement()
+        {
+            self.start_agreement();
+        }
         match self.agreement.merge(digest, segment, bits) {
             Merged::Taken {
                 learned: false,
@@ -2428,6 +2453,84 @@ mod tests {
         let mut back = record("b", 3, Topology::Normal, vec![2_000]);
         back.generation = 50;
         assert!(!feed(&mut p, back).0);
+    }
+
+    /// A Normal member `name` at `addr` with `tokens`, started, holding `others`.
+    fn on_ring(
+        addr: u32,
+        name: &str,
+        tokens: Vec<Token>,
+        others: &[PlacementRecord<u32>],
+    ) -> Placement<u32> {
+        let mut p = placement(addr, name);
+        p.restore(LocalPlacement {
+            name: name.into(),
+            tokens,
+            epoch: 5,
+            ..LocalPlacement::default()
+        })
+        .expect("restore");
+        p.start(&mut ChaCha8Rng::seed_from_u64(1), false)
+            .expect("announces");
+        for r in others {
+            feed(&mut p, r.clone());
+        }
+        p
+    }
+
+    #[test]
+    fn a_segment_about_our_digest_starts_our_agreement_at_once() {
+        let mut x_rec = record("x", 1, Topology::Normal, vec![100, 200]);
+        x_rec.generation = 10;
+        let mut y_rec = record("y", 2, Topology::Normal, vec![300, 400]);
+        y_rec.generation = 10;
+        let a = record("a", 3, Topology::Normal, vec![500]);
+        let mut x = on_ring(1, "x", vec![100, 200], &[y_rec.clone(), a.clone()]);
+        let mut y = on_ring(2, "y", vec![300, 400], &[x_rec, a]);
+        assert_eq!(x.digest(), y.digest(), "the same ring");
+        let m = members(&[2, 3], &[]);
+        // x's digest held still for two rounds: its agreement starts, its own bit set.
+        let mut spread = Vec::new();
+        for _ in 0..3 {
+            spread.extend(x.agreement_round(&m).spread);
+        }
+        let Some((
+            _,
+            Message::Agreement {
+                digest,
+                segment,
+                bits,
+            },
+        )) = spread.pop()
+        else {
+            panic!("x spreads its segment once its digest held still");
+        };
+        assert_eq!(digest, x.digest());
+        // y learned the same ring only now (no round since): the segment starts its
+        // agreement at once, and y, which holds its own bit that x lacks, answers.
+        match y.on_agreement(digest, segment, &bits) {
+            AgreementReceipt::Behind(Message::Agreement {
+                digest: d,
+                bits: theirs,
+                ..
+            }) => {
+                assert_eq!(d, digest);
+                assert_eq!(
+                    theirs.iter().map(|b| b.count_ones()).sum::<u32>(),
+                    2,
+                    "x's bit and y's"
+                );
+            }
+            _ => panic!("y joins the agreement and answers with its own bit"),
+        }
+        assert!(y.agreement.holds("x") && y.agreement.holds("y"));
+        // A segment about another digest starts nothing.
+        let mut z = on_ring(4, "z", vec![600], &[]);
+        assert!(matches!(
+            z.on_agreement(digest, segment, &bits),
+            AgreementReceipt::Taken
+        ));
+        assert_eq!(z.agreement.digest(), None);
     }
 
     #[test]
