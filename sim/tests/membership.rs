@@ -256,18 +256,33 @@ fn stop_once_leave_is_spread(seed: u64, n: usize) -> Duration {
     let net = NetConfig::default();
     sim.run_for(net.latency + net.jitter);
     sim.stop(leaver);
+    // Those told relay the news: within the spread, every node holds the leave.
+    let spread = spread_time(sim.config(), n, 0.0);
+    sim.run_for(spread);
+    for v in sim.live_indices() {
+        let state = sim.state_seen(v, leaver);
+        sim.check(state == Some(Status::Left), || {
+            format!("node {v} sees the leaver {id:?} as {state:?}")
+        });
+    }
     let watch = crash_bound(sim.config(), n, 0.0);
-    sim.run_for(watch);
+    sim.run_for(watch.saturating_sub(spread));
     if let Some(bad) = sim.events().iter().find(|e| is_member_event(&e.event)) {
         sim.fail(format_args!(
             "after a spread leave, node {} emitted {:?} at {:?}",
             bad.node, bad.event, bad.at
         ));
     }
+    // A node that learned of the leaver just before it left may never have had its
+    // admission ping answered (the leaver stops once its leave is spread, and the
+    // ack can be the last datagram it sends): such a member stays unconfirmed and is
+    // forgotten after `UNCONFIRMED_ROUNDS` probe periods, as any member that never
+    // answered. That node no longer knows it; no node may hold it as anything but
+    // gone (seed 12 of the 5-node case).
     for v in sim.live_indices() {
         let state = sim.state_seen(v, leaver);
-        sim.check(state == Some(Status::Left), || {
-            format!("node {v} sees the leaver {id:?} as {state:?}")
+        sim.check(matches!(state, Some(Status::Left) | None), || {
+            format!("node {v} sees the leaver {id:?} as {state:?} after the watch")
         });
     }
     took
