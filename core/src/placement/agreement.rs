@@ -46,7 +46,8 @@ pub(crate) enum Merged {
 /// The bit set of one ring digest (see the [module docs](self)).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Agreement {
-    /// The digest the bits are about: ours when it last held still.
+    /// The digest the bits are about: ours when it last held still, or when a peer's
+    /// segment about it arrived first.
     digest: Option<u64>,
     /// The stable hashes of the ring members' names at `digest`, sorted: bit `i` is
     /// the member whose name hashes to `order[i]`.
